@@ -1,0 +1,93 @@
+"""Tick decoding (JSON object or array of objects) and result encoding (orjson).
+
+Decoding checks what only Python can see -- JSON syntax, field presence and types -- and leaves
+numeric checks (finite, > 0) and ordering to the kernel, so both live and replay paths reject
+exactly the same ticks for exactly the same reasons (``iopv.codes``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from iopv.codes import (
+    ACCEPTED,
+    BAD_PRICE_TYPE,
+    BAD_SYMBOL,
+    BAD_TS,
+    MISSING_PRICE,
+    MISSING_SYMBOL,
+    MISSING_TS,
+    NOT_AN_OBJECT,
+)
+
+MAX_TS = 2**63 - 1
+NAN = math.nan
+
+
+def topic_symbol(topic: str, prefix: str) -> str | None:
+    """The symbol a tick topic names (``<prefix>/<SYMBOL>``), or None for any other topic
+    (deeper levels, or a level starting with ``_`` such as ``ticks/_batch``)."""
+    head, _, tail = topic.partition("/")
+    if head != prefix or not tail or "/" in tail or tail.startswith("_"):
+        return None
+    return tail
+
+
+def decode_tick(obj: Any, default_symbol: str | None, default_ts: int | None,
+                index: dict[str, int]) -> tuple[int, int, float, int]:
+    """(code, book slot or -1, price, ts) for one decoded JSON value.
+
+    ``code`` is ``ACCEPTED`` for a well-formed tick (the kernel still checks the price value and
+    the order), otherwise the rejection reason. The payload's symbol wins over the topic's;
+    ``default_ts`` stands in for a missing ``ts`` (receive time live, None in replay)."""
+    if type(obj) is not dict:
+        return NOT_AN_OBJECT, -1, NAN, 0
+    symbol = obj.get("symbol", default_symbol)
+    if symbol is None:
+        return MISSING_SYMBOL, -1, NAN, 0
+    if type(symbol) is not str or not symbol:
+        return BAD_SYMBOL, -1, NAN, 0
+    price = obj.get("price")
+    kind = type(price)
+    if kind is not float:
+        if price is None:
+            return MISSING_PRICE, -1, NAN, 0
+        if kind is not int:  # bool, str, list, ... (bool is not int by type identity)
+            return BAD_PRICE_TYPE, -1, NAN, 0
+        try:
+            price = float(price)
+        except OverflowError:
+            price = math.inf
+    ts = obj.get("ts")
+    if ts is None:
+        if default_ts is None:
+            return MISSING_TS, -1, NAN, 0
+        ts = default_ts
+    elif type(ts) is not int or not 0 <= ts <= MAX_TS:
+        return BAD_TS, -1, NAN, 0
+    return ACCEPTED, index.get(symbol, -1), price, ts
+
+
+def decode_payload(payload: bytes) -> tuple[list[Any] | None, bool]:
+    """(JSON values, ok). A JSON array yields its items; any other value yields itself."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None, False
+    if type(document) is list:
+        return document, True
+    return [document], True
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """The JSON payload of one published record."""
+    return orjson.dumps(record)
+
+
+def redis_fields(record: dict[str, Any]) -> dict[str, str]:
+    """A record as Redis hash/stream fields (strings; the fund is in the key)."""
+    return {key: value if isinstance(value, str) else orjson.dumps(value).decode()
+            for key, value in record.items() if key != "fund"}

@@ -1,0 +1,47 @@
+"""Tick outcome codes: one small int per tick, counted by reason.
+
+Plain ints so numba folds them at compile time. ``ACCEPTED`` through ``OUT_OF_ORDER`` are
+well-formed ticks (they move the replay clock); every code from ``MALFORMED_JSON`` on is a
+rejection. ``REASONS[code]`` is the name used in logs, metrics and docs.
+"""
+
+ACCEPTED = 0
+UNKNOWN_SYMBOL = 1  # well-formed, symbol not in any basket: ignored
+OUT_OF_ORDER = 2  # well-formed, older than the symbol's last accepted tick: dropped
+MALFORMED_JSON = 3
+NOT_AN_OBJECT = 4
+MISSING_SYMBOL = 5
+BAD_SYMBOL = 6
+MISSING_PRICE = 7
+BAD_PRICE_TYPE = 8
+NON_FINITE_PRICE = 9
+NON_POSITIVE_PRICE = 10
+BAD_TS = 11
+MISSING_TS = 12
+OVERSIZE_PAYLOAD = 13
+
+#: First code that counts as a rejection.
+FIRST_REJECT = MALFORMED_JSON
+
+REASONS = (
+    "accepted",
+    "unknown_symbol",
+    "out_of_order",
+    "malformed_json",
+    "not_an_object",
+    "missing_symbol",
+    "bad_symbol",
+    "missing_price",
+    "bad_price_type",
+    "non_finite_price",
+    "non_positive_price",
+    "bad_ts",
+    "missing_ts",
+    "oversize_payload",
+)
+N_CODES = len(REASONS)
+
+
+def counts_by_reason(counts) -> dict[str, int]:
+    """``{reason: count}`` for a counts array indexed by code (zeros left out)."""
+    return {REASONS[code]: int(n) for code, n in enumerate(counts) if n}

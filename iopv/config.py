@@ -1,0 +1,264 @@
+"""Typed, frozen settings: TOML file < ``IOPV_*`` environment < command-line flags.
+
+Every section is a frozen, keyword-only dataclass. Unknown keys -- in the file, in the
+environment (any ``IOPV_<SECTION>_<KEY>`` that names no setting) or passed by code -- are an
+error that names the key and where it came from, never a silently ignored typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "IOPV_"
+#: Environment variables with the prefix that are not settings.
+ENV_RESERVED = frozenset({"IOPV_CONFIG"})
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """The valuation cycle."""
+
+    pcf_path: str = str(Path(__file__).resolve().parent.parent / "config" / "pcf" / "demo.json")
+    interval_s: float = 15.0
+    decimals: int = 4
+    instance: str = "iopv-1"
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.interval_s) and self.interval_s >= 0.001):
+            raise ConfigError(f"engine.interval_s: expected a number >= 0.001, got {self.interval_s!r}")
+        if not 0 <= self.decimals <= 10:
+            raise ConfigError(f"engine.decimals: expected 0..10, got {self.decimals!r}")
+        if not self.pcf_path:
+            raise ConfigError("engine.pcf_path: expected a path to a basket file, got an empty string")
+        if not self.instance or any(c in self.instance for c in "#+/ \t\r\n"):
+            raise ConfigError(f"engine.instance: expected a name without '#', '+', '/' or spaces, got {self.instance!r}")
+
+    @property
+    def interval_ns(self) -> int:
+        return round(self.interval_s * 1_000_000_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttSettings:
+    """The broker that carries ticks in and values out."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    tick_topic_prefix: str = "ticks"
+    value_topic_prefix: str = "iopv"
+    value_qos: int = 1
+    keepalive_s: int = 30
+    max_incoming_messages: int = 100_000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+
+    def validate(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ConfigError(f"mqtt.url: expected mqtt://host[:port], got {redact_url(self.url)!r}")
+        for name in ("tick_topic_prefix", "value_topic_prefix"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "#+ \t\r\n") or value.startswith("/") or value.endswith("/"):
+                raise ConfigError(f"mqtt.{name}: expected a topic prefix without wildcards or spaces, got {value!r}")
+        if self.value_qos not in (0, 1, 2):
+            raise ConfigError(f"mqtt.value_qos: expected 0, 1 or 2, got {self.value_qos!r}")
+        if self.keepalive_s < 1:
+            raise ConfigError(f"mqtt.keepalive_s: expected >= 1, got {self.keepalive_s!r}")
+        if self.max_incoming_messages < 1:
+            raise ConfigError(f"mqtt.max_incoming_messages: expected >= 1, got {self.max_incoming_messages!r}")
+        _check_backoff("mqtt", self.reconnect_min_s, self.reconnect_max_s)
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+    @property
+    def username(self) -> str | None:
+        return urlsplit(self.url).username
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self.url).password
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    """The Redis server that holds the latest values and their history."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "iopv"
+    history_maxlen: int = 100_000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+
+    def validate(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"redis.url: expected redis://host[:port][/db], got {redact_url(self.url)!r}")
+        if not self.key_prefix or any(c in self.key_prefix for c in " \t\r\n"):
+            raise ConfigError(f"redis.key_prefix: expected a non-empty prefix without spaces, got {self.key_prefix!r}")
+        if self.history_maxlen < 1:
+            raise ConfigError(f"redis.history_maxlen: expected >= 1, got {self.history_maxlen!r}")
+        _check_backoff("redis", self.reconnect_min_s, self.reconnect_max_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntakeSettings:
+    """Tick intake and the publishing queues."""
+
+    batch_capacity: int = 65_536
+    sink_queue_cycles: int = 64
+
+    def validate(self) -> None:
+        if self.batch_capacity < 1:
+            raise ConfigError(f"intake.batch_capacity: expected >= 1, got {self.batch_capacity!r}")
+        if self.sink_queue_cycles < 1:
+            raise ConfigError(f"intake.sink_queue_cycles: expected >= 1, got {self.sink_queue_cycles!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """All settings, one frozen section per concern."""
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+
+    def validate(self) -> "Settings":
+        for section in SECTIONS:
+            getattr(self, section).validate()
+        return self
+
+
+SECTIONS: dict[str, type] = {
+    "engine": EngineSettings,
+    "mqtt": MqttSettings,
+    "redis": RedisSettings,
+    "intake": IntakeSettings,
+}
+
+
+def _check_backoff(section: str, low: float, high: float) -> None:
+    if not (0 < low <= high):
+        raise ConfigError(f"{section}.reconnect_min_s/reconnect_max_s: expected 0 < min <= max, got {low!r}, {high!r}")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _coerce(section: str, key: str, kind: type, value: Any, origin: str) -> Any:
+    where = f"{origin}: {section}.{key}"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    types = {"float": float, "int": int, "str": str, "bool": bool}
+    return {f.name: types[str(f.type)] for f in dataclasses.fields(cls)}
+
+
+def _merge(layers: dict[str, dict[str, Any]], section: str, values: Mapping[str, Any], origin: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"{origin}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+    known = _field_types(SECTIONS[section])
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key {section}.{key} (known: {', '.join(known)})")
+        layers[section][key] = _coerce(section, key, known[key], value, origin)
+
+
+def env_names() -> dict[str, tuple[str, str]]:
+    """``IOPV_<SECTION>_<KEY>`` -> (section, key) for every setting."""
+    return {
+        f"{ENV_PREFIX}{section.upper()}_{name.upper()}": (section, name)
+        for section, cls in SECTIONS.items()
+        for name in _field_types(cls)
+    }
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Settings from the TOML file at ``path`` (default ``config/default.toml`` or ``$IOPV_CONFIG``),
+    then ``IOPV_*`` variables of ``environ``, then ``overrides`` (``{"section": {"key": value}}``,
+    ``None`` values skipped). Raises ConfigError naming the offending key."""
+    environ = os.environ if environ is None else environ
+    layers: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    if path is None:
+        path = environ.get("IOPV_CONFIG") or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for section, values in document.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown top-level key {section!r} (settings live in sections: {', '.join(SECTIONS)})")
+        _merge(layers, section, values, str(path))
+    # A relative basket path in a config file is relative to that file, not to the caller's cwd.
+    pcf = layers["engine"].get("pcf_path")
+    if pcf and not Path(pcf).is_absolute():
+        layers["engine"]["pcf_path"] = str((path.parent / pcf).resolve())
+    names = env_names()
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        if name not in names:
+            raise ConfigError(f"environment: unknown setting {name} (see README, 'Configuration')")
+        section, key = names[name]
+        _merge(layers, section, {key: value}, f"environment {name}")
+    for section, values in (overrides or {}).items():
+        _merge(layers, section, {k: v for k, v in values.items() if v is not None}, "command line")
+    settings = Settings(**{section: SECTIONS[section](**values) for section, values in layers.items()})
+    return settings.validate()

@@ -1,0 +1,1 @@
+"""Tick sources: ``mqtt`` (live) and ``tape`` (recorded JSON lines, for replay)."""

@@ -1,0 +1,41 @@
+"""aiomqtt client construction shared by the tick feed and the value publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiomqtt
+
+from iopv.config import MqttSettings
+
+
+class CountingQueue(asyncio.Queue):
+    """aiomqtt's incoming queue, bounded, counting what it drops instead of only logging it."""
+
+    dropped = 0
+
+    def put_nowait(self, item) -> None:
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None,
+                queue_type: type[asyncio.Queue] | None = None) -> aiomqtt.Client:
+    """A client for the configured broker (created once, re-entered by the reconnect loop)."""
+    return aiomqtt.Client(
+        settings.hostname,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        identifier=identifier,
+        keepalive=settings.keepalive_s,
+        will=will,
+        queue_type=queue_type,
+        max_queued_incoming_messages=settings.max_incoming_messages,
+        max_inflight_messages=1000,
+        timeout=10,
+        logger=logging.getLogger(f"iopv.mqtt.{identifier}"),
+    )

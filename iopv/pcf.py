@@ -1,0 +1,290 @@
+"""Portfolio composition files (PCF): load, validate, and lay out as CSR arrays.
+
+A PCF is a JSON list of funds (see README, "Basket files"). Loading is all-or-nothing: every
+problem in the file is collected and reported together, each naming the file, the fund and the
+field, and no universe is built from a file with any error ("corrupt data is worse than no data").
+
+The universe is laid out for the kernels (compressed sparse rows, one row per fund):
+
+    fund_offsets[f] : fund_offsets[f+1]   the fund's holdings
+    holding_security[h]                   index of the holding in the price book
+    holding_shares[h]                     shares per creation unit
+    holding_fx[h]                         index in the price book of the FX rate to the fund
+                                          currency; ONE_INDEX (a slot fixed at 1.0) when the
+                                          holding is in the fund currency
+    fund_cash[f], fund_creation_unit[f]   estimated cash per creation unit, shares per unit
+
+FX rates live in the same book as prices, under the symbol ``<CCY><FUNDCCY>`` (``EURUSD`` = USD
+per EUR), so rate ticks travel the same path as price ticks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+#: Fund tickers and symbols become MQTT topic levels and Redis keys: keep them to a safe set.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+
+FUND_KEYS = frozenset({"fund", "name", "creation_unit", "currency", "cash", "fx", "holdings", "as_of"})
+HOLDING_KEYS = frozenset({"symbol", "shares", "price", "currency"})
+
+MAX_ERRORS_SHOWN = 20
+
+
+class PcfError(ValueError):
+    """A basket file is unreadable or invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, path: str, errors: list[str]):
+        self.path = path
+        self.errors = errors
+        shown = errors[:MAX_ERRORS_SHOWN]
+        more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+        super().__init__(f"{path}: {len(errors)} error(s) in basket file:\n  " + "\n  ".join(shown) + more)
+
+
+@dataclass(frozen=True, eq=False)
+class Universe:
+    """Every fund's basket as flat arrays, plus the book layout the arrays index into."""
+
+    source: str
+    funds: tuple[str, ...]
+    fund_currency: tuple[str, ...]
+    fund_offsets: np.ndarray  # int64[F+1]
+    holding_security: np.ndarray  # int64[H]
+    holding_shares: np.ndarray  # float64[H]
+    holding_fx: np.ndarray  # int64[H]
+    fund_cash: np.ndarray  # float64[F]
+    fund_creation_unit: np.ndarray  # float64[F]
+    #: Book symbols: securities first, then FX pairs. The book has one more slot, ONE_INDEX.
+    symbols: tuple[str, ...]
+    #: Previous close (securities) or PCF rate (FX pairs) per book symbol.
+    initial_prices: np.ndarray  # float64[S]
+    fund_info: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def one_index(self) -> int:
+        """Book slot that always holds 1.0 (the FX factor of a holding in the fund currency)."""
+        return len(self.symbols)
+
+    @property
+    def holdings(self) -> int:
+        return int(self.holding_security.size)
+
+    def symbol_index(self) -> dict[str, int]:
+        return {symbol: i for i, symbol in enumerate(self.symbols)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Checker:
+    """Collects errors with their location so one run reports everything wrong with a file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.errors: list[str] = []
+
+    def error(self, where: str, message: str) -> None:
+        self.errors.append(f"{where}: {message}")
+
+    def number(self, where: str, obj: dict, key: str, *, minimum: float | None, strict: bool,
+               required: bool = True) -> float | None:
+        if key not in obj:
+            if required:
+                self.error(f"{where}.{key}", "missing (expected a number)")
+            return None
+        value = obj[key]
+        if not _is_number(value):
+            self.error(f"{where}.{key}", f"expected a number, got {_describe(value)}")
+            return None
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            self.error(f"{where}.{key}", f"expected a finite number, got {_describe(value)}")
+            return None
+        if minimum is not None and (number <= minimum if strict else number < minimum):
+            relation = ">" if strict else ">="
+            self.error(f"{where}.{key}", f"expected a number {relation} {minimum:g}, got {_describe(value)}")
+            return None
+        return number
+
+    def name(self, where: str, obj: dict, key: str, pattern: re.Pattern, what: str) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            self.error(f"{where}.{key}", f"missing (expected {what})")
+            return None
+        if not isinstance(value, str) or not pattern.match(value):
+            self.error(f"{where}.{key}", f"expected {what}, got {_describe(value)}")
+            return None
+        return value
+
+
+def parse_json(path: str | Path, data: bytes | None = None) -> Any:
+    """The file's JSON document; malformed JSON is a PcfError with line and column."""
+    path = str(path)
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise PcfError(path, [f"cannot read file: {exc.strerror or exc}"]) from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise PcfError(path, [f"line {exc.lineno}, column {exc.colno}: malformed JSON: {exc.msg}"]) from None
+
+
+def load_pcf(path: str | Path) -> Universe:
+    """Load and fully validate a PCF JSON file; raises PcfError listing every problem."""
+    return build_universe(parse_json(path), source=str(path))
+
+
+def build_universe(document: Any, *, source: str = "<pcf>") -> Universe:
+    """Validate a parsed PCF document and lay it out as a Universe."""
+    check = _Checker(source)
+    if not isinstance(document, list):
+        raise PcfError(source, [f"top level: expected a JSON list of funds, got {type(document).__name__}"])
+
+    fund_rows: list[tuple[str, str, float, float, dict, list]] = []
+    seen_funds: dict[str, int] = {}
+    close: dict[str, tuple[float, str]] = {}  # symbol -> (previous close, fund that set it)
+    symbol_currency: dict[str, tuple[str, str]] = {}
+    rates: dict[str, tuple[float, str]] = {}  # pair -> (rate, fund that set it)
+
+    for position, fund in enumerate(document):
+        where = f"fund #{position}"
+        if not isinstance(fund, dict):
+            check.error(where, f"expected an object, got {_describe(fund)}")
+            continue
+        ticker = check.name(where, fund, "fund", NAME_PATTERN, "a ticker of letters, digits, '.', '_' or '-'")
+        if ticker is not None:
+            where = f"fund {ticker} (#{position})"
+            if ticker in seen_funds:
+                check.error(f"{where}.fund", f"duplicate fund, first listed as #{seen_funds[ticker]}")
+            seen_funds.setdefault(ticker, position)
+        for key in sorted(set(fund) - FUND_KEYS):
+            check.error(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(FUND_KEYS))})")
+        unit = check.number(where, fund, "creation_unit", minimum=0, strict=True)
+        cash = check.number(where, fund, "cash", minimum=None, strict=False)
+        currency = check.name(where, fund, "currency", CURRENCY_PATTERN, "a 3-letter currency code")
+        for key in ("name", "as_of"):
+            if key in fund and not isinstance(fund[key], str):
+                check.error(f"{where}.{key}", f"expected a string, got {_describe(fund[key])}")
+
+        fx = fund.get("fx", {})
+        fund_rates: dict[str, float] = {}
+        if not isinstance(fx, dict):
+            check.error(f"{where}.fx", f"expected an object of currency -> rate, got {_describe(fx)}")
+            fx = {}
+        for ccy in fx:
+            if not CURRENCY_PATTERN.match(ccy):
+                check.error(f"{where}.fx.{ccy}", "expected a 3-letter currency code as key")
+                continue
+            rate = check.number(f"{where}.fx", fx, ccy, minimum=0, strict=True)
+            if rate is not None:
+                fund_rates[ccy] = rate
+
+        holdings = fund.get("holdings")
+        if not isinstance(holdings, list):
+            check.error(f"{where}.holdings", f"expected a list (empty for an all-cash fund), got {_describe(holdings)}")
+            holdings = []
+        rows: list[tuple[str, float, str]] = []
+        seen_symbols: dict[str, int] = {}
+        for k, holding in enumerate(holdings):
+            hwhere = f"{where}.holdings[{k}]"
+            if not isinstance(holding, dict):
+                check.error(hwhere, f"expected an object, got {_describe(holding)}")
+                continue
+            symbol = check.name(hwhere, holding, "symbol", NAME_PATTERN, "a symbol of letters, digits, '.', '_' or '-'")
+            if symbol is not None:
+                hwhere = f"{where}.holdings[{k}] ({symbol})"
+            for key in sorted(set(holding) - HOLDING_KEYS):
+                check.error(f"{hwhere}.{key}", f"unknown field (known: {', '.join(sorted(HOLDING_KEYS))})")
+            shares = check.number(hwhere, holding, "shares", minimum=0, strict=False)
+            price = check.number(hwhere, holding, "price", minimum=0, strict=True)
+            hccy = currency
+            if "currency" in holding:
+                hccy = check.name(hwhere, holding, "currency", CURRENCY_PATTERN, "a 3-letter currency code")
+            if symbol is None or shares is None or price is None or hccy is None or currency is None:
+                continue
+            if symbol in seen_symbols:
+                check.error(f"{hwhere}.symbol", f"{symbol} listed twice in this fund (first at holdings[{seen_symbols[symbol]}])")
+                continue
+            seen_symbols[symbol] = k
+            if hccy != currency and hccy not in fund_rates:
+                check.error(f"{hwhere}.currency", f"{hccy} has no FX rate: add \"{hccy}\" to the fund's \"fx\" map ({hccy}{currency}, {currency} per {hccy})")
+                continue
+            if symbol in close and close[symbol][0] != price:
+                check.error(f"{hwhere}.price", f"previous close {price!r} disagrees with {close[symbol][0]!r} given by fund {close[symbol][1]}")
+                continue
+            if symbol in symbol_currency and symbol_currency[symbol][0] != hccy:
+                check.error(f"{hwhere}.currency", f"{hccy} disagrees with {symbol_currency[symbol][0]} given by fund {symbol_currency[symbol][1]}")
+                continue
+            close.setdefault(symbol, (price, ticker or where))
+            symbol_currency.setdefault(symbol, (hccy, ticker or where))
+            rows.append((symbol, shares, hccy))
+
+        if currency is not None:
+            for ccy, rate in fund_rates.items():
+                if ccy == currency:
+                    continue
+                pair = f"{ccy}{currency}"
+                if pair in rates and rates[pair][0] != rate:
+                    check.error(f"{where}.fx.{ccy}", f"rate {rate!r} for {pair} disagrees with {rates[pair][0]!r} given by fund {rates[pair][1]}")
+                rates.setdefault(pair, (rate, ticker or where))
+        if ticker is not None and unit is not None and cash is not None and currency is not None:
+            info = {key: fund[key] for key in ("name", "as_of") if isinstance(fund.get(key), str)}
+            fund_rows.append((ticker, currency, unit, cash, info, rows))
+
+    for pair, (_, fund_name) in rates.items():
+        if pair in close:
+            check.error(f"fund {fund_name}.fx", f"FX pair {pair} is also a holding symbol; rename one of them")
+    if check.errors:
+        raise PcfError(source, check.errors)
+    return _layout(source, fund_rows, close, rates)
+
+
+def _layout(source: str, fund_rows: list, close: dict, rates: dict) -> Universe:
+    symbols = tuple(close) + tuple(rates)
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+    one = len(symbols)
+    offsets = np.zeros(len(fund_rows) + 1, dtype=np.int64)
+    security: list[int] = []
+    shares: list[float] = []
+    fx: list[int] = []
+    for f, (_, currency, _, _, _, rows) in enumerate(fund_rows):
+        for symbol, count, hccy in rows:
+            security.append(index[symbol])
+            shares.append(count)
+            fx.append(one if hccy == currency else index[f"{hccy}{currency}"])
+        offsets[f + 1] = len(security)
+    initial = np.array([close[s][0] for s in close] + [rates[p][0] for p in rates], dtype=np.float64)
+    return Universe(
+        source=source,
+        funds=tuple(row[0] for row in fund_rows),
+        fund_currency=tuple(row[1] for row in fund_rows),
+        fund_offsets=offsets,
+        holding_security=np.array(security, dtype=np.int64),
+        holding_shares=np.array(shares, dtype=np.float64),
+        holding_fx=np.array(fx, dtype=np.int64),
+        fund_cash=np.array([row[3] for row in fund_rows], dtype=np.float64),
+        fund_creation_unit=np.array([row[2] for row in fund_rows], dtype=np.float64),
+        symbols=symbols,
+        initial_prices=initial,
+        fund_info=tuple(row[4] for row in fund_rows),
+    )

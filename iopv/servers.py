@@ -1,0 +1,154 @@
+"""Throwaway Redis and Mosquitto servers on free loopback ports (for the demo and the tests).
+
+Nothing here touches a shared instance: each server gets a fresh port, a private directory,
+no persistence, and is stopped (and its directory removed) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/sbin")
+INSTALL_HINT = {
+    "redis-server": "install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)",
+    "mosquitto": "install Mosquitto (Debian/Ubuntu: apt-get install mosquitto; macOS: brew install mosquitto)",
+}
+
+
+class ServerUnavailable(RuntimeError):
+    """A server binary is missing or the server did not start."""
+
+
+def find_binary(name: str) -> str:
+    """Path of a server binary on PATH or in the usual sbin directories."""
+    found = shutil.which(name) or next(
+        (str(Path(d) / name) for d in SEARCH_DIRS if os.access(Path(d) / name, os.X_OK)), None)
+    if not found:
+        raise ServerUnavailable(f"{name} not found: {INSTALL_HINT.get(name, 'install it')}")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailable(f"server exited with {process.returncode}: {_tail(log_path)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    process.kill()
+    raise ServerUnavailable(f"server did not listen on port {port} within {timeout_s} s: {_tail(log_path)}")
+
+
+def _tail(path: Path) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-5:])
+    except OSError:
+        return "(no log)"
+
+
+class LocalServer:
+    """One server process on a free port, in its own directory."""
+
+    def __init__(self, name: str, directory: Path):
+        self.name = name
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / f"{self.name}.log"
+
+    def command(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start(self, port: int | None = None) -> "LocalServer":
+        """Start (or restart, on the same port by default) and wait until it listens."""
+        self.port = port or self.port or free_port()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), cwd=self.directory, stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        wait_for_port(self.port, self.process, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class RedisServer(LocalServer):
+    def __init__(self, directory: Path):
+        super().__init__("redis", directory)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+                "--daemonize", "no", "--protected-mode", "yes"]
+
+
+class MosquittoServer(LocalServer):
+    def __init__(self, directory: Path):
+        super().__init__("mosquitto", directory)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        config = self.directory / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"user {getpass.getuser()}\n"
+            "max_queued_messages 100000\n")
+        return [find_binary("mosquitto"), "-c", str(config)]
+
+
+@contextlib.contextmanager
+def local_servers(*, redis: bool = True, mqtt: bool = True) -> Iterator[tuple[MosquittoServer | None, RedisServer | None]]:
+    """Start the requested throwaway servers; stop them and remove their files on exit."""
+    directory = Path(tempfile.mkdtemp(prefix="iopv-servers-"))
+    started: list[LocalServer] = []
+    try:
+        mosquitto = MosquittoServer(directory).start() if mqtt else None
+        if mosquitto:
+            started.append(mosquitto)
+        redis_server = RedisServer(directory).start() if redis else None
+        if redis_server:
+            started.append(redis_server)
+        yield mosquitto, redis_server
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
