@@ -1,0 +1,52 @@
+# The two commands of the README, and the rest of the developer workflow.
+#   make run    the engine on the demo universe with live simulated ticks (Ctrl-C stops it all)
+#   make test   the test suite (unit + integration against throwaway Redis and Mosquitto)
+# Both set everything up first: a virtual environment in .venv, the Python dependencies, and
+# redis-server + mosquitto from the system's packages when they are missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+INTERVAL ?= 15
+TICKS_PER_S ?= 500
+
+.PHONY: setup servers run test test-slow bench bench-quick check-pcf demo-universe clean
+
+setup: $(STAMP) servers
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $(STAMP)
+
+servers:
+	@sh scripts/install-servers.sh
+
+run: setup
+	$(BIN)/iopv demo --interval $(INTERVAL) --ticks-per-s $(TICKS_PER_S)
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick
+
+check-pcf: setup
+	$(BIN)/iopv check-pcf config/pcf/*.json
+
+demo-universe: setup
+	$(BIN)/python -m iopv.demo_universe --out config/pcf/demo.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

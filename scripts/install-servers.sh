@@ -1,0 +1,40 @@
+#!/usr/bin/env sh
+# Make sure redis-server and mosquitto are installed (the engine's tests and demo start their own
+# throwaway instances of both; they never use a running system service).
+# Installs from the system package manager when possible; otherwise says exactly what to install.
+set -eu
+
+have() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    for dir in /usr/sbin /usr/local/sbin /usr/bin /usr/local/bin /opt/homebrew/sbin /opt/homebrew/bin; do
+        [ -x "$dir/$1" ] && return 0
+    done
+    return 1
+}
+
+missing=""
+have redis-server || missing="$missing redis-server"
+have mosquitto || missing="$missing mosquitto"
+[ -z "$missing" ] && exit 0
+
+echo "install-servers: missing:$missing"
+if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        sudo=""
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo="sudo"
+    else
+        echo "install-servers: cannot install as $(id -un); run: sudo apt-get install -y$missing" >&2
+        exit 1
+    fi
+    # Debian's packages may try to start system services; the engine does not need them.
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing
+elif command -v brew >/dev/null 2>&1; then
+    packages=$(echo "$missing" | sed 's/redis-server/redis/')
+    brew install $packages
+else
+    echo "install-servers: no apt-get or brew here; install Redis (redis-server) and Mosquitto yourself:$missing" >&2
+    exit 1
+fi
+have redis-server && have mosquitto || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }

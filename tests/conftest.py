@@ -1,0 +1,24 @@
+"""Shared fixtures: throwaway Redis and Mosquitto servers on free ports (never a shared instance)."""
+
+from __future__ import annotations
+
+import pytest
+
+from iopv.servers import MosquittoServer, RedisServer, local_servers
+
+
+@pytest.fixture(scope="session")
+def servers() -> tuple[MosquittoServer, RedisServer]:
+    """One Mosquitto and one Redis for the whole session; tests isolate by unique topics/keys."""
+    with local_servers() as (mosquitto, redis_server):
+        yield mosquitto, redis_server
+
+
+@pytest.fixture(scope="session")
+def mosquitto(servers) -> MosquittoServer:
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def redis_server(servers) -> RedisServer:
+    return servers[1]
