@@ -110,8 +110,8 @@ def cmd_check_pcf(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
-    parser.add_argument("--log-level", default="INFO",
-                        help="logging level (default INFO)")
+    parser.add_argument("--log-level", default=None,
+                        help="logging level (default INFO; WARNING for demo, which draws a table)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, *, urls: bool) -> None:
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)

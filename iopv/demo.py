@@ -12,12 +12,14 @@ import contextlib
 import dataclasses
 import logging
 
+from iopv.book import PriceBook
 from iopv.config import Settings
 from iopv.display import TerminalDisplay
 from iopv.pcf import load_pcf
 from iopv.servers import local_servers
 from iopv.service import Service
 from iopv.simulator import TickSimulator, publish_ticks
+from iopv.valuation import Valuer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,9 @@ async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duratio
                 f"accepted {intake.accepted:,}  rejected {intake.rejected:,}  "
                 f"symbols ticked {service.engine.book.ticked}/{n_securities}")
 
-    display = TerminalDisplay(names, status, decimals=settings.engine.decimals)
+    at_close = Valuer(universe, settings.engine.decimals).value(PriceBook(universe))
+    display = TerminalDisplay(names, dict(zip(universe.funds, at_close.tolist())), status,
+                              decimals=settings.engine.decimals)
     service = Service(settings, universe=universe, extra_sinks=[display])
     stop = asyncio.Event()
     simulator_task = asyncio.create_task(

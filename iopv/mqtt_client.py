@@ -25,7 +25,7 @@ class CountingQueue(asyncio.Queue):
 def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None,
                 queue_type: type[asyncio.Queue] | None = None) -> aiomqtt.Client:
     """A client for the configured broker (created once, re-entered by the reconnect loop)."""
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         settings.hostname,
         settings.port,
         username=settings.username,
@@ -39,3 +39,7 @@ def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will |
         timeout=10,
         logger=logging.getLogger(f"iopv.mqtt.{identifier}"),
     )
+    # A cycle publishes one message per fund concurrently: thousands in flight are expected,
+    # not a warning sign (aiomqtt warns above 10 by default).
+    client.pending_calls_threshold = 1_000_000
+    return client
