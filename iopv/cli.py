@@ -16,7 +16,7 @@ from typing import Any, Coroutine, Sequence
 
 import numpy as np
 
-from iopv.codes import REASONS, counts_by_reason
+from iopv.codes import REASONS, REJECTIONS, counts_by_reason
 from iopv.config import ConfigError, Settings, load_settings
 from iopv.pcf import PcfError, load_pcf
 
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from iopv.demo import demo
 
-    settings = _settings(args)
+    settings = _settings(args, calendar="always")  # the simulator ticks around the clock
     return demo(settings,
                 own_mqtt=not (args.mqtt_url or os.environ.get("IOPV_MQTT_URL")),
                 own_redis=not (args.redis_url or os.environ.get("IOPV_REDIS_URL")),
@@ -65,20 +65,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from iopv.feeds.tape import read_tape
-    from iopv.publication import build_publication
-    from iopv.replay import replay
+    from iopv.publication import build_publication, static_fields
+    from iopv.replay import replay_frames
 
-    settings = _settings(args, decimals=args.decimals)
+    settings = _settings(args, decimals=args.decimals, calendar=args.calendar)
     universe = load_pcf(settings.engine.pcf_path)
+    e = settings.engine
+    static = static_fields(universe)
     try:
-        tape = read_tape(args.tape, universe.symbol_index())
+        tape = read_tape(args.tape, universe.book_index())
     except OSError as exc:
         raise ConfigError(f"{args.tape}: cannot read tape: {exc.strerror or exc}") from None
     out = sys.stdout.buffer
     boundaries = 0
-    for boundary, values in replay(universe, tape, interval_ns=settings.engine.interval_ns,
-                                   decimals=settings.engine.decimals):
-        out.write(b"\n".join(build_publication(universe, boundary, values).payloads) + b"\n")
+    for boundary, frame in replay_frames(
+            universe, tape, interval_ns=e.interval_ns, decimals=e.decimals, calendar=e.calendar,
+            stale_after_ns=round(e.stale_after_s * 1e9), min_coverage=e.min_coverage,
+            halted_weight=e.halted_weight, spike_pct=e.spike_pct,
+            spike_confirm_ticks=e.spike_confirm_ticks):
+        out.write(b"\n".join(build_publication(universe, boundary, frame, static=static).payloads) + b"\n")
         boundaries += 1
     out.flush()
     counts = np.bincount(tape.code, minlength=len(REASONS))
@@ -87,7 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.rejects:
         reasons = Counter()
         for line, code in zip(tape.line.tolist(), tape.code.tolist()):
-            if code >= 3:
+            if code in REJECTIONS:
                 reasons[code] += 1
                 if reasons[code] <= 20:
                     print(f"{args.tape}:{line}: rejected: {REASONS[code]}", file=sys.stderr)
@@ -138,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--tape", required=True, help="JSON-lines tick tape")
     replay.add_argument("--decimals", type=int, default=None, help="published decimals (engine.decimals)")
     replay.add_argument("--rejects", action="store_true", help="list rejected tape lines on stderr")
+    replay.add_argument("--calendar", default=None,
+                        help="sessions: 'always' or an exchange code such as XNYS (engine.calendar)")
     replay.set_defaults(handler=cmd_replay)
 
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")

@@ -15,6 +15,8 @@ import orjson
 from iopv.codes import (
     ACCEPTED,
     BAD_PRICE_TYPE,
+    BAD_QUOTE,
+    BAD_STATUS,
     BAD_SYMBOL,
     BAD_TS,
     MISSING_PRICE,
@@ -22,6 +24,7 @@ from iopv.codes import (
     MISSING_TS,
     NOT_AN_OBJECT,
 )
+from iopv.quality import STATUS_NONE, STATUS_WORDS
 
 MAX_TS = 2**63 - 1
 NAN = math.nan
@@ -38,37 +41,76 @@ def topic_symbol(topic: str, prefix: str) -> str | None:
 
 def decode_tick(obj: Any, default_symbol: str | None, default_ts: int | None,
                 index: dict[str, int]) -> tuple[int, int, float, int]:
-    """(code, book slot or -1, price, ts) for one decoded JSON value.
+    """(code, book slot or -1, price, ts) for one decoded JSON value (``decode_tick_full``
+    without the quote and status)."""
+    code, security, price, _, _, _, ts = decode_tick_full(obj, default_symbol, default_ts, index)
+    return code, security, price, ts
+
+
+def _quote_side(value: Any) -> float | None:
+    """A bid or ask as a float; NAN when absent; None when invalid (not a finite number > 0)."""
+    if value is None:
+        return NAN
+    kind = type(value)
+    if kind is not float and kind is not int:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number > 0.0 else None
+
+
+def decode_tick_full(obj: Any, default_symbol: str | None, default_ts: int | None,
+                     index: dict[str, int]) -> tuple[int, int, float, float, float, int, int]:
+    """(code, book slot or -1, price, bid, ask, status, ts) for one decoded JSON value.
 
     ``code`` is ``ACCEPTED`` for a well-formed tick (the kernel still checks the price value and
     the order), otherwise the rejection reason. The payload's symbol wins over the topic's;
-    ``default_ts`` stands in for a missing ``ts`` (receive time live, None in replay)."""
+    ``default_ts`` stands in for a missing ``ts`` (receive time live, None in replay). ``bid`` and
+    ``ask`` are NAN when absent; ``status`` is a ``STATUS_*`` code. A message with a ``status``
+    and no ``price`` is a trading-status message (price NAN)."""
     if type(obj) is not dict:
-        return NOT_AN_OBJECT, -1, NAN, 0
+        return NOT_AN_OBJECT, -1, NAN, NAN, NAN, 0, 0
     symbol = obj.get("symbol", default_symbol)
     if symbol is None:
-        return MISSING_SYMBOL, -1, NAN, 0
+        return MISSING_SYMBOL, -1, NAN, NAN, NAN, 0, 0
     if type(symbol) is not str or not symbol:
-        return BAD_SYMBOL, -1, NAN, 0
+        return BAD_SYMBOL, -1, NAN, NAN, NAN, 0, 0
+    word = obj.get("status")
+    status = STATUS_NONE
+    if word is not None:
+        status = STATUS_WORDS.get(word, -1) if type(word) is str else -1
     price = obj.get("price")
     kind = type(price)
     if kind is not float:
         if price is None:
-            return MISSING_PRICE, -1, NAN, 0
-        if kind is not int:  # bool, str, list, ... (bool is not int by type identity)
-            return BAD_PRICE_TYPE, -1, NAN, 0
-        try:
-            price = float(price)
-        except OverflowError:
-            price = math.inf
+            if status <= STATUS_NONE or "price" in obj:
+                return MISSING_PRICE, -1, NAN, NAN, NAN, 0, 0
+            price = NAN  # a status message
+        elif kind is not int:  # bool, str, list, ... (bool is not int by type identity)
+            return BAD_PRICE_TYPE, -1, NAN, NAN, NAN, 0, 0
+        else:
+            try:
+                price = float(price)
+            except OverflowError:
+                price = math.inf
     ts = obj.get("ts")
     if ts is None:
         if default_ts is None:
-            return MISSING_TS, -1, NAN, 0
+            return MISSING_TS, -1, NAN, NAN, NAN, 0, 0
         ts = default_ts
     elif type(ts) is not int or not 0 <= ts <= MAX_TS:
-        return BAD_TS, -1, NAN, 0
-    return ACCEPTED, index.get(symbol, -1), price, ts
+        return BAD_TS, -1, NAN, NAN, NAN, 0, 0
+    if status < 0:
+        return BAD_STATUS, -1, NAN, NAN, NAN, 0, 0
+    bid = ask = NAN
+    if "bid" in obj or "ask" in obj:
+        bid = _quote_side(obj.get("bid"))
+        ask = _quote_side(obj.get("ask"))
+        if bid is None or ask is None or bid > ask:
+            return BAD_QUOTE, -1, NAN, NAN, NAN, 0, 0
+    return ACCEPTED, index.get(symbol, -1), price, bid, ask, status, ts
 
 
 def decode_payload(payload: bytes) -> tuple[list[Any] | None, bool]:

@@ -1,8 +1,8 @@
 """Tick outcome codes: one small int per tick, counted by reason.
 
 Plain ints so numba folds them at compile time. ``ACCEPTED`` through ``OUT_OF_ORDER`` are
-well-formed ticks (they move the replay clock); every code from ``MALFORMED_JSON`` on is a
-rejection. ``REASONS[code]`` is the name used in logs, metrics and docs.
+well-formed ticks (they move the replay clock), and so are ``SPIKE_HELD``, ``HALTED`` and
+``STATUS``; ``REJECTIONS`` lists the rest. ``REASONS[code]`` is the name used in logs, metrics and docs.
 """
 
 ACCEPTED = 0
@@ -19,6 +19,13 @@ NON_POSITIVE_PRICE = 10
 BAD_TS = 11
 MISSING_TS = 12
 OVERSIZE_PAYLOAD = 13
+# Methodology outcomes (docs/methodology.md). Well-formed ticks the book deliberately did not take
+# as a price (they move the replay clock like out_of_order), then two more rejections.
+SPIKE_HELD = 14  # moved beyond engine.spike_pct from the last accepted price: held until confirmed
+HALTED = 15  # a price for a halted security: the last price is kept
+STATUS = 16  # a trading-status message (halted / trading) without a price: applied
+BAD_QUOTE = 17  # bid or ask not a finite number > 0, or bid > ask
+BAD_STATUS = 18  # status not "halted" or "trading"
 
 #: First code that counts as a rejection.
 FIRST_REJECT = MALFORMED_JSON
@@ -38,7 +45,16 @@ REASONS = (
     "bad_ts",
     "missing_ts",
     "oversize_payload",
+    "spike_held",
+    "halted",
+    "status",
+    "bad_quote",
+    "bad_status",
 )
+#: Codes that are rejections (malformed input); every other code is a well-formed tick.
+REJECTIONS = frozenset({MALFORMED_JSON, NOT_AN_OBJECT, MISSING_SYMBOL, BAD_SYMBOL, MISSING_PRICE,
+                        BAD_PRICE_TYPE, NON_FINITE_PRICE, NON_POSITIVE_PRICE, BAD_TS, MISSING_TS,
+                        OVERSIZE_PAYLOAD, BAD_QUOTE, BAD_STATUS})
 N_CODES = len(REASONS)
 
 

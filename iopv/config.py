@@ -35,6 +35,14 @@ class EngineSettings:
     interval_s: float = 15.0
     decimals: int = 4
     instance: str = "iopv-1"
+    # Methodology (docs/methodology.md).
+    calendar: str = "XNYS"  # "always", or an exchange_calendars code: values only inside its sessions
+    stale_after_s: float = 60.0  # a holding whose price is older than this is stale; 0 = never
+    min_coverage: float = 0.0  # status degraded when coverage is below this fraction
+    halted_weight: float = 0.5  # status halted when halted holdings weigh at least this fraction
+    spike_pct: float = 0.0  # spike filter: hold back moves beyond this % of the last price; 0 = off
+    spike_confirm_ticks: int = 3  # consecutive ticks at a new level that confirm it
+    pcf_watch_s: float = 0.0  # check pcf_path for a new basket file every this many s; 0 = off
 
     def validate(self) -> None:
         if not (math.isfinite(self.interval_s) and self.interval_s >= 0.001):
@@ -45,6 +53,22 @@ class EngineSettings:
             raise ConfigError("engine.pcf_path: expected a path to a basket file, got an empty string")
         if not self.instance or any(c in self.instance for c in "#+/ \t\r\n"):
             raise ConfigError(f"engine.instance: expected a name without '#', '+', '/' or spaces, got {self.instance!r}")
+        for name in ("stale_after_s", "spike_pct", "pcf_watch_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"engine.{name}: expected a number >= 0, got {value!r}")
+        for name in ("min_coverage", "halted_weight"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"engine.{name}: expected a fraction 0..1, got {value!r}")
+        if self.spike_confirm_ticks < 2:
+            raise ConfigError(f"engine.spike_confirm_ticks: expected >= 2, got {self.spike_confirm_ticks!r}")
+        from iopv.calendar import CalendarError, SessionCalendar
+
+        try:
+            SessionCalendar(self.calendar)
+        except CalendarError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def interval_ns(self) -> int:

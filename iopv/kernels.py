@@ -6,7 +6,9 @@ caller allocated, never allocate per tick, never log. Python crosses into them o
 ticks and once per cycle.
 
 Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund) and ``iopv.book`` (prices
-and last tick times indexed by book slot).
+and last tick times indexed by book slot). ``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are
+the engine's kernels (methodology: docs/methodology.md); ``apply_ticks_nb`` and
+``value_funds_nb`` are the plain price-only forms, kept as the benchmark's baseline.
 """
 
 from __future__ import annotations
@@ -16,7 +18,40 @@ import math
 import numpy as np
 from numba import njit
 
-from iopv.codes import ACCEPTED, NON_FINITE_PRICE, NON_POSITIVE_PRICE, OUT_OF_ORDER, UNKNOWN_SYMBOL
+from iopv.codes import (
+    ACCEPTED,
+    HALTED,
+    NON_FINITE_PRICE,
+    NON_POSITIVE_PRICE,
+    OUT_OF_ORDER,
+    SPIKE_HELD,
+    STATUS,
+    UNKNOWN_SYMBOL,
+)
+from iopv.quality import (
+    COUNT_FLAGS,
+    COUNT_HALTED,
+    COUNT_STALE,
+    COUNT_STATUS,
+    DAY_NS,
+    FUND_HALTED,
+    NEVER_TS,
+    LOW_COVERAGE,
+    RATIO_COVERAGE,
+    RATIO_HALTED,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_FALLBACK,
+    SIDE_VALUE,
+    SLOT_HALTED,
+    STALE,
+    STATUS_DEGRADED,
+    STATUS_HALT,
+    STATUS_OK,
+    STATUS_RESUME,
+    STATUS_SUSPENDED,
+)
+from iopv.quality import HALTED as ANY_HALTED
 
 #: float64 unit roundoff.
 UNIT_ROUNDOFF = 2.0**-53
@@ -98,47 +133,260 @@ def round_half_up_nb(values, errors, decimals, out_rounded, out_near_tie):
     return flagged
 
 
+@njit(cache=True, inline="always")
+def _apply_full_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, last_ts, flags,
+                   pending_price, pending_count, spike_frac, spike_confirm):
+    """Outcome of one decoded tick with quote, trading status and spike filter (see
+    docs/methodology.md); writes the book when the price is accepted."""
+    status_only = status != 0 and math.isnan(price)
+    if not status_only:
+        if not math.isfinite(price):
+            return NON_FINITE_PRICE
+        if price <= 0.0:
+            return NON_POSITIVE_PRICE
+    if security < 0:
+        return UNKNOWN_SYMBOL
+    if ts < last_ts[security]:
+        return OUT_OF_ORDER
+    if status == STATUS_HALT:
+        flags[security] |= SLOT_HALTED
+    elif status == STATUS_RESUME:
+        flags[security] &= ~SLOT_HALTED
+    if status_only:
+        return STATUS
+    if flags[security] & SLOT_HALTED:
+        return HALTED
+    if spike_frac > 0.0:
+        last = prices[security]
+        if math.isfinite(last) and abs(price - last) > spike_frac * last:
+            level = pending_price[security]
+            if pending_count[security] > 0 and abs(price - level) <= spike_frac * level:
+                pending_count[security] += 1
+            else:
+                pending_count[security] = 1
+            pending_price[security] = price
+            if pending_count[security] < spike_confirm:
+                return SPIKE_HELD
+        pending_count[security] = 0
+    prices[security] = price
+    last_ts[security] = ts
+    if not math.isnan(bid_):
+        bid[security] = bid_
+    if not math.isnan(ask_):
+        ask[security] = ask_
+    return ACCEPTED
+
+
 @njit(cache=True)
-def replay_nb(tick_security, tick_price, tick_ts, tick_code, start, next_boundary, interval_ns,
-              prices, last_ts, fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-              fund_creation_unit, decimals, out_boundary, out_value, out_error, out_rounded,
-              out_near_tie):
+def apply_book_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code,
+                  count, prices, bid, ask, last_ts, flags, pending_price, pending_count,
+                  spike_frac, spike_confirm):
+    """Apply ``count`` staged ticks in order (``_apply_full_nb``); ``tick_code`` holds the
+    decoder's verdict and receives the final outcome. Returns the number accepted."""
+    accepted = 0
+    for i in range(count):
+        if tick_code[i] != ACCEPTED:
+            continue
+        code = _apply_full_nb(tick_security[i], tick_price[i], tick_bid[i], tick_ask[i],
+                              tick_status[i], tick_ts[i], prices, bid, ask, last_ts, flags,
+                              pending_price, pending_count, spike_frac, spike_confirm)
+        tick_code[i] = code
+        if code == ACCEPTED:
+            accepted += 1
+    return accepted
+
+
+@njit(cache=True, inline="always")
+def _basis_nb(slot, mid, prices, bid, ask):
+    """The value price of a slot: its last price, or its mid when the fund prices at mid and
+    both sides are known."""
+    if mid and not math.isnan(bid[slot]) and not math.isnan(ask[slot]):
+        return 0.5 * (bid[slot] + ask[slot])
+    return prices[slot]
+
+
+@njit(cache=True)
+def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
+                 fund_creation_unit, fund_basis, fund_market, prices, bid, ask, last_ts, flags,
+                 boundary_ns, session_open_ns, stale_after_ns, min_coverage, halted_weight,
+                 out_value, out_error, out_ratio, out_count):
+    """One pass over every fund's holdings: the value at last (or mid) prices, at bids and at
+    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
+    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``)."""
+    for f in range(fund_offsets.size - 1):
+        mid = fund_basis[f] == 1
+        cash = fund_cash[f]
+        total = 0.0
+        total_bid = 0.0
+        total_ask = 0.0
+        gross = 0.0
+        gross_bid = 0.0
+        gross_ask = 0.0
+        covered = 0.0
+        halted_gross = 0.0
+        stale = 0
+        halted = 0
+        fund_flags = 0
+        start = fund_offsets[f]
+        stop = fund_offsets[f + 1]
+        for h in range(start, stop):
+            s = holding_security[h]
+            x = holding_fx[h]
+            shares = holding_shares[h]
+            p = _basis_nb(s, mid, prices, bid, ask)
+            r = _basis_nb(x, mid, prices, bid, ask)
+            pb = bid[s]
+            pa = ask[s]
+            rb = bid[x]
+            ra = ask[x]
+            if math.isnan(pb) or math.isnan(pa) or math.isnan(rb) or math.isnan(ra):
+                fund_flags |= SIDE_FALLBACK
+                pb = p if math.isnan(pb) else pb
+                pa = p if math.isnan(pa) else pa
+                rb = r if math.isnan(rb) else rb
+                ra = r if math.isnan(ra) else ra
+            term = shares * p * r
+            total += term
+            gross += abs(term)
+            term_bid = shares * pb * rb
+            total_bid += term_bid
+            gross_bid += abs(term_bid)
+            term_ask = shares * pa * ra
+            total_ask += term_ask
+            gross_ask += abs(term_ask)
+            ticked = last_ts[s]
+            if ticked >= session_open_ns:
+                covered += abs(term)
+            else:
+                ticked = session_open_ns
+            if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
+                stale += 1
+            if flags[s] & SLOT_HALTED:
+                halted += 1
+                halted_gross += abs(term)
+        unit = fund_creation_unit[f]
+        n = stop - start
+        # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
+        # division one: the bound below covers them with room to spare.
+        value = (total + cash) / unit
+        out_value[SIDE_VALUE, f] = value
+        out_error[SIDE_VALUE, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        value = (total_bid + cash) / unit
+        out_value[SIDE_BID, f] = value
+        out_error[SIDE_BID, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        value = (total_ask + cash) / unit
+        out_value[SIDE_ASK, f] = value
+        out_error[SIDE_ASK, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        coverage = covered / gross if gross > 0.0 else 1.0
+        halted_share = halted_gross / gross if gross > 0.0 else 0.0
+        out_ratio[RATIO_COVERAGE, f] = coverage
+        out_ratio[RATIO_HALTED, f] = halted_share
+        if stale:
+            fund_flags |= STALE
+        if halted:
+            fund_flags |= ANY_HALTED
+        if coverage < min_coverage:
+            fund_flags |= LOW_COVERAGE
+        market = fund_market[f]
+        if (halted and halted_share >= halted_weight) or (market >= 0 and flags[market] & SLOT_HALTED):
+            fund_flags |= FUND_HALTED
+        out_count[COUNT_STALE, f] = stale
+        out_count[COUNT_HALTED, f] = halted
+        out_count[COUNT_FLAGS, f] = fund_flags
+        if fund_flags & FUND_HALTED:
+            out_count[COUNT_STATUS, f] = STATUS_SUSPENDED
+        elif fund_flags & (STALE | ANY_HALTED | LOW_COVERAGE):
+            out_count[COUNT_STATUS, f] = STATUS_DEGRADED
+        else:
+            out_count[COUNT_STATUS, f] = STATUS_OK
+
+
+@njit(cache=True)
+def market_prices_nb(fund_market, prices, last_ts, out):
+    """The fund's own last trade (its ticker's slot) when it ticked, else NaN."""
+    for f in range(fund_market.size):
+        slot = fund_market[f]
+        out[f] = prices[slot] if slot >= 0 and last_ts[slot] != NEVER_TS else np.nan
+
+
+@njit(cache=True)
+def round_sides_nb(values, errors, decimals, out_rounded, out_near_tie):
+    """``round_half_up_nb`` over every row (side) of 2-D values. Returns the number flagged."""
+    flagged = 0
+    for k in range(values.shape[0]):
+        flagged += round_half_up_nb(values[k], errors[k], decimals, out_rounded[k], out_near_tie[k])
+    return flagged
+
+
+@njit(cache=True)
+def session_at_nb(boundary_ns, session_close, cursor):
+    """Index of the first session from ``cursor`` on (sorted, disjoint [open, close] pairs)
+    that closes at or after ``boundary_ns``; ``session_close.size`` when none does."""
+    k = cursor
+    while k < session_close.size and session_close[k] < boundary_ns:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code, start,
+              next_boundary, interval_ns, prices, bid, ask, last_ts, flags, pending_price,
+              pending_count, spike_frac, spike_confirm, fund_offsets, holding_security,
+              holding_shares, holding_fx, fund_cash, fund_creation_unit, fund_basis, fund_market,
+              session_open, session_close, stale_after_ns, min_coverage,
+              halted_weight, decimals, out_boundary, out_value, out_error, out_rounded,
+              out_near_tie, out_ratio, out_count, out_market):
     """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
     full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
-    it is valued and rounded into the ``out_*`` rows. Returns early, just after a row with a
-    value near a rounding tie, so the caller can resolve it exactly against the book as it is at
-    that boundary. Returns (next tick, rows written, next boundary)."""
+    it is valued and rounded into the ``out_*`` rows -- only boundaries inside a session when
+    ``session_open`` is not empty (otherwise always open, each UTC day a session). Returns
+    early, just after a row with a value near a rounding tie, so the caller can resolve it
+    exactly against the book as it is at that boundary. Returns (next tick, rows, next boundary)."""
     rows = 0
     capacity = out_boundary.size
     i = start
     n = tick_ts.size
+    cursor = 0
     while i < n:
         if tick_code[i] != ACCEPTED:
             i += 1
             continue
         price = tick_price[i]
-        if not math.isfinite(price):
-            tick_code[i] = NON_FINITE_PRICE
-            i += 1
-            continue
-        if price <= 0.0:
-            tick_code[i] = NON_POSITIVE_PRICE
-            i += 1
-            continue
+        if not (tick_status[i] != 0 and math.isnan(price)):
+            if not math.isfinite(price):
+                tick_code[i] = NON_FINITE_PRICE
+                i += 1
+                continue
+            if price <= 0.0:
+                tick_code[i] = NON_POSITIVE_PRICE
+                i += 1
+                continue
         ts = tick_ts[i]
         if ts > next_boundary:
             if rows == capacity:
                 break
+            opened = next_boundary - next_boundary % DAY_NS
+            if session_open.size:
+                cursor = session_at_nb(next_boundary, session_close, cursor)
+                if cursor == session_open.size or session_open[cursor] > next_boundary:
+                    next_boundary += interval_ns  # outside the session: nothing published
+                    continue
+                opened = session_open[cursor]
             out_boundary[rows] = next_boundary
-            value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-                           fund_creation_unit, prices, out_value[rows], out_error[rows])
-            near = round_half_up_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
-                                    out_near_tie[rows])
+            value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
+                         fund_creation_unit, fund_basis, fund_market, prices, bid, ask, last_ts,
+                         flags, next_boundary, opened, stale_after_ns, min_coverage, halted_weight,
+                         out_value[rows], out_error[rows], out_ratio[rows], out_count[rows])
+            near = round_sides_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
+                                  out_near_tie[rows])
+            market_prices_nb(fund_market, prices, last_ts, out_market[rows])
             rows += 1
             next_boundary += interval_ns
             if near:
                 break
             continue
-        tick_code[i] = _apply_one_nb(tick_security[i], price, ts, prices, last_ts)
+        tick_code[i] = _apply_full_nb(tick_security[i], price, tick_bid[i], tick_ask[i],
+                                      tick_status[i], ts, prices, bid, ask, last_ts, flags,
+                                      pending_price, pending_count, spike_frac, spike_confirm)
         i += 1
     return i, rows, next_boundary

@@ -13,13 +13,18 @@ The universe is laid out for the kernels (compressed sparse rows, one row per fu
                                           currency; ONE_INDEX (a slot fixed at 1.0) when the
                                           holding is in the fund currency
     fund_cash[f], fund_creation_unit[f]   estimated cash per creation unit, shares per unit
+    fund_basis[f]                         BASIS_LAST or BASIS_MID (PCF "price_basis")
+    fund_market[f]                        book slot of the fund's own ticker (its market price)
 
 FX rates live in the same book as prices, under the symbol ``<CCY><FUNDCCY>`` (``EURUSD`` = USD
-per EUR), so rate ticks travel the same path as price ticks.
+per EUR), so rate ticks travel the same path as price ticks. After the symbols come one slot
+per fund ticker that is not already a holding (``market_symbols``), so the fund's own trades
+tick like any price, and last the slot fixed at 1.0 (ONE_INDEX).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,11 +34,16 @@ from typing import Any
 import numpy as np
 import orjson
 
+from iopv.quality import BASES, BASIS_LAST
+
 #: Fund tickers and symbols become MQTT topic levels and Redis keys: keep them to a safe set.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
-FUND_KEYS = frozenset({"fund", "name", "creation_unit", "currency", "cash", "fx", "holdings", "as_of"})
+#: Optional vendor fields, passed through to every published value when given.
+VENDOR_KEYS = ("total_cash", "shares_outstanding", "prior_nav")
+FUND_KEYS = frozenset({"fund", "name", "creation_unit", "currency", "cash", "fx", "holdings", "as_of",
+                       "price_basis", *VENDOR_KEYS})
 HOLDING_KEYS = frozenset({"symbol", "shares", "price", "currency"})
 
 MAX_ERRORS_SHOWN = 20
@@ -68,11 +78,39 @@ class Universe:
     #: Previous close (securities) or PCF rate (FX pairs) per book symbol.
     initial_prices: np.ndarray  # float64[S]
     fund_info: tuple[dict[str, Any], ...] = field(default=())
+    fund_basis: np.ndarray | None = None  # int64[F], BASIS_* (default: all last)
+    #: Fund tickers that are not holdings; their book slots follow the symbols'.
+    market_symbols: tuple[str, ...] = ()
+    fund_market: np.ndarray | None = None  # int64[F], book slot of the fund's ticker, -1 = none
+    #: Short hash of the basket document: published so a vendor sees which basket a value used.
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.funds)
+        if self.fund_basis is None:
+            object.__setattr__(self, "fund_basis", np.full(n, BASIS_LAST, dtype=np.int64))
+        if self.fund_market is None:
+            object.__setattr__(self, "fund_market", np.full(n, -1, dtype=np.int64))
+        if len(self.fund_info) != n:
+            object.__setattr__(self, "fund_info", tuple({} for _ in range(n)))
 
     @property
     def one_index(self) -> int:
-        """Book slot that always holds 1.0 (the FX factor of a holding in the fund currency)."""
-        return len(self.symbols)
+        """Book slot that always holds 1.0 (the FX factor of a holding in the fund currency):
+        the last one, after the symbols and the market slots."""
+        return len(self.symbols) + len(self.market_symbols)
+
+    @property
+    def book_size(self) -> int:
+        """Slots of a price book: symbols, the market slots, the 1.0 slot."""
+        return self.one_index + 1
+
+    def book_index(self) -> dict[str, int]:
+        """Book slot of every symbol that can tick: holdings, FX pairs and fund tickers."""
+        index = self.symbol_index()
+        for k, symbol in enumerate(self.market_symbols, start=len(self.symbols)):
+            index[symbol] = k
+        return index
 
     @property
     def holdings(self) -> int:
@@ -151,10 +189,16 @@ def parse_json(path: str | Path, data: bytes | None = None) -> Any:
 
 def load_pcf(path: str | Path) -> Universe:
     """Load and fully validate a PCF JSON file; raises PcfError listing every problem."""
-    return build_universe(parse_json(path), source=str(path))
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PcfError(path, [f"cannot read file: {exc.strerror or exc}"]) from None
+    return build_universe(parse_json(path, data), source=path,
+                          version=hashlib.sha256(data).hexdigest()[:12])
 
 
-def build_universe(document: Any, *, source: str = "<pcf>") -> Universe:
+def build_universe(document: Any, *, source: str = "<pcf>", version: str | None = None) -> Universe:
     """Validate a parsed PCF document and lay it out as a Universe."""
     check = _Checker(source)
     if not isinstance(document, list):
@@ -185,6 +229,16 @@ def build_universe(document: Any, *, source: str = "<pcf>") -> Universe:
         for key in ("name", "as_of"):
             if key in fund and not isinstance(fund[key], str):
                 check.error(f"{where}.{key}", f"expected a string, got {_describe(fund[key])}")
+        basis = fund.get("price_basis", "last")
+        if basis not in BASES:
+            check.error(f"{where}.price_basis", f"expected one of {', '.join(BASES)}, got {_describe(basis)}")
+        vendor: dict[str, float] = {}
+        for key in VENDOR_KEYS:
+            if key in fund:
+                minimum = None if key == "total_cash" else 0
+                number = check.number(where, fund, key, minimum=minimum, strict=key == "prior_nav")
+                if number is not None:
+                    vendor[key] = fund[key]
 
         fx = fund.get("fx", {})
         fund_rates: dict[str, float] = {}
@@ -249,31 +303,37 @@ def build_universe(document: Any, *, source: str = "<pcf>") -> Universe:
                 rates.setdefault(pair, (rate, ticker or where))
         if ticker is not None and unit is not None and cash is not None and currency is not None:
             info = {key: fund[key] for key in ("name", "as_of") if isinstance(fund.get(key), str)}
-            fund_rows.append((ticker, currency, unit, cash, info, rows))
+            info.update(vendor)
+            fund_rows.append((ticker, currency, unit, cash, info, rows, BASES.get(basis, BASIS_LAST)))
 
     for pair, (_, fund_name) in rates.items():
         if pair in close:
             check.error(f"fund {fund_name}.fx", f"FX pair {pair} is also a holding symbol; rename one of them")
     if check.errors:
         raise PcfError(source, check.errors)
-    return _layout(source, fund_rows, close, rates)
+    if version is None:
+        version = hashlib.sha256(orjson.dumps(document)).hexdigest()[:12]
+    return _layout(source, fund_rows, close, rates, version)
 
 
-def _layout(source: str, fund_rows: list, close: dict, rates: dict) -> Universe:
+def _layout(source: str, fund_rows: list, close: dict, rates: dict, version: str) -> Universe:
     symbols = tuple(close) + tuple(rates)
     index = {symbol: i for i, symbol in enumerate(symbols)}
-    one = len(symbols)
+    market_symbols = tuple(row[0] for row in fund_rows if row[0] not in index)
+    market_index = {symbol: len(symbols) + k for k, symbol in enumerate(market_symbols)}
+    one = len(symbols) + len(market_symbols)
     offsets = np.zeros(len(fund_rows) + 1, dtype=np.int64)
     security: list[int] = []
     shares: list[float] = []
     fx: list[int] = []
-    for f, (_, currency, _, _, _, rows) in enumerate(fund_rows):
+    for f, (_, currency, _, _, _, rows, _) in enumerate(fund_rows):
         for symbol, count, hccy in rows:
             security.append(index[symbol])
             shares.append(count)
             fx.append(one if hccy == currency else index[f"{hccy}{currency}"])
         offsets[f + 1] = len(security)
     initial = np.array([close[s][0] for s in close] + [rates[p][0] for p in rates], dtype=np.float64)
+    market = [index.get(row[0], market_index.get(row[0], -1)) for row in fund_rows]
     return Universe(
         source=source,
         funds=tuple(row[0] for row in fund_rows),
@@ -287,4 +347,8 @@ def _layout(source: str, fund_rows: list, close: dict, rates: dict) -> Universe:
         symbols=symbols,
         initial_prices=initial,
         fund_info=tuple(row[4] for row in fund_rows),
+        fund_basis=np.array([row[6] for row in fund_rows], dtype=np.int64),
+        market_symbols=market_symbols,
+        fund_market=np.array(market, dtype=np.int64),
+        version=version,
     )

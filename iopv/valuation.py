@@ -1,66 +1,147 @@
-"""One valuation of every fund, rounded for publication exactly as the decimal formula would be.
+"""One valuation of every fund -- value, bid and ask values, quality figures -- rounded for
+publication exactly as the decimal formula would be.
 
-The kernel values all funds in float64 and bounds each value's rounding error. Publication
-rounds half away from zero (``ROUND_HALF_UP`` in ``decimal`` terms). A float can only round the
-wrong way when the exact value lies within its error bound of a tie (…5 at the first dropped
-digit); those few funds -- flagged by ``round_half_up_nb`` -- are recomputed exactly with
-``Decimal`` from the shortest decimal text of each input (which is the text the PCF and the
-ticks carried, for inputs of up to 15 significant digits). Every other fund never leaves the
-kernel's arrays.
+The kernel (``value_all_nb``) values all funds in one pass in float64 and bounds each value's
+rounding error. Publication rounds half away from zero (``ROUND_HALF_UP`` in ``decimal`` terms).
+A float can only round the wrong way when the exact value lies within its error bound of a tie
+(...5 at the first dropped digit); those few values -- flagged by ``round_half_up_nb`` -- are
+recomputed exactly with ``Decimal`` from the shortest decimal text of each input (which is the
+text the PCF and the ticks carried, for inputs of up to 15 significant digits). Every other
+value never leaves the kernel's arrays. See docs/methodology.md, "Exact publication rounding".
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 import numpy as np
 
-from iopv.book import PriceBook
-from iopv.kernels import round_half_up_nb, value_funds_nb
+from iopv.book import NEVER, PriceBook
+from iopv.kernels import market_prices_nb, round_sides_nb, value_all_nb
 from iopv.pcf import Universe
+from iopv.quality import BASIS_MID, N_COUNTS, N_RATIOS, N_SIDES, SIDE_ASK, SIDE_BID, SIDE_VALUE
 
 _EXACT = Context(prec=80)
+_HALF = Decimal("0.5")
 
 
-def exact_value(universe: Universe, prices: np.ndarray, fund: int) -> Decimal:
-    """The fund's per-share value in exact decimal arithmetic (80 significant digits)."""
+def _d(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+def _slot_price(arrays: tuple[np.ndarray, ...], slot: int, side: int, mid: bool) -> Decimal:
+    """The exact price the kernel uses for a slot on a side (same fallbacks as ``value_all_nb``)."""
+    prices, bid, ask = arrays[0], arrays[1], arrays[2]
+    b, a = float(bid[slot]), float(ask[slot])
+    if mid and not math.isnan(b) and not math.isnan(a):
+        basis = _EXACT.multiply(_EXACT.add(_d(b), _d(a)), _HALF)
+    else:
+        basis = _d(prices[slot])
+    if side == SIDE_BID and not math.isnan(b):
+        return _d(b)
+    if side == SIDE_ASK and not math.isnan(a):
+        return _d(a)
+    return basis
+
+
+def exact_value(universe: Universe, arrays, fund: int, side: int = SIDE_VALUE) -> Decimal:
+    """The fund's per-share value on ``side`` in exact decimal arithmetic (80 significant digits).
+    ``arrays`` is the book's (prices, bid, ask, ...) or just a prices array (last prices)."""
+    if isinstance(arrays, np.ndarray):
+        nan = np.full(arrays.size, np.nan)
+        arrays = (arrays, nan, nan)
+    mid = bool(universe.fund_basis[fund] == BASIS_MID)
     start, stop = universe.fund_offsets[fund], universe.fund_offsets[fund + 1]
-    total = Decimal(repr(float(universe.fund_cash[fund])))
+    total = _d(universe.fund_cash[fund])
     for h in range(start, stop):
-        term = _EXACT.multiply(Decimal(repr(float(universe.holding_shares[h]))),
-                               Decimal(repr(float(prices[universe.holding_security[h]]))))
-        term = _EXACT.multiply(term, Decimal(repr(float(prices[universe.holding_fx[h]]))))
+        term = _EXACT.multiply(_d(universe.holding_shares[h]),
+                               _slot_price(arrays, int(universe.holding_security[h]), side, mid))
+        term = _EXACT.multiply(term, _slot_price(arrays, int(universe.holding_fx[h]), side, mid))
         total = _EXACT.add(total, term)
-    return _EXACT.divide(total, Decimal(repr(float(universe.fund_creation_unit[fund]))))
+    return _EXACT.divide(total, _d(universe.fund_creation_unit[fund]))
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """Everything one boundary publishes, as arrays over funds (rows per ``iopv.quality``)."""
+
+    rounded: np.ndarray  # float64[N_SIDES, F]: iopv, iopv_bid, iopv_ask
+    ratio: np.ndarray  # float64[N_RATIOS, F]: coverage, halted weight
+    count: np.ndarray  # int64[N_COUNTS, F]: stale, halted, flags, status
+    market: np.ndarray  # float64[F]: the fund's own last trade this session, NaN when none
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.rounded[SIDE_VALUE]
 
 
 class Valuer:
     """Values every fund of a universe from a book, reusing its output arrays."""
 
-    def __init__(self, universe: Universe, decimals: int):
+    def __init__(self, universe: Universe, decimals: int, *, stale_after_ns: int = 0,
+                 min_coverage: float = 0.0, halted_weight: float = 0.5):
         self.universe = universe
         self.decimals = decimals
+        self.stale_after_ns = stale_after_ns
+        self.min_coverage = min_coverage
+        self.halted_weight = halted_weight
         n = len(universe.funds)
-        self.raw = np.empty(n, dtype=np.float64)
-        self.error = np.empty(n, dtype=np.float64)
-        self.near_tie = np.empty(n, dtype=np.bool_)
-        self.exact_resolved = 0  # funds resolved exactly since start (a health figure)
+        self.values = np.empty((N_SIDES, n), dtype=np.float64)
+        self.errors = np.empty((N_SIDES, n), dtype=np.float64)
+        self.near = np.empty((N_SIDES, n), dtype=np.bool_)
+        self.raw = self.values[SIDE_VALUE]
+        self.error = self.errors[SIDE_VALUE]
+        self.near_tie = self.near[SIDE_VALUE]
+        self.exact_resolved = 0  # iopv values resolved exactly since start (a health figure)
+
+    def frame(self, book: PriceBook, boundary_ns: int = 0, session_open_ns: int = NEVER + 1) -> Frame:
+        """Value, round and grade every fund with the book as it is (a new Frame). Ticks at or
+        after ``session_open_ns`` count as this session's (default: any tick)."""
+        u = self.universe
+        n = len(u.funds)
+        ratio = np.empty((N_RATIOS, n), dtype=np.float64)
+        count = np.empty((N_COUNTS, n), dtype=np.int64)
+        value_all_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
+                     u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
+                     book.prices, book.bid, book.ask, book.last_ts, book.flags,
+                     boundary_ns, session_open_ns, self.stale_after_ns, self.min_coverage,
+                     self.halted_weight, self.values, self.errors, ratio, count)
+        rounded = np.empty_like(self.values)
+        if round_sides_nb(self.values, self.errors, self.decimals, rounded, self.near):
+            self.resolve_near_ties(rounded, self.near, (book.prices, book.bid, book.ask))
+        market = np.empty(n, dtype=np.float64)
+        market_prices_nb(u.fund_market, book.prices, book.last_ts, market)
+        return Frame(rounded, ratio, count, market)
 
     def value(self, book: PriceBook) -> np.ndarray:
         """Rounded per-share values, one per fund (a new array the caller may keep)."""
-        u = self.universe
-        value_funds_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
-                       u.fund_cash, u.fund_creation_unit, book.prices, self.raw, self.error)
-        rounded = np.empty_like(self.raw)
-        if round_half_up_nb(self.raw, self.error, self.decimals, rounded, self.near_tie):
-            self.resolve_near_ties(rounded, self.near_tie, book.prices)
-        return rounded
+        return self.frame(book).values.copy()
 
-    def resolve_near_ties(self, rounded: np.ndarray, near_tie: np.ndarray, prices: np.ndarray) -> None:
-        """Replace the flagged entries of ``rounded`` by the exactly rounded decimal value,
-        computed from ``prices`` (the book as it was at the boundary being published)."""
+    def resolve_near_ties(self, rounded: np.ndarray, near_tie: np.ndarray, arrays) -> None:
+        """Replace the flagged entries of ``rounded`` (sides x funds) by the exactly rounded
+        decimal value, computed from ``arrays`` -- the book's (prices, bid, ask) as they were at
+        the boundary being published. A bid or ask side whose every price is the value side's
+        (no quote differs from the last price) takes that side's exact result."""
         quantum = Decimal(1).scaleb(-self.decimals)
-        for fund in np.flatnonzero(near_tie):
-            exact = exact_value(self.universe, prices, int(fund))
-            rounded[fund] = float(exact.quantize(quantum, rounding=ROUND_HALF_UP))
-            self.exact_resolved += 1
+        done: dict[int, float] = {}
+        for side, fund in zip(*np.nonzero(near_tie)):
+            fund = int(fund)
+            if side != SIDE_VALUE and fund in done and self._same_as_value(arrays, fund, int(side)):
+                rounded[side, fund] = done[fund]
+                continue
+            exact = exact_value(self.universe, arrays, fund, int(side))
+            rounded[side, fund] = float(exact.quantize(quantum, rounding=ROUND_HALF_UP))
+            if side == SIDE_VALUE:
+                done[fund] = rounded[side, fund]
+                self.exact_resolved += 1
+
+    def _same_as_value(self, arrays, fund: int, side: int) -> bool:
+        u = self.universe
+        if u.fund_basis[fund] == BASIS_MID:
+            return False
+        start, stop = u.fund_offsets[fund], u.fund_offsets[fund + 1]
+        slots = np.concatenate((u.holding_security[start:stop], u.holding_fx[start:stop]))
+        quote = arrays[side][slots]
+        return bool(np.all(np.isnan(quote) | (quote == arrays[0][slots])))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iopv.codec import decode_payload, decode_tick
+from iopv.codec import decode_payload, decode_tick_full
 from iopv.codes import MALFORMED_JSON
 
 
@@ -26,6 +26,16 @@ class Tape:
     ts: np.ndarray  # int64
     code: np.ndarray  # int64 decoder verdicts (0 = well-formed), outcomes after replay
     line: np.ndarray  # int64
+    bid: np.ndarray | None = None  # float64, NaN = side absent
+    ask: np.ndarray | None = None  # float64
+    status: np.ndarray | None = None  # int64 iopv.quality.STATUS_*
+
+    def __post_init__(self) -> None:
+        n = self.ts.size
+        for name, value in (("bid", np.nan), ("ask", np.nan), ("status", 0)):
+            if getattr(self, name) is None:
+                dtype = np.int64 if name == "status" else np.float64
+                object.__setattr__(self, name, np.full(n, value, dtype=dtype))
 
     def __len__(self) -> int:
         return int(self.ts.size)
@@ -38,6 +48,10 @@ def decode_tape(data: bytes, index: dict[str, int]) -> Tape:
     price: list[float] = []
     ts: list[int] = []
     line: list[int] = []
+    bid: list[float] = []
+    ask: list[float] = []
+    status: list[int] = []
+    nan = float("nan")
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -48,20 +62,29 @@ def decode_tape(data: bytes, index: dict[str, int]) -> Tape:
             price.append(0.0)
             ts.append(0)
             line.append(number)
+            bid.append(nan)
+            ask.append(nan)
+            status.append(0)
             continue
         for item in items:
-            c, s, p, t = decode_tick(item, None, None, index)
+            c, s, p, b, a, st, t = decode_tick_full(item, None, None, index)
             code.append(c)
             security.append(s)
             price.append(p)
             ts.append(t)
             line.append(number)
+            bid.append(b)
+            ask.append(a)
+            status.append(st)
     return Tape(
         security=np.array(security, dtype=np.int64),
         price=np.array(price, dtype=np.float64),
         ts=np.array(ts, dtype=np.int64),
         code=np.array(code, dtype=np.int64),
         line=np.array(line, dtype=np.int64),
+        bid=np.array(bid, dtype=np.float64),
+        ask=np.array(ask, dtype=np.float64),
+        status=np.array(status, dtype=np.int64),
     )
 
 
