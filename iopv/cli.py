@@ -41,6 +41,8 @@ def _settings(args: argparse.Namespace, **engine: Any) -> Settings:
                        **engine},
             "mqtt": {"url": getattr(args, "mqtt_url", None)},
             "redis": {"url": getattr(args, "redis_url", None)},
+            "ops": {"http_port": getattr(args, "http_port", None),
+                    "restore_state": False if getattr(args, "clean_start", False) else None},
         },
     )
 
@@ -126,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         if urls:
             p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
             p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+            p.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics on this port "
+                           "(ops.http_port; 0 = off)")
+            p.add_argument("--clean-start", action="store_true",
+                           help="start from previous closes, not the saved session state (ops.restore_state)")
 
     run = commands.add_parser("run", help="the service: ticks over MQTT in, values to Redis and MQTT out")
     common(run, urls=True)

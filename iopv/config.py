@@ -87,11 +87,16 @@ class MqttSettings:
     max_incoming_messages: int = 100_000
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    password_file: str = ""  # overrides the URL's password; keeps the secret out of configs
+    tls_ca_file: str = ""  # CA bundle; setting it (or an mqtts:// URL) turns TLS on
+    tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
+    tls_key_file: str = ""
 
     def validate(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ConfigError(f"mqtt.url: expected mqtt://host[:port], got {redact_url(self.url)!r}")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ConfigError(f"mqtt.url: expected mqtt[s]://host[:port], got {redact_url(self.url)!r}")
+        _check_files("mqtt", self)
         for name in ("tick_topic_prefix", "value_topic_prefix"):
             value = getattr(self, name)
             if not value or any(c in value for c in "#+ \t\r\n") or value.startswith("/") or value.endswith("/"):
@@ -109,8 +114,12 @@ class MqttSettings:
         return urlsplit(self.url).hostname or "127.0.0.1"
 
     @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts" or bool(self.tls_ca_file)
+
+    @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
     @property
     def username(self) -> str | None:
@@ -118,7 +127,7 @@ class MqttSettings:
 
     @property
     def password(self) -> str | None:
-        return urlsplit(self.url).password
+        return read_secret(self.password_file) if self.password_file else urlsplit(self.url).password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +137,13 @@ class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "iopv"
     history_maxlen: int = 100_000
+    history_queue_cycles: int = 960  # publications held while Redis is away (4 h at 15 s)
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    password_file: str = ""  # overrides the URL's password
+    tls_ca_file: str = ""  # CA bundle for rediss:// URLs
+    tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
+    tls_key_file: str = ""
 
     def validate(self) -> None:
         parts = urlsplit(self.url)
@@ -139,6 +153,9 @@ class RedisSettings:
             raise ConfigError(f"redis.key_prefix: expected a non-empty prefix without spaces, got {self.key_prefix!r}")
         if self.history_maxlen < 1:
             raise ConfigError(f"redis.history_maxlen: expected >= 1, got {self.history_maxlen!r}")
+        if self.history_queue_cycles < 1:
+            raise ConfigError(f"redis.history_queue_cycles: expected >= 1, got {self.history_queue_cycles!r}")
+        _check_files("redis", self)
         _check_backoff("redis", self.reconnect_min_s, self.reconnect_max_s)
 
 
@@ -157,6 +174,25 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OpsSettings:
+    """Operability: health endpoint, feed watchdog, staleness, restart recovery."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: no HTTP endpoint
+    feed_silence_s: float = 30.0  # no tick for this long while connected: feed reported silent
+    stale_after_s: float = 60.0  # a holding whose last tick is older than this counts as stale
+    restore_state: bool = True  # restore the session's last prices from Redis at start
+
+    def validate(self) -> None:
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"ops.http_port: expected 0..65535, got {self.http_port!r}")
+        for name in ("feed_silence_s", "stale_after_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"ops.{name}: expected a number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -164,6 +200,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     def validate(self) -> "Settings":
         for section in SECTIONS:
@@ -176,12 +213,27 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttSettings,
     "redis": RedisSettings,
     "intake": IntakeSettings,
+    "ops": OpsSettings,
 }
 
 
 def _check_backoff(section: str, low: float, high: float) -> None:
     if not (0 < low <= high):
         raise ConfigError(f"{section}.reconnect_min_s/reconnect_max_s: expected 0 < min <= max, got {low!r}, {high!r}")
+
+
+def _check_files(section: str, settings: Any) -> None:
+    for name in ("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{section}.{name}: file not found: {path}")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError(f"{section}.tls_cert_file/tls_key_file: give both or neither")
+
+
+def read_secret(path: str) -> str:
+    """A secret kept in a file (e.g. a mounted Kubernetes/Docker secret), without its final newline."""
+    return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def redact_url(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import aiomqtt
 
@@ -22,6 +23,14 @@ class CountingQueue(asyncio.Queue):
             self.dropped += 1
 
 
+def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
+    """A verifying client TLS context: the given CA (or the system's), optional client certificate."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
 def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None,
                 queue_type: type[asyncio.Queue] | None = None) -> aiomqtt.Client:
     """A client for the configured broker (created once, re-entered by the reconnect loop)."""
@@ -37,6 +46,8 @@ def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will |
         max_queued_incoming_messages=settings.max_incoming_messages,
         max_inflight_messages=1000,
         timeout=10,
+        tls_context=(tls_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+                     if settings.tls else None),
         logger=logging.getLogger(f"iopv.mqtt.{identifier}"),
     )
     # A cycle publishes one message per fund concurrently: thousands in flight are expected,

@@ -101,32 +101,52 @@ class LocalServer:
 
 
 class RedisServer(LocalServer):
-    def __init__(self, directory: Path):
+    """``persistent`` keeps an append-only file across restarts (fault-injection tests);
+    ``tls`` = (cert, key, ca) serves TLS only; ``extra_args`` are more ``--option value`` pairs
+    (e.g. ACL users)."""
+
+    def __init__(self, directory: Path, *, persistent: bool = False, tls: tuple[str, str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()):
         super().__init__("redis", directory)
+        self.persistent = persistent
+        self.tls = tls
+        self.extra_args = extra_args
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--daemonize", "no", "--protected-mode", "yes"]
+        port = ["--port", str(self.port)]
+        if self.tls:
+            cert, key, ca = self.tls
+            port = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                    "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "optional"]
+        return [find_binary("redis-server"), *port, "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "yes" if self.persistent else "no",
+                "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "yes",
+                *self.extra_args]
 
 
 class MosquittoServer(LocalServer):
-    def __init__(self, directory: Path):
+    """``listener_config`` replaces the default anonymous access (e.g. a password file, an ACL
+    file, TLS certificates: lines that belong to the listener)."""
+
+    def __init__(self, directory: Path, *, listener_config: str = "allow_anonymous true\n", tls: bool = False):
         super().__init__("mosquitto", directory)
+        self.listener_config = listener_config
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         config = self.directory / "mosquitto.conf"
         config.write_text(
+            "per_listener_settings false\n"
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{self.listener_config}"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"

@@ -2,7 +2,9 @@
 
 Every task is named and kept; an unexpected exception in one is logged and stops the service
 with a non-zero exit, instead of leaving it running half-blind. SIGTERM and SIGINT stop it
-cleanly: the clock stops, sinks get a short grace period to flush, connections close.
+cleanly within 5 s: the clock stops (a cycle in progress is synchronous, so it completes), the
+sinks get a grace period to flush (in parallel), the retained status turns ``offline``, the
+connections close. At start the session's saved prices are restored (``iopv.persistence``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import logging
 import signal
 from typing import Iterable
 
+from iopv import persistence
 from iopv.clock import BoundaryClock
 from iopv.config import Settings, redact_url
 from iopv.engine import Engine, Sink
 from iopv.feeds.mqtt import MqttTickFeed
+from iopv.health import HealthServer
+from iopv.metrics import Metrics
 from iopv.pcf import Universe, load_pcf
 from iopv.sinks.mqtt import MqttSink
 from iopv.sinks.redis import RedisSink
@@ -24,27 +29,55 @@ log = logging.getLogger(__name__)
 
 #: Time the sinks get to flush at shutdown; the whole stop stays well under 5 s.
 DRAIN_TIMEOUT_S = 2.0
+#: Time the offline status gets to reach the broker at shutdown.
+STATUS_TIMEOUT_S = 0.5
 
 
 class Service:
-    """One engine instance with its MQTT feed and its MQTT and Redis sinks."""
+    """One engine instance with its MQTT feed, its MQTT and Redis sinks, and its health endpoint."""
 
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  extra_sinks: Iterable[Sink] = ()):
         self.settings = settings
         self.universe = universe or load_pcf(settings.engine.pcf_path)
         instance = settings.engine.instance
-        queue = settings.intake.sink_queue_cycles
-        self.redis_sink = RedisSink(settings.redis, max_queued=queue)
-        self.mqtt_sink = MqttSink(settings.mqtt, instance=instance, max_queued=queue)
-        self.engine = Engine(self.universe, settings, [self.redis_sink, self.mqtt_sink, *extra_sinks])
-        self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance)
+        self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
+                                    state_key=persistence.state_key(settings))
+        self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
+                                  max_queued=settings.intake.sink_queue_cycles)
+        self.engine = Engine(self.universe, settings, [])
+        self.state_recorder = persistence.StateRecorder(self.engine.book, self.redis_sink)
+        # The recorder comes first: the snapshot must ride with this boundary's publication.
+        self.engine.sinks = [self.state_recorder, self.redis_sink, self.mqtt_sink, *extra_sinks]
+        self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
+                                 silence_s=settings.ops.feed_silence_s)
         self.clock = BoundaryClock(settings.engine.interval_ns)
+        self.metrics = Metrics(self)
+        self.engine.after_cycle.append(
+            lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))
+        self.http = (HealthServer(self, settings.ops.http_host, settings.ops.http_port)
+                     if settings.ops.http_port else None)
+        self.restored_symbols = 0
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+    async def restore_state(self) -> None:
+        """Restore the session's last prices from Redis (unless ``ops.restore_state`` is off)."""
+        if not self.settings.ops.restore_state:
+            log.info("state: clean start (previous closes)")
+            return
+        data = await persistence.load(self.settings)
+        if data is None:
+            return
+        try:
+            self.restored_symbols, skipped = persistence.restore(self.engine.book, data)
+        except ValueError as exc:
+            log.info("state: not restored: %s", exc)
+            return
+        log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 on a requested stop)."""
@@ -58,15 +91,19 @@ class Service:
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_stop)
-        self.tasks = [
-            asyncio.create_task(self.feed.run(), name="feed.mqtt"),
-            asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
-            asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
-            asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
-        ]
-        stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
         exit_code = 0
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
         try:
+            await self.restore_state()
+            if self.http:
+                await self.http.start()
+            self.tasks = [
+                asyncio.create_task(self.feed.run(), name="feed.mqtt"),
+                asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"),
+                asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
+                asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
+                asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
+            ]
             done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception() is not None:
@@ -83,9 +120,16 @@ class Service:
         return exit_code
 
     async def _shutdown(self) -> None:
-        for sink in (self.redis_sink, self.mqtt_sink):
-            if sink.connected and not await sink.drain(DRAIN_TIMEOUT_S / 2):
+        async def drain(sink) -> None:
+            if sink.connected and not await sink.drain(DRAIN_TIMEOUT_S):
                 log.warning("%s: %d publications not flushed at shutdown", sink.name, sink.queued)
+            elif sink.queued:
+                log.warning("%s: disconnected, %d publications not flushed at shutdown", sink.name, sink.queued)
+
+        await asyncio.gather(drain(self.redis_sink), drain(self.mqtt_sink))
+        await self.mqtt_sink.publish_offline(STATUS_TIMEOUT_S)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http:
+            await self.http.close()

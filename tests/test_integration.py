@@ -94,6 +94,8 @@ async def read_retained(host: str, port: int, prefix: str, expected: int) -> dic
         async with asyncio.timeout(10):
             async for message in client.messages:
                 assert message.retain, "values must be published retained"
+                if message.topic.value.split("/")[1] == "_status":  # the instance status, not a fund
+                    continue
                 found[message.topic.value.split("/", 1)[1]] = orjson.loads(message.payload)
                 if len(found) == expected:
                     break
@@ -202,7 +204,7 @@ def test_absent_redis_delays_neither_clock_nor_mqtt(tmp_path, mosquitto, redis_s
     import dataclasses
 
     dead = dataclasses.replace(settings.redis, url=f"redis://127.0.0.1:{free_port()}/0",
-                               reconnect_min_s=0.05, reconnect_max_s=0.2)
+                               reconnect_min_s=0.05, reconnect_max_s=0.2, history_queue_cycles=3)
     settings = dataclasses.replace(settings, redis=dead,
                                    intake=dataclasses.replace(settings.intake, sink_queue_cycles=3))
 

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import logging
 import time
+from typing import Callable
 
 from iopv.backoff import Backoff
 from iopv.publication import Publication
@@ -21,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class QueuedSink:
-    """Base class: subclasses implement ``connect`` (an async context manager) and ``send``."""
+    """Base class: subclasses implement ``connect`` (an async context manager) and ``send``,
+    and may override ``on_connect`` (run after every successful connect)."""
 
     name = "sink"
+    #: Re-send the last publication after a reconnect when nothing newer is queued, so a
+    #: restarted server (which may have lost retained values) gets the latest values at once.
+    republish_on_connect = False
 
     def __init__(self, *, max_queued: int, backoff: Backoff):
         self.max_queued = max_queued
@@ -37,6 +42,10 @@ class QueuedSink:
         self.reconnects = 0
         self.last_publish_ns = 0  # time the last batch finished sending
         self.last_ts_ns = 0  # boundary of the last publication sent
+        self.republished = 0
+        #: Called with each sent publication's latency (boundary -> sent), in seconds.
+        self.on_sent: Callable[[float], None] | None = None
+        self._last_sent: Publication | None = None
 
     @property
     def queued(self) -> int:
@@ -55,6 +64,9 @@ class QueuedSink:
     def connect(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def on_connect(self, connection) -> None:
+        """Hook after each (re)connect, before queued publications are sent."""
+
     async def send(self, connection, batch: list[Publication]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -67,9 +79,13 @@ class QueuedSink:
             delay = self.backoff.next_delay_s()
             try:
                 async with self.connect() as connection:
+                    await self.on_connect(connection)
                     self.connected = True
                     self.backoff.reset()
                     log.info("%s: connected", self.name)
+                    if self.republish_on_connect and not self._queue and self._last_sent is not None:
+                        self._queue.append(self._last_sent)
+                        self.republished += 1
                     await self._write_loop(connection)
             except asyncio.CancelledError:
                 raise
@@ -103,8 +119,12 @@ class QueuedSink:
                 raise
             self._sending = 0
             self.published += len(batch)
-            self.last_publish_ns = time.time_ns()
+            self.last_publish_ns = now_ns = time.time_ns()
             self.last_ts_ns = batch[-1].ts_ns
+            self._last_sent = batch[-1]
+            if self.on_sent is not None:
+                for publication in batch:
+                    self.on_sent((now_ns - publication.ts_ns) / 1e9)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the queue is empty (or the timeout passes); True when empty."""
