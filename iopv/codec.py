@@ -85,7 +85,7 @@ def decode_tick_full(obj: Any, default_symbol: str | None, default_ts: int | Non
     kind = type(price)
     if kind is not float:
         if price is None:
-            if status <= STATUS_NONE or "price" in obj:
+            if status == STATUS_NONE or "price" in obj:
                 return MISSING_PRICE, -1, NAN, NAN, NAN, 0, 0
             price = NAN  # a status message
         elif kind is not int:  # bool, str, list, ... (bool is not int by type identity)
