@@ -18,6 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from iopv.book import NEVER
 from iopv.codes import FIRST_REJECT, REASONS
 
+try:  # status flags come with the methodology's quality module
+    from iopv.quality import SLOT_HALTED as SLOT_HALTED_BIT
+except ImportError:  # pragma: no cover
+    SLOT_HALTED_BIT = 0
+
 if TYPE_CHECKING:
     from iopv.service import Service
 
@@ -28,18 +33,17 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 
 def holding_status(service: "Service", now_ns: int) -> dict[str, int]:
     """Symbols never ticked this session, ticked but stale (older than ``ops.stale_after_s``),
-    and halted. Halted is a hook: it counts ``book.halted`` (a boolean array per slot) once the
-    book has one; until then it is 0."""
+    and halted (``book.flags & SLOT_HALTED``, when the book carries status flags)."""
     book = service.engine.book
     n = len(book.symbols)
     last_ts = book.last_ts[:n]
     never = last_ts == NEVER
     cutoff = now_ns - int(service.settings.ops.stale_after_s * 1e9)
-    halted = getattr(book, "halted", None)
+    flags = getattr(book, "flags", None)
     return {
         "never_ticked": int(np.count_nonzero(never)),
         "stale": int(np.count_nonzero(~never & (last_ts < cutoff))),
-        "halted": int(np.count_nonzero(halted[:n])) if halted is not None else 0,
+        "halted": int(np.count_nonzero(flags[:n] & SLOT_HALTED_BIT)) if flags is not None else 0,
     }
 
 

@@ -1,8 +1,9 @@
 """Restart recovery: the session's last prices and tick times, saved to Redis every cycle and
 restored at start, so a restarted engine publishes what it would have published without the restart.
 
-The snapshot holds only symbols that ticked this session (the others still hold the basket
-file's previous close). It is taken when the engine offers a publication -- after the ticks of
+The snapshot holds every per-slot array of the book (price, quote, tick time, halt flag, spike
+filter state: ``book.ARRAYS``) for the slots that changed this session; the others still hold
+the basket file's previous close. It is taken when the engine offers a publication -- after the ticks of
 that boundary were applied -- and written in the Redis sink's pipeline for that publication, so
 the saved state always matches a published value. Only the latest snapshot is kept (key
 ``<redis.key_prefix>:_state:<instance>``).
@@ -22,6 +23,7 @@ import time
 import numpy as np
 import orjson
 
+from iopv import book as book_module
 from iopv.book import NEVER, PriceBook
 from iopv.config import Settings
 from iopv.publication import Publication
@@ -36,17 +38,40 @@ def state_key(settings: Settings) -> str:
     return f"{settings.redis.key_prefix}:_state:{settings.engine.instance}"
 
 
+def _slot_names(book: PriceBook) -> dict[int, str]:
+    return {slot: symbol for symbol, slot in book.index.items()}
+
+
+def _arrays(book: PriceBook) -> tuple[str, ...]:
+    """Every per-slot array the book has (prices, quotes, tick times, status and filter state)."""
+    return getattr(book_module, "ARRAYS", ("prices", "last_ts"))
+
+
 def snapshot(book: PriceBook, boundary_ns: int) -> bytes:
-    """The ticked symbols' prices and tick times as JSON (floats round-trip exactly)."""
-    n = len(book.symbols)
-    ticked = np.flatnonzero(book.last_ts[:n] != NEVER)
+    """Every per-slot array of the slots that changed this session, as JSON (floats round-trip
+    exactly; NaN, e.g. a bid never quoted, is written as null)."""
+    names = _slot_names(book)
+    touched = book.last_ts != NEVER
+    for extra in ("flags", "pending_count"):  # a halt or a held spike without an accepted price
+        if hasattr(book, extra):
+            touched |= getattr(book, extra) != 0
+    slots = [slot for slot in np.flatnonzero(touched).tolist() if slot in names]
     return orjson.dumps({
         "version": VERSION,
         "ts": boundary_ns,
-        "symbols": [book.symbols[i] for i in ticked.tolist()],
-        "prices": book.prices[ticked].tolist(),
-        "last_ts": book.last_ts[ticked].tolist(),
+        "symbols": [names[slot] for slot in slots],
+        **{name: getattr(book, name)[slots].tolist() for name in _arrays(book)},
     })
+
+
+def _valid(name: str, value) -> bool:
+    if name == "prices":
+        return type(value) is float and math.isfinite(value) and value > 0
+    if name == "last_ts":
+        return type(value) is int and (value >= 0 or value == NEVER)
+    if value is None:  # NaN written as null
+        return True
+    return type(value) in (int, float)
 
 
 def restore(book: PriceBook, data: bytes, now_ns: int | None = None) -> tuple[int, int]:
@@ -54,30 +79,33 @@ def restore(book: PriceBook, data: bytes, now_ns: int | None = None) -> tuple[in
 
     Raises ValueError for a snapshot that is unreadable or from another session."""
     now_ns = time.time_ns() if now_ns is None else now_ns
+    names = _arrays(book)
     try:
         state = orjson.loads(data)
-        version, ts = state["version"], state["ts"]
-        symbols, prices, stamps = state["symbols"], state["prices"], state["last_ts"]
+        version, ts, symbols = state["version"], state["ts"], state["symbols"]
+        columns = {name: state[name] for name in names}
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"unreadable state: {exc}") from None
     if version != VERSION or type(ts) is not int:
         raise ValueError(f"unsupported state version {version!r}")
     if ts // NS_PER_DAY != now_ns // NS_PER_DAY:
         raise ValueError("state is from another session (UTC day)")
-    if not (isinstance(symbols, list) and isinstance(prices, list) and isinstance(stamps, list)
-            and len(symbols) == len(prices) == len(stamps)):
+    if not (isinstance(symbols, list) and all(isinstance(c, list) and len(c) == len(symbols)
+                                              for c in columns.values())):
         raise ValueError("state arrays malformed")
     restored = skipped = 0
-    for symbol, price, stamp in zip(symbols, prices, stamps):
+    for k, symbol in enumerate(symbols):
         slot = book.index.get(symbol) if type(symbol) is str else None
-        if (slot is None or type(price) is not float or not math.isfinite(price) or price <= 0
-                or type(stamp) is not int or stamp < 0):
+        row = {name: columns[name][k] for name in names}
+        if slot is None or not all(_valid(name, value) for name, value in row.items()):
             skipped += 1
             continue
-        if stamp >= book.last_ts[slot]:  # never move a symbol backwards
-            book.prices[slot] = price
-            book.last_ts[slot] = stamp
-            restored += 1
+        if row["last_ts"] < book.last_ts[slot]:  # never move a symbol backwards
+            skipped += 1
+            continue
+        for name, value in row.items():
+            getattr(book, name)[slot] = math.nan if value is None else value
+        restored += 1
     return restored, skipped
 
 

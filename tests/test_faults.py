@@ -189,3 +189,38 @@ def test_status_topic_health_endpoint_and_offline_on_stop(tmp_path, own_servers)
                    'iopv_symbols{status="never_ticked"}', 'iopv_connected{connection="redis"} 1.0'):
         assert needle in body, needle
     assert offline["status"] == "offline" and offline["reason"] == "shutdown" and code == 0
+
+
+def test_restarted_engine_publishes_the_same_values_and_clean_start_does_not(tmp_path, own_servers):
+    mosquitto, redis_server = own_servers
+    document = make_basket(seed=9)
+    settings = fast(settings_for(tmp_path, document, mosquitto, redis_server, interval_s=0.2))
+    symbols = sorted({h["symbol"] for f in document for h in f["holdings"]})
+    ticks = [{"symbol": s, "price": 100.0 + k / 7, "ts": time.time_ns()} for k, s in enumerate(symbols)]
+
+    async def first_values(service_settings, send=False):
+        service = Service(service_settings)
+        task = asyncio.create_task(service.run(handle_signals=False))
+        await asyncio.wait_for(service.feed.subscribed.wait(), 10)
+        if send:
+            await send_tick(mosquitto.port, f"{service_settings.mqtt.tick_topic_prefix}/_batch", ticks)
+            await wait_for(lambda: service.engine.intake.accepted == len(ticks), what="ticks applied")
+            after = time.time_ns()
+            await wait_for(lambda: service.redis_sink.last_ts_ns > after, what="publication after ticks")
+        else:
+            await wait_for(lambda: service.engine.last_publication is not None, what="first publication")
+        publication = service.engine.last_publication
+        service.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+        return [r["iopv"] for r in publication.records], service.restored_symbols
+
+    async def scenario():
+        before, _ = await first_values(settings, send=True)
+        restored, n_restored = await first_values(settings)
+        clean, n_clean = await first_values(fast(settings, restore_state=False))
+        return before, restored, n_restored, clean, n_clean
+
+    before, restored, n_restored, clean, n_clean = asyncio.run(scenario())
+    assert restored == before, "a restarted engine must publish what it published before"
+    assert n_restored >= len(symbols) and n_clean == 0
+    assert clean != before, "a clean start goes back to previous closes"

@@ -52,17 +52,22 @@ def test_snapshot_restores_prices_and_tick_times_exactly(universe):
 
 def test_restore_refuses_another_session_and_skips_hostile_entries(universe):
     book = PriceBook(universe)
+    intake = TickIntake(book)
     now = time.time_ns()
-    yesterday = orjson.dumps({"version": 1, "ts": now - 86_400 * 10**9, "symbols": ["X"],
-                              "prices": [9.0], "last_ts": [now]})
+    intake.decode(orjson.dumps([{"symbol": "X", "price": 6.0, "ts": now}, {"symbol": "Y", "price": 8.5, "ts": now}]))
+    intake.flush()
+    state = orjson.loads(snapshot(book, now))
     with pytest.raises(ValueError, match="another session"):
-        restore(book, yesterday, now)
+        restore(PriceBook(universe), orjson.dumps({**state, "ts": now - 86_400 * 10**9}), now)
     with pytest.raises(ValueError):
-        restore(book, b"\xff not json", now)
-    hostile = orjson.dumps({"version": 1, "ts": now, "symbols": ["X", "iopv/#", "Y", 3],
-                            "prices": [-1.0, 5.0, 8.5, 1.0], "last_ts": [now, now, now, now]})
-    assert restore(book, hostile, now) == (1, 3)
-    assert book.price_of("Y") == 8.5 and book.price_of("X") == 5.0
+        restore(PriceBook(universe), b"\xff not json", now)
+    # Extra rows: an unknown (topic-like) symbol and a non-string one; X's price made invalid.
+    hostile = {key: (value + value[:1] * 2 if isinstance(value, list) else value) for key, value in state.items()}
+    hostile["symbols"] = state["symbols"] + ["iopv/#", 3]
+    hostile["prices"] = [-1.0 if sym == "X" else p for sym, p in zip(state["symbols"], state["prices"])] + [5.0, 1.0]
+    fresh = PriceBook(universe)
+    assert restore(fresh, orjson.dumps(hostile), now) == (1, 3)
+    assert fresh.price_of("Y") == 8.5 and fresh.price_of("X") == 5.0
 
 
 class FakeSink(QueuedSink):
