@@ -1,0 +1,169 @@
+"""Least privilege, exercised: Mosquitto with a password file and the shipped ACL file, Redis with
+an ACL user that can only write the engine's keys, secrets read from files and never logged, and
+MQTT over TLS with a CA made for the test (openssl). Throwaway servers, as everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import pytest
+import redis
+
+from iopv.config import load_settings
+from iopv.servers import MosquittoServer, RedisServer, find_binary
+from iopv.service import Service
+from test_integration import make_basket, wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_PW, FEED_PW, REDIS_PW = "engine-secret-7", "feed-secret-8", "redis-secret-9"
+
+
+@pytest.fixture
+def secured(tmp_path):
+    """Mosquitto (password file + the shipped ACL) and Redis (ACL users, default user off)."""
+    directory = Path(tempfile.mkdtemp(prefix="iopv-secure-"))
+    passwd = directory / "passwd"
+    passwd.write_text("")
+    for user, password in (("iopv-engine", ENGINE_PW), ("tick-feed", FEED_PW), ("iopv-reader", FEED_PW)):
+        subprocess.run([find_binary("mosquitto_passwd"), "-b", str(passwd), user, password], check=True)
+    mosquitto = MosquittoServer(directory, listener_config=(
+        f"allow_anonymous false\npassword_file {passwd}\nacl_file {ROOT / 'config/security/mosquitto.acl'}\n")).start()
+    digest = hashlib.sha256(REDIS_PW.encode()).hexdigest()
+    acl = (ROOT / "config/security/redis-users.acl").read_text().replace("#REPLACE_WITH_SHA256_OF_PASSWORD", f"#{digest}")
+    (directory / "users.acl").write_text(acl)
+    redis_server = RedisServer(directory, extra_args=("--aclfile", str(directory / "users.acl"))).start()
+    try:
+        yield mosquitto, redis_server
+    finally:
+        mosquitto.stop()
+        redis_server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_engine_runs_with_least_privilege_and_never_logs_secrets(tmp_path, secured, caplog):
+    mosquitto, redis_server = secured
+    pcf = tmp_path / "pcf.json"
+    pcf.write_bytes(orjson.dumps(make_basket(seed=4)))
+    (tmp_path / "mqtt_pw").write_text(ENGINE_PW + "\n")
+    settings = load_settings(environ={
+        # The Redis password travels in the URL (redacted in logs), the MQTT one in a file.
+        "IOPV_REDIS_URL": f"redis://iopv-engine:{REDIS_PW}@127.0.0.1:{redis_server.port}/0",
+        "IOPV_MQTT_URL": f"mqtt://iopv-engine@127.0.0.1:{mosquitto.port}",
+        "IOPV_MQTT_PASSWORD_FILE": str(tmp_path / "mqtt_pw"),
+    }, overrides={"engine": {"pcf_path": str(pcf), "interval_s": 0.2, "instance": f"s{uuid.uuid4().hex[:6]}"}})
+    symbol = make_basket(seed=4)[0]["holdings"][0]["symbol"]
+
+    async def scenario():
+        service = Service(settings)
+        task = asyncio.create_task(service.run(handle_signals=False))
+        await asyncio.wait_for(service.feed.subscribed.wait(), 10)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, username="tick-feed", password=FEED_PW,
+                                  identifier=f"feed-{uuid.uuid4().hex[:6]}") as feed:
+            await feed.publish(f"ticks/{symbol}", orjson.dumps({"symbol": symbol, "price": 50.0,
+                                                                 "ts": time.time_ns()}), qos=1)
+            # The vendor may not write values: the broker drops it (the engine's value stands).
+            await feed.publish("iopv/F0", b'{"fund":"F0","iopv":666}', qos=1, retain=True)
+        await wait_for(lambda: service.engine.intake.accepted == 1, what="tick through the ACL")
+        after = time.time_ns()
+        await wait_for(lambda: service.redis_sink.last_ts_ns > after and service.mqtt_sink.last_ts_ns > after,
+                       what="values written under least privilege")
+        service.request_stop()
+        return await asyncio.wait_for(task, 5), service
+
+    with caplog.at_level(logging.DEBUG):
+        code, service = asyncio.run(scenario())
+    assert code == 0 and service.redis_sink.dropped == 0
+    text = caplog.text
+    assert REDIS_PW not in text and ENGINE_PW not in text and "iopv-engine:***@" in text
+
+    engine = redis.Redis(port=redis_server.port, username="iopv-engine", password=REDIS_PW, decode_responses=True)
+    reader = redis.Redis(port=redis_server.port, username="iopv-reader", password=REDIS_PW, decode_responses=True)
+    assert float(reader.hget("iopv:F0", "iopv")) > 0
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        reader.hset("iopv:F0", "iopv", "1")  # readers cannot write
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        engine.set("other:key", "1")  # outside the engine's prefix
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        engine.flushall()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=redis_server.port).ping()  # the default user is off
+
+    async def anonymous():
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="anon"):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        asyncio.run(anonymous())
+
+    async def read_value():
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, username="iopv-reader", password=FEED_PW,
+                                  identifier=f"chk-{uuid.uuid4().hex[:6]}") as client:
+            await client.subscribe("iopv/F0")
+            async with asyncio.timeout(5):
+                async for message in client.messages:
+                    return orjson.loads(message.payload)
+    assert asyncio.run(read_value())["iopv"] != 666
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mqtt_over_tls_with_client_certificate(tmp_path):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=iopv-test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)
+    for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", cwd=tmp_path)
+        (tmp_path / f"{name}.ext").write_text(extra + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=tmp_path)
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    mosquitto = MosquittoServer(directory, tls=True, listener_config=(
+        f"allow_anonymous true\ncafile {tmp_path / 'ca.crt'}\ncertfile {tmp_path / 'server.crt'}\n"
+        f"keyfile {tmp_path / 'server.key'}\nrequire_certificate true\n")).start()
+    redis_server = RedisServer(directory).start()
+    pcf = tmp_path / "pcf.json"
+    pcf.write_bytes(orjson.dumps(make_basket(seed=2)))
+    try:
+        settings = load_settings(environ={}, overrides={
+            "engine": {"pcf_path": str(pcf), "interval_s": 0.2, "instance": "tls-test"},
+            "mqtt": {"url": mosquitto.url, "tls_ca_file": str(tmp_path / "ca.crt"),
+                     "tls_cert_file": str(tmp_path / "client.crt"), "tls_key_file": str(tmp_path / "client.key")},
+            "redis": {"url": redis_server.url, "key_prefix": "tls"}})
+        assert settings.mqtt.url.startswith("mqtts://")
+
+        async def scenario(s):
+            service = Service(s)
+            task = asyncio.create_task(service.run(handle_signals=False))
+            try:
+                await wait_for(lambda: service.mqtt_sink.published >= 1 and service.feed.connected,
+                               timeout_s=5, what="values over TLS")
+                return True
+            except AssertionError:
+                return False
+            finally:
+                service.request_stop()
+                await asyncio.wait_for(task, 5)
+
+        assert asyncio.run(scenario(settings))
+        # Without the client certificate the broker refuses the engine.
+        no_cert = dataclasses.replace(settings, mqtt=dataclasses.replace(
+            settings.mqtt, tls_cert_file="", tls_key_file="", reconnect_min_s=0.05, reconnect_max_s=0.1))
+        assert not asyncio.run(scenario(no_cert))
+    finally:
+        mosquitto.stop()
+        redis_server.stop()
