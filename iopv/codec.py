@@ -7,6 +7,7 @@ exactly the same ticks for exactly the same reasons (``iopv.codes``).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -113,12 +114,24 @@ def decode_tick_full(obj: Any, default_symbol: str | None, default_ts: int | Non
     return ACCEPTED, index.get(symbol, -1), price, bid, ask, status, ts
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_payload(payload: bytes) -> tuple[list[Any] | None, bool]:
-    """(JSON values, ok). A JSON array yields its items; any other value yields itself."""
+    """(JSON values, ok). A JSON array yields its items; any other value yields itself.
+
+    orjson refuses numbers beyond the float64 range (``1e400``), which are valid JSON; only then
+    does the standard library parse the payload, turning them into infinities so the one tick
+    is rejected as ``non_finite_price`` and its neighbours in an array survive. ``NaN`` and
+    ``Infinity`` literals stay malformed."""
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return None, False
+        try:
+            document = json.loads(payload, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            return None, False
     if type(document) is list:
         return document, True
     return [document], True

@@ -45,8 +45,8 @@ class EngineSettings:
     pcf_watch_s: float = 0.0  # check pcf_path for a new basket file every this many s; 0 = off
 
     def validate(self) -> None:
-        if not (math.isfinite(self.interval_s) and self.interval_s >= 0.001):
-            raise ConfigError(f"engine.interval_s: expected a number >= 0.001, got {self.interval_s!r}")
+        if not (math.isfinite(self.interval_s) and 0.001 <= self.interval_s <= 86_400):
+            raise ConfigError(f"engine.interval_s: expected a number of seconds from 0.001 to 86400, got {self.interval_s!r}")
         if not 0 <= self.decimals <= 10:
             raise ConfigError(f"engine.decimals: expected 0..10, got {self.decimals!r}")
         if not self.pcf_path:
@@ -175,21 +175,18 @@ class IntakeSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class OpsSettings:
-    """Operability: health endpoint, feed watchdog, staleness, restart recovery."""
+    """Operability: health endpoint, feed watchdog, restart recovery."""
 
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: no HTTP endpoint
     feed_silence_s: float = 30.0  # no tick for this long while connected: feed reported silent
-    stale_after_s: float = 60.0  # a holding whose last tick is older than this counts as stale
     restore_state: bool = True  # restore the session's last prices from Redis at start
 
     def validate(self) -> None:
         if not 0 <= self.http_port <= 65535:
             raise ConfigError(f"ops.http_port: expected 0..65535, got {self.http_port!r}")
-        for name in ("feed_silence_s", "stale_after_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"ops.{name}: expected a number >= 0, got {value!r}")
+        if not (math.isfinite(self.feed_silence_s) and self.feed_silence_s >= 0):
+            raise ConfigError(f"ops.feed_silence_s: expected a number >= 0, got {self.feed_silence_s!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,13 +258,13 @@ def _coerce(section: str, key: str, kind: type, value: Any, origin: str) -> Any:
             except ValueError:
                 pass
     elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            except ValueError:
-                pass
+            if isinstance(value, str):
+                return float(value)
+        except (ValueError, OverflowError):
+            pass
     elif kind is str:
         if isinstance(value, str):
             return value
