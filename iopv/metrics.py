@@ -32,13 +32,14 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 
 
 def holding_status(service: "Service", now_ns: int) -> dict[str, int]:
-    """Symbols never ticked this session, ticked but stale (older than ``ops.stale_after_s``),
+    """Symbols never ticked this session, ticked but stale (older than ``engine.stale_after_s``; 0 = never),
     and halted (``book.flags & SLOT_HALTED``, when the book carries status flags)."""
     book = service.engine.book
     n = len(book.symbols)
     last_ts = book.last_ts[:n]
     never = last_ts == NEVER
-    cutoff = now_ns - int(service.settings.ops.stale_after_s * 1e9)
+    stale_after_s = service.settings.engine.stale_after_s
+    cutoff = now_ns - int(stale_after_s * 1e9) if stale_after_s > 0 else NEVER
     flags = getattr(book, "flags", None)
     return {
         "never_ticked": int(np.count_nonzero(never)),
