@@ -18,7 +18,7 @@ from iopv.service import Service
 from test_integration import make_basket, settings_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SOAK_S = float(os.environ.get("IOPV_SOAK_S", "180"))
+SOAK_S = float(os.environ.get("SOAK_S", "180"))
 TICKS_PER_S = 2000
 
 
