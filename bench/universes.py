@@ -267,9 +267,9 @@ def to_universe(basket: Basket, source: str | None = None) -> Universe:
         "funds": tuple(basket.fund_names),
         "fund_currency": tuple(CURRENCIES[c] for c in basket.fund_currency.tolist()),
         "fund_offsets": basket.fund_offsets.astype(np.int64),
-        "holding_security": slot_of[raw],
+        "holding_security": slot_of[raw].astype(np.int32),
         "holding_shares": basket.holding_shares.copy(),
-        "holding_fx": holding_fx,
+        "holding_fx": holding_fx.astype(np.int32),
         "fund_cash": basket.fund_cash.copy(),
         "fund_creation_unit": basket.fund_creation_unit.copy(),
         "symbols": tuple(names[i] for i in securities_in_order.tolist()) + tuple(pair_names),
@@ -298,7 +298,8 @@ def layout_differences(a: Universe, b: Universe) -> list[str]:
             continue
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-            same = x is not None and y is not None and x.shape == y.shape and np.array_equal(x, y)
+            same = (x is not None and y is not None and x.shape == y.shape and x.dtype == y.dtype
+                    and np.array_equal(x, y))
         else:
             same = x == y
         if not same:

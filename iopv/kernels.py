@@ -196,23 +196,59 @@ def apply_book_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, ti
     return accepted
 
 
-@njit(cache=True, inline="always")
-def _basis_nb(slot, mid, prices, bid, ask):
-    """The value price of a slot: its last price, or its mid when the fund prices at mid and
-    both sides are known."""
-    if mid and not math.isnan(bid[slot]) and not math.isnan(ask[slot]):
-        return 0.5 * (bid[slot] + ask[slot])
-    return prices[slot]
+#: Bits of ``slot_bits`` (``slot_terms_nb``): per-slot facts the holding pass only reads.
+SLOT_TICKED = 1 << 0  # ticked in the current session
+SLOT_STALE = 1 << 1  # older than the stale age at this boundary
+SLOT_HALT = 1 << 2  # under a trading halt
+SLOT_QUOTE_MISSING = 1 << 3  # bid or ask not known: its side falls back
+
+#: Columns of ``slot_rows``: last price, bid side, ask side (``slot_mid`` holds the mid apart:
+#: few funds price at mid, and a narrower row keeps the table in cache).
+ROW_LAST = 0
+ROW_BID = 1
+ROW_ASK = 2
+N_ROW = 3
+
+
+@njit(cache=True)
+def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns, stale_after_ns,
+                  out_rows, out_mid, out_bits):
+    """Everything the holding pass needs of a slot, once per slot instead of once per holding:
+    ``out_rows[s]`` = (last, bid or else last, ask or else last), packed so a holding costs one
+    cache line; ``out_mid[s]`` = mid, or last while a side is unknown; ``out_bits[s]`` =
+    ``SLOT_*`` bits."""
+    for s in range(prices.size):
+        p = prices[s]
+        b = bid[s]
+        a = ask[s]
+        missing = math.isnan(b) or math.isnan(a)
+        out_rows[s, ROW_LAST] = p
+        out_mid[s] = p if missing else 0.5 * (b + a)
+        out_rows[s, ROW_BID] = p if math.isnan(b) else b
+        out_rows[s, ROW_ASK] = p if math.isnan(a) else a
+        bits = 0
+        ticked = last_ts[s]
+        if ticked >= session_open_ns:
+            bits |= SLOT_TICKED
+        else:
+            ticked = session_open_ns  # an untouched price ages from the session open
+        if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
+            bits |= SLOT_STALE
+        if flags[s] & SLOT_HALTED:
+            bits |= SLOT_HALT
+        if missing:
+            bits |= SLOT_QUOTE_MISSING
+        out_bits[s] = bits
 
 
 @njit(cache=True)
 def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-                 fund_creation_unit, fund_basis, fund_market, prices, bid, ask, last_ts, flags,
-                 boundary_ns, session_open_ns, stale_after_ns, min_coverage, halted_weight,
-                 out_value, out_error, out_ratio, out_count):
-    """One pass over every fund's holdings: the value at last (or mid) prices, at bids and at
-    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
-    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``)."""
+                 fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
+                 min_coverage, halted_weight, out_value, out_error, out_ratio, out_count):
+    """One pass over every fund's holdings (after ``slot_terms_nb``): the value at last (or mid)
+    prices, at bids and at asks, each with a float error bound (rows ``SIDE_*`` of
+    ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows ``RATIO_*``,
+    ``out_count`` rows ``COUNT_*``)."""
     for f in range(fund_offsets.size - 1):
         mid = fund_basis[f] == 1
         cash = fund_cash[f]
@@ -226,44 +262,35 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         halted_gross = 0.0
         stale = 0
         halted = 0
-        fund_flags = 0
+        seen = 0
         start = fund_offsets[f]
         stop = fund_offsets[f + 1]
         for h in range(start, stop):
             s = holding_security[h]
             x = holding_fx[h]
             shares = holding_shares[h]
-            p = _basis_nb(s, mid, prices, bid, ask)
-            r = _basis_nb(x, mid, prices, bid, ask)
-            pb = bid[s]
-            pa = ask[s]
-            rb = bid[x]
-            ra = ask[x]
-            if math.isnan(pb) or math.isnan(pa) or math.isnan(rb) or math.isnan(ra):
-                fund_flags |= SIDE_FALLBACK
-                pb = p if math.isnan(pb) else pb
-                pa = p if math.isnan(pa) else pa
-                rb = r if math.isnan(rb) else rb
-                ra = r if math.isnan(ra) else ra
-            term = shares * p * r
-            total += term
-            gross += abs(term)
-            term_bid = shares * pb * rb
-            total_bid += term_bid
-            gross_bid += abs(term_bid)
-            term_ask = shares * pa * ra
-            total_ask += term_ask
-            gross_ask += abs(term_ask)
-            ticked = last_ts[s]
-            if ticked >= session_open_ns:
-                covered += abs(term)
+            if mid:
+                term = shares * slot_mid[s] * slot_mid[x]
             else:
-                ticked = session_open_ns
-            if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
-                stale += 1
-            if flags[s] & SLOT_HALTED:
-                halted += 1
-                halted_gross += abs(term)
+                term = shares * slot_rows[s, ROW_LAST] * slot_rows[x, ROW_LAST]
+            term_bid = shares * slot_rows[s, ROW_BID] * slot_rows[x, ROW_BID]
+            term_ask = shares * slot_rows[s, ROW_ASK] * slot_rows[x, ROW_ASK]
+            total += term
+            total_bid += term_bid
+            total_ask += term_ask
+            gross += abs(term)
+            gross_bid += abs(term_bid)
+            gross_ask += abs(term_ask)
+            # Branch-free bit arithmetic: these bits are data-dependent, mispredicted branches
+            # would cost more than the multiplications.
+            bits = slot_bits[s]
+            seen |= bits | slot_bits[x]
+            magnitude = abs(term)
+            covered += magnitude * (bits & SLOT_TICKED)
+            stale += (bits & SLOT_STALE) >> 1
+            is_halted = (bits & SLOT_HALT) >> 2
+            halted += is_halted
+            halted_gross += magnitude * is_halted
         unit = fund_creation_unit[f]
         n = stop - start
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
@@ -281,6 +308,9 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RATIO_COVERAGE, f] = coverage
         out_ratio[RATIO_HALTED, f] = halted_share
+        fund_flags = 0
+        if seen & SLOT_QUOTE_MISSING:
+            fund_flags |= SIDE_FALLBACK
         if stale:
             fund_flags |= STALE
         if halted:
@@ -288,7 +318,7 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         if coverage < min_coverage:
             fund_flags |= LOW_COVERAGE
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and flags[market] & SLOT_HALTED):
+        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOT_HALT):
             fund_flags |= FUND_HALTED
         out_count[COUNT_STALE, f] = stale
         out_count[COUNT_HALTED, f] = halted
@@ -334,8 +364,8 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
               pending_count, spike_frac, spike_confirm, fund_offsets, holding_security,
               holding_shares, holding_fx, fund_cash, fund_creation_unit, fund_basis, fund_market,
               session_open, session_close, stale_after_ns, min_coverage,
-              halted_weight, decimals, out_boundary, out_value, out_error, out_rounded,
-              out_near_tie, out_ratio, out_count, out_market):
+              halted_weight, decimals, slot_rows, slot_mid, slot_bits, out_boundary, out_value, out_error,
+              out_rounded, out_near_tie, out_ratio, out_count, out_market):
     """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
     full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
     it is valued and rounded into the ``out_*`` rows -- only boundaries inside a session when
@@ -373,10 +403,12 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
                     continue
                 opened = session_open[cursor]
             out_boundary[rows] = next_boundary
+            slot_terms_nb(prices, bid, ask, last_ts, flags, next_boundary, opened, stale_after_ns,
+                          slot_rows, slot_mid, slot_bits)
             value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-                         fund_creation_unit, fund_basis, fund_market, prices, bid, ask, last_ts,
-                         flags, next_boundary, opened, stale_after_ns, min_coverage, halted_weight,
-                         out_value[rows], out_error[rows], out_ratio[rows], out_count[rows])
+                         fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
+                         min_coverage, halted_weight, out_value[rows], out_error[rows],
+                         out_ratio[rows], out_count[rows])
             near = round_sides_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
                                   out_near_tie[rows])
             market_prices_nb(fund_market, prices, last_ts, out_market[rows])

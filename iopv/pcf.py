@@ -68,9 +68,9 @@ class Universe:
     funds: tuple[str, ...]
     fund_currency: tuple[str, ...]
     fund_offsets: np.ndarray  # int64[F+1]
-    holding_security: np.ndarray  # int64[H]
+    holding_security: np.ndarray  # int32[H] (halves the memory the valuation streams)
     holding_shares: np.ndarray  # float64[H]
-    holding_fx: np.ndarray  # int64[H]
+    holding_fx: np.ndarray  # int32[H]
     fund_cash: np.ndarray  # float64[F]
     fund_creation_unit: np.ndarray  # float64[F]
     #: Book symbols: securities first, then FX pairs. The book has one more slot, ONE_INDEX.
@@ -339,9 +339,9 @@ def _layout(source: str, fund_rows: list, close: dict, rates: dict, version: str
         funds=tuple(row[0] for row in fund_rows),
         fund_currency=tuple(row[1] for row in fund_rows),
         fund_offsets=offsets,
-        holding_security=np.array(security, dtype=np.int64),
+        holding_security=np.array(security, dtype=np.int32),
         holding_shares=np.array(shares, dtype=np.float64),
-        holding_fx=np.array(fx, dtype=np.int64),
+        holding_fx=np.array(fx, dtype=np.int32),
         fund_cash=np.array([row[3] for row in fund_rows], dtype=np.float64),
         fund_creation_unit=np.array([row[2] for row in fund_rows], dtype=np.float64),
         symbols=symbols,

@@ -12,38 +12,40 @@ value never leaves the kernel's arrays. See docs/methodology.md, "Exact publicat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
 import numpy as np
 
 from iopv.book import NEVER, PriceBook
-from iopv.kernels import market_prices_nb, round_sides_nb, value_all_nb
+from iopv.kernels import N_ROW, market_prices_nb, round_sides_nb, slot_terms_nb, value_all_nb
 from iopv.pcf import Universe
 from iopv.quality import BASIS_MID, N_COUNTS, N_RATIOS, N_SIDES, SIDE_ASK, SIDE_BID, SIDE_VALUE
 
 _EXACT = Context(prec=80)
-_HALF = Decimal("0.5")
 
 
-def _d(x: float) -> Decimal:
-    return Decimal(repr(float(x)))
+def _decimals(values: np.ndarray) -> list[Decimal]:
+    """Exact decimals of float64 values from their shortest text (numpy's ``astype(str)`` is the
+    same shortest round-trip text as ``repr``, for a whole array at once)."""
+    return [Decimal(text) for text in values.astype(str).tolist()]
 
 
-def _slot_price(arrays: tuple[np.ndarray, ...], slot: int, side: int, mid: bool) -> Decimal:
-    """The exact price the kernel uses for a slot on a side (same fallbacks as ``value_all_nb``)."""
-    prices, bid, ask = arrays[0], arrays[1], arrays[2]
-    b, a = float(bid[slot]), float(ask[slot])
-    if mid and not math.isnan(b) and not math.isnan(a):
-        basis = _EXACT.multiply(_EXACT.add(_d(b), _d(a)), _HALF)
-    else:
-        basis = _d(prices[slot])
-    if side == SIDE_BID and not math.isnan(b):
-        return _d(b)
-    if side == SIDE_ASK and not math.isnan(a):
-        return _d(a)
-    return basis
+def _side_prices(arrays, slots: np.ndarray, side: int, mid: bool) -> list[Decimal]:
+    """Exact prices the kernel uses for ``slots`` on ``side`` (the fallbacks of
+    ``kernels.slot_terms_nb``): a missing bid or ask falls back to the last price; a mid-priced
+    fund's value side uses (bid + ask) / 2 where both are known, computed in decimal."""
+    prices, bid, ask = arrays[0][slots], arrays[1][slots], arrays[2][slots]
+    if side == SIDE_BID:
+        return _decimals(np.where(np.isnan(bid), prices, bid))
+    if side == SIDE_ASK:
+        return _decimals(np.where(np.isnan(ask), prices, ask))
+    exact = _decimals(prices)
+    if mid:
+        both = ~(np.isnan(bid) | np.isnan(ask))
+        for k, b, a in zip(np.flatnonzero(both).tolist(), _decimals(bid[both]), _decimals(ask[both])):
+            exact[k] = _EXACT.divide(_EXACT.add(b, a), 2)
+    return exact
 
 
 def exact_value(universe: Universe, arrays, fund: int, side: int = SIDE_VALUE) -> Decimal:
@@ -54,13 +56,12 @@ def exact_value(universe: Universe, arrays, fund: int, side: int = SIDE_VALUE) -
         arrays = (arrays, nan, nan)
     mid = bool(universe.fund_basis[fund] == BASIS_MID)
     start, stop = universe.fund_offsets[fund], universe.fund_offsets[fund + 1]
-    total = _d(universe.fund_cash[fund])
-    for h in range(start, stop):
-        term = _EXACT.multiply(_d(universe.holding_shares[h]),
-                               _slot_price(arrays, int(universe.holding_security[h]), side, mid))
-        term = _EXACT.multiply(term, _slot_price(arrays, int(universe.holding_fx[h]), side, mid))
-        total = _EXACT.add(total, term)
-    return _EXACT.divide(total, _d(universe.fund_creation_unit[fund]))
+    shares = _decimals(universe.holding_shares[start:stop])
+    price = _side_prices(arrays, universe.holding_security[start:stop], side, mid)
+    rate = _side_prices(arrays, universe.holding_fx[start:stop], side, mid)
+    with localcontext(_EXACT):
+        cash, unit = _decimals(np.array([universe.fund_cash[fund], universe.fund_creation_unit[fund]]))
+        return sum((s * p * r for s, p, r in zip(shares, price, rate)), cash) / unit
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +96,9 @@ class Valuer:
         self.error = self.errors[SIDE_VALUE]
         self.near_tie = self.near[SIDE_VALUE]
         self.exact_resolved = 0  # iopv values resolved exactly since start (a health figure)
+        self.slot_rows = np.empty((universe.book_size, N_ROW), dtype=np.float64)
+        self.slot_mid = np.empty(universe.book_size, dtype=np.float64)
+        self.slot_bits = np.empty(universe.book_size, dtype=np.uint8)
 
     def frame(self, book: PriceBook, boundary_ns: int = 0, session_open_ns: int = NEVER + 1) -> Frame:
         """Value, round and grade every fund with the book as it is (a new Frame). Ticks at or
@@ -103,11 +107,14 @@ class Valuer:
         n = len(u.funds)
         ratio = np.empty((N_RATIOS, n), dtype=np.float64)
         count = np.empty((N_COUNTS, n), dtype=np.int64)
+        slot_terms_nb(book.prices, book.bid, book.ask, book.last_ts, book.flags, boundary_ns,
+                      session_open_ns, self.stale_after_ns, self.slot_rows, self.slot_mid,
+                      self.slot_bits)
         value_all_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
                      u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
-                     book.prices, book.bid, book.ask, book.last_ts, book.flags,
-                     boundary_ns, session_open_ns, self.stale_after_ns, self.min_coverage,
-                     self.halted_weight, self.values, self.errors, ratio, count)
+                     self.slot_rows, self.slot_mid, self.slot_bits, self.min_coverage,
+                     self.halted_weight,
+                     self.values, self.errors, ratio, count)
         rounded = np.empty_like(self.values)
         if round_sides_nb(self.values, self.errors, self.decimals, rounded, self.near):
             self.resolve_near_ties(rounded, self.near, (book.prices, book.bid, book.ask))
