@@ -21,6 +21,16 @@ from iopv.publication import Publication
 log = logging.getLogger(__name__)
 
 
+def _raise_if_cancel_lost() -> None:
+    """Raise the cancellation a library swallowed. On Python 3.11, ``asyncio.wait_for`` (which
+    redis-py wraps around every socket write) returns the inner result and drops a cancel that
+    arrives as the inner task finishes (fixed in 3.12); the writer then went back to waiting for
+    the next publication and never finished cancelling, hanging shutdown."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class QueuedSink:
     """Base class: subclasses implement ``connect`` (an async context manager) and ``send``,
     and may override ``on_connect`` (run after every successful connect)."""
@@ -90,6 +100,7 @@ class QueuedSink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
+                _raise_if_cancel_lost()
                 if not self.is_connection_error(exc):
                     raise
                 log.warning("%s: %s: %s; reconnecting in %.2f s (%d publications queued)",
@@ -125,6 +136,7 @@ class QueuedSink:
             if self.on_sent is not None:
                 for publication in batch:
                     self.on_sent((now_ns - publication.ts_ns) / 1e9)
+            _raise_if_cancel_lost()
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the queue is empty (or the timeout passes); True when empty."""
