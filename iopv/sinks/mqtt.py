@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import aiomqtt
@@ -23,6 +24,11 @@ from iopv.publication import Publication
 from iopv.sinks.base import QueuedSink
 
 log = logging.getLogger(__name__)
+
+#: Publishes in flight at once (see ``MqttSink.send``); well under paho's in-flight limit (1,000).
+PUBLISH_WINDOW = 64
+#: Default ``MqttSink.send_timeout_s``.
+SEND_TIMEOUT_S = 10.0
 
 
 def status_topic(settings: MqttSettings, instance: str) -> str:
@@ -50,6 +56,9 @@ class MqttSink(QueuedSink):
         self.identifier = f"{instance}-values"
         self.status_topic = status_topic(settings, instance)
         self._client: aiomqtt.Client | None = None
+        #: Most time one publication may take to be acknowledged before the connection is
+        #: treated as broken (the client's per-call timeout, applied to the whole batch).
+        self.send_timeout_s = SEND_TIMEOUT_S
 
     def connect(self) -> aiomqtt.Client:
         if self._client is None:
@@ -80,7 +89,25 @@ class MqttSink(QueuedSink):
     async def send(self, client: aiomqtt.Client, batch: list[Publication]) -> None:
         prefix, qos = self.settings.value_topic_prefix, self.settings.value_qos
         # Retained: only the newest value per fund matters, so a backlog sends just the latest.
-        for publication in batch[-1:]:
-            await asyncio.gather(*(
-                client.publish(f"{prefix}/{fund}", payload, qos=qos, retain=True)
-                for fund, payload in zip(publication.funds, publication.payloads)))
+        publication = batch[-1]
+        messages = iter(zip(publication.funds, publication.payloads))
+
+        # A bounded window of publishes in flight, not all 3,500 at once: aiomqtt scans every
+        # pending publish on each call and paho rescans its in-flight messages on each PUBACK,
+        # so the cost grows with the square of what is in flight (~1.5 s per cycle at US scale
+        # with everything gathered at once). ``PUBLISH_WINDOW`` workers each publish and await
+        # their acknowledgement in turn, so the pipe stays full without round-trip pauses.
+        # No per-publish timeout (aiomqtt would wrap each in ``asyncio.wait_for``, a task per
+        # message): one deadline bounds the publication, and missing it is a connection error.
+        async def worker() -> None:
+            for fund, payload in messages:  # the shared iterator hands each fund out once
+                await client.publish(f"{prefix}/{fund}", payload, qos=qos, retain=True, timeout=math.inf)
+
+        workers = [asyncio.ensure_future(worker())
+                   for _ in range(min(PUBLISH_WINDOW, len(publication.funds)))]
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await asyncio.gather(*workers)
+        finally:
+            for task in workers:  # on failure or cancellation, stop the others too
+                task.cancel()
