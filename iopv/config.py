@@ -190,6 +190,22 @@ class OpsSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RealtimeSettings:
+    """Real-time mode: a fund's value published as soon as a constituent moves it."""
+
+    enabled: bool = False
+    throttle_ms: float = 250.0  # at most one real-time value per fund per this many ms
+    topic_prefix: str = "iopv-rt"  # real-time values go to <prefix>/<FUND>, retained
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.throttle_ms) and 0 <= self.throttle_ms <= 60_000):
+            raise ConfigError(f"realtime.throttle_ms: expected 0..60000, got {self.throttle_ms!r}")
+        value = self.topic_prefix
+        if not value or any(c in value for c in "#+ \t\r\n") or value.startswith("/") or value.endswith("/"):
+            raise ConfigError(f"realtime.topic_prefix: expected a topic prefix without wildcards or spaces, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -198,6 +214,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
     def validate(self) -> "Settings":
         for section in SECTIONS:
@@ -211,6 +228,7 @@ SECTIONS: dict[str, type] = {
     "redis": RedisSettings,
     "intake": IntakeSettings,
     "ops": OpsSettings,
+    "realtime": RealtimeSettings,
 }
 
 

@@ -244,12 +244,13 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
 @njit(cache=True)
 def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
                  fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
-                 min_coverage, halted_weight, out_value, out_error, out_ratio, out_count):
-    """One pass over every fund's holdings (after ``slot_terms_nb``): the value at last (or mid)
-    prices, at bids and at asks, each with a float error bound (rows ``SIDE_*`` of
-    ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows ``RATIO_*``,
-    ``out_count`` rows ``COUNT_*``)."""
-    for f in range(fund_offsets.size - 1):
+                 min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio, out_count):
+    """One pass over the holdings of the funds in ``fund_list`` (after ``slot_terms_nb``): the
+    value at last (or mid) prices, at bids and at asks, each with a float error bound (rows
+    ``SIDE_*`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
+    ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k describes fund ``fund_list[k]``."""
+    for k in range(fund_list.size):
+        f = fund_list[k]
         mid = fund_basis[f] == 1
         cash = fund_cash[f]
         total = 0.0
@@ -296,18 +297,18 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
-        out_value[SIDE_VALUE, f] = value
-        out_error[SIDE_VALUE, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_value[SIDE_VALUE, k] = value
+        out_error[SIDE_VALUE, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         value = (total_bid + cash) / unit
-        out_value[SIDE_BID, f] = value
-        out_error[SIDE_BID, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_value[SIDE_BID, k] = value
+        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         value = (total_ask + cash) / unit
-        out_value[SIDE_ASK, f] = value
-        out_error[SIDE_ASK, f] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_value[SIDE_ASK, k] = value
+        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
-        out_ratio[RATIO_COVERAGE, f] = coverage
-        out_ratio[RATIO_HALTED, f] = halted_share
+        out_ratio[RATIO_COVERAGE, k] = coverage
+        out_ratio[RATIO_HALTED, k] = halted_share
         fund_flags = 0
         if seen & SLOT_QUOTE_MISSING:
             fund_flags |= SIDE_FALLBACK
@@ -320,15 +321,15 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         market = fund_market[f]
         if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOT_HALT):
             fund_flags |= FUND_HALTED
-        out_count[COUNT_STALE, f] = stale
-        out_count[COUNT_HALTED, f] = halted
-        out_count[COUNT_FLAGS, f] = fund_flags
+        out_count[COUNT_STALE, k] = stale
+        out_count[COUNT_HALTED, k] = halted
+        out_count[COUNT_FLAGS, k] = fund_flags
         if fund_flags & FUND_HALTED:
-            out_count[COUNT_STATUS, f] = STATUS_SUSPENDED
+            out_count[COUNT_STATUS, k] = STATUS_SUSPENDED
         elif fund_flags & (STALE | ANY_HALTED | LOW_COVERAGE):
-            out_count[COUNT_STATUS, f] = STATUS_DEGRADED
+            out_count[COUNT_STATUS, k] = STATUS_DEGRADED
         else:
-            out_count[COUNT_STATUS, f] = STATUS_OK
+            out_count[COUNT_STATUS, k] = STATUS_OK
 
 
 @njit(cache=True)
@@ -364,7 +365,7 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
               pending_count, spike_frac, spike_confirm, fund_offsets, holding_security,
               holding_shares, holding_fx, fund_cash, fund_creation_unit, fund_basis, fund_market,
               session_open, session_close, stale_after_ns, min_coverage,
-              halted_weight, decimals, slot_rows, slot_mid, slot_bits, out_boundary, out_value, out_error,
+              halted_weight, decimals, slot_rows, slot_mid, slot_bits, fund_list, out_boundary, out_value, out_error,
               out_rounded, out_near_tie, out_ratio, out_count, out_market):
     """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
     full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
@@ -407,7 +408,7 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
                           slot_rows, slot_mid, slot_bits)
             value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
                          fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
-                         min_coverage, halted_weight, out_value[rows], out_error[rows],
+                         min_coverage, halted_weight, fund_list, out_value[rows], out_error[rows],
                          out_ratio[rows], out_count[rows])
             near = round_sides_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
                                   out_near_tie[rows])

@@ -63,31 +63,40 @@ def static_fields(universe: Universe) -> list[dict[str, Any]]:
     return out
 
 
-def build_publication(universe: Universe, ts_ns: int, values, *, static: list[dict] | None = None) -> Publication:
+def build_publication(universe: Universe, ts_ns: int, values, *, static: list[dict] | None = None,
+                      columns: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> Publication:
     """Records for every fund, in PCF order, and their JSON. ``values`` is a ``Frame`` (every
-    field) or a plain array of rounded values (the contract fields only)."""
+    field) or a plain array of rounded values (the contract fields only). With ``columns`` the
+    Frame covers only those funds (column k is fund ``columns[k]``); ``extra`` fields are added
+    to every record."""
+    funds = universe.funds
     if isinstance(values, np.ndarray):
         records = [{"fund": fund, "ts": ts_ns, "iopv": value}
-                   for fund, value in zip(universe.funds, values.tolist())]
-        return Publication(ts_ns, universe.funds, records, [encode_record(r) for r in records])
+                   for fund, value in zip(funds, values.tolist())]
+        return Publication(ts_ns, funds, records, [encode_record(r) for r in records])
     frame = values
     if static is None:
         static = static_fields(universe)
+    if columns is not None:
+        funds = tuple(funds[i] for i in columns.tolist())
+        static = [static[i] for i in columns.tolist()]
+    if extra:
+        static = [{**fields, **extra} for fields in static]
     rounded = frame.rounded
     coverage = np.round(frame.ratio[RATIO_COVERAGE], COVERAGE_DECIMALS).tolist()
     records = []
-    for fund, value, bid, ask, cov, stale, halted, flags, status, market, extra in zip(
-            universe.funds, rounded[SIDE_VALUE].tolist(), rounded[SIDE_BID].tolist(),
+    for fund, value, bid, ask, cov, stale, halted, flags, status, market, fields in zip(
+            funds, rounded[SIDE_VALUE].tolist(), rounded[SIDE_BID].tolist(),
             rounded[SIDE_ASK].tolist(), coverage, frame.count[COUNT_STALE].tolist(),
             frame.count[COUNT_HALTED].tolist(), frame.count[COUNT_FLAGS].tolist(),
             frame.count[COUNT_STATUS].tolist(), frame.market.tolist(), static):
         record = {"fund": fund, "ts": ts_ns, "iopv": value, "iopv_bid": bid, "iopv_ask": ask,
                   "coverage": cov, "stale": stale, "halted": halted,
                   "status": STATUS_NAMES[status], "flags": _FLAG_LISTS[flags]}
-        record.update(extra)
+        record.update(fields)
         if not math.isnan(market):
             record["market_price"] = market
             if value != 0.0:
                 record["premium_bps"] = round((market - value) / abs(value) * 1e4, PREMIUM_DECIMALS)
         records.append(record)
-    return Publication(ts_ns, universe.funds, records, [encode_record(r) for r in records])
+    return Publication(ts_ns, funds, records, [encode_record(r) for r in records])

@@ -67,7 +67,7 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
             spike_confirm_ticks, u.fund_offsets, u.holding_security, u.holding_shares,
             u.holding_fx, u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
             opens, closes, stale_after_ns, min_coverage, halted_weight, decimals,
-            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, out_boundary, out_value, out_error, out_rounded, out_near, out_ratio, out_count,
+            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds, out_boundary, out_value, out_error, out_rounded, out_near, out_ratio, out_count,
             out_market)
         if written and out_near[written - 1].any():
             # The kernel stops right after a row with a near tie, so the book is still as it

@@ -99,12 +99,18 @@ class Valuer:
         self.slot_rows = np.empty((universe.book_size, N_ROW), dtype=np.float64)
         self.slot_mid = np.empty(universe.book_size, dtype=np.float64)
         self.slot_bits = np.empty(universe.book_size, dtype=np.uint8)
+        self.all_funds = np.arange(n, dtype=np.int64)
 
-    def frame(self, book: PriceBook, boundary_ns: int = 0, session_open_ns: int = NEVER + 1) -> Frame:
-        """Value, round and grade every fund with the book as it is (a new Frame). Ticks at or
-        after ``session_open_ns`` count as this session's (default: any tick)."""
+    def frame(self, book: PriceBook, boundary_ns: int = 0, session_open_ns: int = NEVER + 1,
+              funds: np.ndarray | None = None) -> Frame:
+        """Value, round and grade every fund -- or only ``funds`` (int64 indices; column k of the
+        Frame is fund ``funds[k]``) -- with the book as it is (a new Frame). Ticks at or after
+        ``session_open_ns`` count as this session's (default: any tick)."""
         u = self.universe
-        n = len(u.funds)
+        fund_list = self.all_funds if funds is None else funds
+        n = fund_list.size
+        values, errors, near = (self.values, self.errors, self.near) if funds is None else (
+            np.empty((N_SIDES, n)), np.empty((N_SIDES, n)), np.empty((N_SIDES, n), dtype=np.bool_))
         ratio = np.empty((N_RATIOS, n), dtype=np.float64)
         count = np.empty((N_COUNTS, n), dtype=np.int64)
         slot_terms_nb(book.prices, book.bid, book.ask, book.last_ts, book.flags, boundary_ns,
@@ -113,35 +119,36 @@ class Valuer:
         value_all_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
                      u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
                      self.slot_rows, self.slot_mid, self.slot_bits, self.min_coverage,
-                     self.halted_weight,
-                     self.values, self.errors, ratio, count)
-        rounded = np.empty_like(self.values)
-        if round_sides_nb(self.values, self.errors, self.decimals, rounded, self.near):
-            self.resolve_near_ties(rounded, self.near, (book.prices, book.bid, book.ask))
-        market = np.empty(n, dtype=np.float64)
+                     self.halted_weight, fund_list, values, errors, ratio, count)
+        rounded = np.empty_like(values)
+        if round_sides_nb(values, errors, self.decimals, rounded, near):
+            self.resolve_near_ties(rounded, near, (book.prices, book.bid, book.ask), funds)
+        market = np.empty(len(u.funds), dtype=np.float64)
         market_prices_nb(u.fund_market, book.prices, book.last_ts, market)
-        return Frame(rounded, ratio, count, market)
+        return Frame(rounded, ratio, count, market if funds is None else market[funds])
 
     def value(self, book: PriceBook) -> np.ndarray:
         """Rounded per-share values, one per fund (a new array the caller may keep)."""
         return self.frame(book).values.copy()
 
-    def resolve_near_ties(self, rounded: np.ndarray, near_tie: np.ndarray, arrays) -> None:
-        """Replace the flagged entries of ``rounded`` (sides x funds) by the exactly rounded
+    def resolve_near_ties(self, rounded: np.ndarray, near_tie: np.ndarray, arrays,
+                          funds: np.ndarray | None = None) -> None:
+        """Replace the flagged entries of ``rounded`` (sides x columns) by the exactly rounded
         decimal value, computed from ``arrays`` -- the book's (prices, bid, ask) as they were at
-        the boundary being published. A bid or ask side whose every price is the value side's
-        (no quote differs from the last price) takes that side's exact result."""
+        the boundary being published. Column k is fund ``funds[k]`` (every fund in order when
+        None). A bid or ask side whose every price is the value side's (no quote differs from
+        the last price) takes that side's exact result."""
         quantum = Decimal(1).scaleb(-self.decimals)
         done: dict[int, float] = {}
-        for side, fund in zip(*np.nonzero(near_tie)):
-            fund = int(fund)
+        for side, column in zip(*np.nonzero(near_tie)):
+            fund = int(column) if funds is None else int(funds[column])
             if side != SIDE_VALUE and fund in done and self._same_as_value(arrays, fund, int(side)):
-                rounded[side, fund] = done[fund]
+                rounded[side, column] = done[fund]
                 continue
             exact = exact_value(self.universe, arrays, fund, int(side))
-            rounded[side, fund] = float(exact.quantize(quantum, rounding=ROUND_HALF_UP))
+            rounded[side, column] = float(exact.quantize(quantum, rounding=ROUND_HALF_UP))
             if side == SIDE_VALUE:
-                done[fund] = rounded[side, fund]
+                done[fund] = rounded[side, column]
                 self.exact_resolved += 1
 
     def _same_as_value(self, arrays, fund: int, side: int) -> bool:
