@@ -41,6 +41,17 @@ _target("cycle -> last Redis publish p99", "cycle.redis_boundary_to_last_publish
 _target("boundary jitter p99", "cycle.jitter_ms_p99", "<= 5 ms", "<=", 5.0)
 
 
+def _realtime_check(scale: str):
+    def check(results: dict):
+        row = next((r for r in get(results, "realtime", []) or []
+                    if r.get("scale") == scale and r.get("throttle_ms") == 0.0), None)
+        if row is None:
+            return None, None
+        p99 = row["tick_to_value_us"]["p99"] / 1e3
+        return p99, p99 <= 2.0 and row["achieved_ticks_per_s"] >= 0.98 * row["offered_ticks_per_s"]
+    return check
+
+
 def _replay_check(results: dict):
     engine, pandas = get(results, "replay.engine_s"), get(results, "replay.pandas_s")
     if not isinstance(engine, (int, float)) or not isinstance(pandas, (int, float)):
@@ -49,6 +60,9 @@ def _replay_check(results: dict):
 
 
 TARGETS.append(("replay faster than pandas", "replay.engine_s", "< replay.pandas_s", _replay_check))
+for _scale in ("demo", "us"):
+    TARGETS.append((f"real-time tick -> value p99, {_scale}", f"realtime[{_scale}]",
+                    "<= 2 ms at 20,000 ticks/s", _realtime_check(_scale)))
 
 
 def targets(results: dict) -> list[dict]:

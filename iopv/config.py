@@ -196,6 +196,7 @@ class RealtimeSettings:
     enabled: bool = False
     throttle_ms: float = 250.0  # at most one real-time value per fund per this many ms
     topic_prefix: str = "iopv-rt"  # real-time values go to <prefix>/<FUND>, retained
+    qos: int = 0  # a real-time value is superseded within a throttle window: no broker acks
 
     def validate(self) -> None:
         if not (math.isfinite(self.throttle_ms) and 0 <= self.throttle_ms <= 60_000):
@@ -203,6 +204,8 @@ class RealtimeSettings:
         value = self.topic_prefix
         if not value or any(c in value for c in "#+ \t\r\n") or value.startswith("/") or value.endswith("/"):
             raise ConfigError(f"realtime.topic_prefix: expected a topic prefix without wildcards or spaces, got {value!r}")
+        if self.qos not in (0, 1, 2):
+            raise ConfigError(f"realtime.qos: expected 0, 1 or 2, got {self.qos!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,8 @@ class TickIntake:
         self.counts = np.zeros(N_CODES, dtype=np.int64)
         self.messages = 0
         self.last_accept_ns = 0  # receive time of the last flush that accepted a tick
+        #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode).
+        self.on_applied: list = []
         self._security: list[int] = []
         self._price: list[float] = []
         self._ts: list[int] = []
@@ -146,6 +148,8 @@ class TickIntake:
         self._extra.clear()
         if accepted:
             self.last_accept_ns = time.time_ns()
+        for hook in self.on_applied:
+            hook(security, code, count)
         return int(accepted)
 
     @property

@@ -54,7 +54,9 @@ class RealtimePublisher:
         """Intake hook: called after every applied batch with its slots and outcomes."""
         if self.engine.universe is not self.universe:  # a basket swap re-laid the book
             self._index_for(self.engine.universe)
-        if mark_moved_nb(security, code, count, self.slot_offsets, self.slot_funds, self.dirty):
+        mark_moved_nb(security, code, count, self.slot_offsets, self.slot_funds, self.dirty)
+        # Also funds marked earlier whose window has passed: the timer may not have fired yet.
+        if self.dirty.any():
             self.step()
 
     def step(self, now_ns: int | None = None) -> int:

@@ -10,6 +10,7 @@ connections close. At start the session's saved prices are restored (``iopv.pers
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from typing import Iterable
@@ -22,6 +23,7 @@ from iopv.feeds.mqtt import MqttTickFeed
 from iopv.health import HealthServer
 from iopv.metrics import Metrics
 from iopv.pcf import Universe, load_pcf
+from iopv.realtime import RealtimePublisher
 from iopv.sinks.mqtt import MqttSink
 from iopv.sinks.redis import RedisSink
 
@@ -49,6 +51,16 @@ class Service:
         self.state_recorder = persistence.StateRecorder(self.engine.book, self.redis_sink)
         # The recorder comes first: the snapshot must ride with this boundary's publication.
         self.engine.sinks = [self.state_recorder, self.redis_sink, self.mqtt_sink, *extra_sinks]
+        self.realtime_sink: MqttSink | None = None
+        self.realtime: RealtimePublisher | None = None
+        if settings.realtime.enabled:
+            rt = settings.realtime
+            # A sink (and connection) of its own: real-time traffic never queues boundary values.
+            self.realtime_sink = MqttSink(
+                dataclasses.replace(settings.mqtt, value_topic_prefix=rt.topic_prefix, value_qos=rt.qos),
+                instance=f"{instance}-rt", max_queued=settings.intake.sink_queue_cycles)
+            self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms)
+            self.engine.intake.on_applied.append(self.realtime.on_applied)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s)
         self.clock = BoundaryClock(settings.engine.interval_ns)
@@ -104,6 +116,8 @@ class Service:
                 asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
                 asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
             ]
+            if self.realtime_sink:
+                self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
             done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception() is not None:
@@ -126,8 +140,11 @@ class Service:
             elif sink.queued:
                 log.warning("%s: disconnected, %d publications not flushed at shutdown", sink.name, sink.queued)
 
-        await asyncio.gather(drain(self.redis_sink), drain(self.mqtt_sink))
-        await self.mqtt_sink.publish_offline(STATUS_TIMEOUT_S)
+        if self.realtime:
+            self.realtime.close()
+        sinks = [s for s in (self.redis_sink, self.mqtt_sink, self.realtime_sink) if s is not None]
+        await asyncio.gather(*(drain(sink) for sink in sinks))
+        await asyncio.gather(*(sink.publish_offline(STATUS_TIMEOUT_S) for sink in sinks[1:]))
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
