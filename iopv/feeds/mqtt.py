@@ -2,10 +2,23 @@
 
 One client, one reconnect loop (aiomqtt's documented v2 pattern: create the client once,
 re-enter ``async with client`` after every ``MqttError``), capped jittered backoff; the
-subscription is renewed on every reconnect. The incoming queue is bounded and its overflow
-counted. Messages are decoded as they arrive and applied to the book in one kernel call whenever
-the queue runs dry or the staging batch fills: the book keeps only the latest price per symbol,
-so a burst costs at most one staging batch and one bounded queue of memory.
+subscription is renewed on every reconnect.
+
+Messages do not go through aiomqtt's message queue. Its ``MessagesIterator`` costs a task, an
+``asyncio.wait`` and a queue put/get per message, which capped the feed far below the engine
+(bench ``end_to_end.ceilings``). aiomqtt still owns the connection (connect, subscribe,
+reconnect, will, TLS); the feed replaces the underlying paho client's ``on_message`` -- called by
+aiomqtt's socket reader on the event loop's thread -- with a callback that decodes the payload
+straight into the TickIntake and schedules one flush per event-loop iteration. aiomqtt keeps the
+paho client in the private attribute ``Client._client``, so this relies on the pinned range
+(aiomqtt >=2.5,<3); ``paho_client`` fails loudly at start-up (and tests/test_feed_callback.py
+fails) if that ever changes. The message iterator is still awaited, only to learn of a
+disconnect: nothing reaches the queue any more, so ``dropped`` stays 0.
+
+Memory stays bounded without the queue: a message is decoded as soon as paho has read it, the
+staging batch flushes when it holds ``intake.batch_capacity`` ticks, and the book keeps only the
+latest price per symbol. A feed faster than the engine backs up in the socket and at the broker
+(TCP flow control), not in this process.
 
 ``watchdog`` reports a silent feed: connected, yet no message for ``ops.feed_silence_s``.
 """
@@ -17,6 +30,7 @@ import logging
 import time
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from iopv.backoff import Backoff
 from iopv.config import MqttSettings
@@ -24,6 +38,124 @@ from iopv.intake import TickIntake
 from iopv.mqtt_client import CountingQueue, make_client
 
 log = logging.getLogger(__name__)
+
+
+def paho_client(client: aiomqtt.Client) -> paho.Client:
+    """The paho client inside an aiomqtt client (private ``_client``; see the module docstring)."""
+    inner = getattr(client, "_client", None)
+    if not isinstance(inner, paho.Client):
+        raise RuntimeError(
+            f"aiomqtt {getattr(aiomqtt, '__version__', '?')} no longer keeps its paho client in "
+            "Client._client: the tick feed's direct on_message callback needs it (pinned aiomqtt "
+            ">=2.5,<3); see iopv/feeds/mqtt.py")
+    return inner
+
+
+class TickSocket:
+    """paho's socket with QoS 0 PUBLISH packets taken out and handed to ``on_publish`` directly.
+
+    paho costs ~15-20 us of Python per message (several one-byte ``recv`` calls, packet
+    dispatch, topic matching, logging), and aiomqtt drives one packet per readable event: that,
+    not the engine, capped the feed near 20k msgs/s. This wrapper reads the socket in 32 KiB
+    chunks, parses whole MQTT 3.1.1 packets, passes every QoS 0 PUBLISH's topic and payload to
+    ``on_publish``, and leaves every other packet (CONNACK, SUBACK, PINGRESP, QoS > 0 PUBLISH,
+    anything unparsable) to paho, unchanged, through ``recv``. A partial packet waits for the next
+    chunk. At most one chunk is read per readable event (then ``BlockingIOError``, which paho takes
+    as "later"), so a firehose cannot starve the event loop -- the clock, the sinks. aiomqtt's
+    reader calls paho again while ``pending()`` is non-zero (meant for TLS), which drains what
+    this wrapper holds for paho. Everything else (send, fileno, close, TLS) goes to the socket."""
+
+    _READ_BYTES = 32_768
+
+    def __init__(self, sock, on_publish):
+        self._sock = sock
+        self._on_publish = on_publish
+        self._partial = b""  # the start of a packet not yet complete
+        self._for_paho = b""  # whole packets paho has yet to read
+        self._position = 0
+        self._read_this_event = False
+        self._inner_pending = getattr(sock, "pending", None)
+
+    def recv(self, size: int) -> bytes:
+        while self._position >= len(self._for_paho):
+            if self._read_this_event and not (self._inner_pending and self._inner_pending()):
+                raise BlockingIOError  # yield to the event loop; it calls back while data waits
+            data = self._sock.recv(self._READ_BYTES)  # BlockingIOError / TLS errors pass through
+            self._read_this_event = True
+            if not data:
+                return data  # closed: paho handles the lost connection
+            self._for_paho, self._position = self._split(self._partial + data), 0
+        position = self._position
+        chunk = self._for_paho[position:position + size]
+        self._position = position + len(chunk)
+        return chunk
+
+    def _split(self, buffer: bytes) -> bytes:
+        """Hand out the QoS 0 PUBLISH packets of ``buffer``; keep a trailing partial packet;
+        return every other whole packet, in order, for paho."""
+        on_publish = self._on_publish
+        others = []
+        end_of_data = len(buffer)
+        position = 0
+        while position < end_of_data:
+            first = buffer[position]
+            index = position + 1
+            length = 0
+            shift = 0
+            while True:  # remaining length: 1-4 bytes, 7 bits each
+                if index >= end_of_data:
+                    self._partial = buffer[position:]
+                    return b"".join(others)
+                byte = buffer[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 21:  # malformed: let paho see it (and drop the connection)
+                    self._partial = b""
+                    others.append(buffer[position:])
+                    return b"".join(others)
+            end = index + length
+            if end > end_of_data:
+                self._partial = buffer[position:]
+                return b"".join(others)
+            if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
+                topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                if topic_end <= end:
+                    on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
+                    position = end
+                    continue
+            others.append(buffer[position:end])
+            position = end
+        self._partial = b""
+        return b"".join(others)
+
+    def pending(self) -> int:
+        waiting = len(self._for_paho) - self._position
+        if self._inner_pending is not None:
+            waiting += self._inner_pending()
+        if not waiting:
+            self._read_this_event = False  # aiomqtt's reader stops here until the next event
+        return waiting
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def install_tick_socket(inner: paho.Client, on_publish) -> None:
+    """Wrap every socket paho opens in a TickSocket before aiomqtt registers its reader.
+    paho calls ``on_socket_open`` right after storing the new socket in its private ``_sock``."""
+    if inner._protocol != paho.MQTTv311:  # noqa: SLF001 -- MQTT 5 PUBLISH carries properties
+        raise RuntimeError("the tick feed parses MQTT 3.1.1 PUBLISH packets only")
+    aiomqtt_open = inner.on_socket_open
+
+    def on_socket_open(client: paho.Client, userdata, sock) -> None:
+        wrapped = TickSocket(sock, on_publish)
+        client._sock = wrapped  # noqa: SLF001
+        aiomqtt_open(client, userdata, wrapped)
+
+    inner.on_socket_open = on_socket_open
 
 
 class MqttTickFeed:
@@ -43,15 +175,51 @@ class MqttTickFeed:
         self.connected_since_ns = 0
         self.silent = False  # set by the watchdog
         self.silences = 0  # times the feed went silent
+        self.callback_errors = 0  # exceptions caught in on_message (a bug: logged, counted)
         self._queue_type = type("FeedQueue", (CountingQueue,), {"dropped": 0})
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def dropped(self) -> int:
-        """Messages the bounded incoming queue had to drop."""
+        """Messages the bounded incoming queue had to drop (none since the direct callback)."""
         return self._queue_type.dropped
+
+    def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
+        """paho's on_message, on the event loop's thread: decode now, flush once per iteration.
+        It must never raise: an exception would reach aiomqtt's reader and drop the connection."""
+        try:
+            self.last_message_ns = now = time.time_ns()
+            self.intake.decode(message.payload, message.topic, now)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        except Exception:  # noqa: BLE001
+            self.callback_errors += 1
+            log.exception("ticks: on_message failed")
+
+    def _on_publish(self, topic: bytes, payload: bytes) -> None:
+        """A QoS 0 PUBLISH straight from the socket (TickSocket): as ``_on_message``."""
+        try:
+            self.last_message_ns = now = time.time_ns()
+            self.intake.decode(payload, topic.decode("utf-8", "replace"), now)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        except Exception:  # noqa: BLE001
+            self.callback_errors += 1
+            log.exception("ticks: on_publish failed")
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.intake.flush()
 
     async def run(self) -> None:
         client = make_client(self.settings, self.identifier, queue_type=self._queue_type)
+        self._loop = asyncio.get_running_loop()
+        inner = paho_client(client)
+        inner.on_message = self._on_message
+        install_tick_socket(inner, self._on_publish)
         topic = f"{self.settings.tick_topic_prefix}/#"
         intake = self.intake
         while True:
@@ -64,12 +232,11 @@ class MqttTickFeed:
                     self.backoff.reset()
                     self.subscribed.set()
                     log.info("ticks: subscribed to %s", topic)
-                    messages = client.messages
-                    async for message in messages:
+                    # Only returns (raising MqttError) on a disconnect: messages bypass the queue.
+                    async for message in client.messages:
                         self.last_message_ns = now = time.time_ns()
                         intake.decode(message.payload, message.topic.value, now)
-                        if len(messages) == 0:
-                            intake.flush()
+                        intake.flush()
             except aiomqtt.MqttError as exc:
                 log.warning("ticks: %s; reconnecting in %.2f s", exc, delay)
             finally:
