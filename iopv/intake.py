@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 
 from iopv.book import PriceBook
 from iopv.codec import MAX_TS, decode_payload, decode_tick_full, topic_symbol
@@ -26,6 +27,8 @@ from iopv.kernels import apply_book_nb
 
 _NAN = float("nan")
 _UNSET = object()
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 class TickIntake:
@@ -60,10 +63,28 @@ class TickIntake:
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
             return
-        items, ok = decode_payload(payload)
-        if not ok:
-            self._stage_rejection(MALFORMED_JSON)
-            return
+        try:
+            document = _loads(payload)
+        except _JSONDecodeError:
+            items, ok = decode_payload(payload)  # the standard library's second look (1e400)
+            if not ok:
+                self._stage_rejection(MALFORMED_JSON)
+                return
+        else:
+            if type(document) is dict and len(document) == 3:
+                # A single plain tick (most MQTT messages): _stage_items' fast path, inlined.
+                price = document.get("price")
+                ts = document.get("ts")
+                symbol = document.get("symbol")
+                if (type(price) is float and type(ts) is int and type(symbol) is str and symbol
+                        and 0 <= ts <= MAX_TS):
+                    self._security.append(self.book.index.get(symbol, -1))
+                    self._price.append(price)
+                    self._ts.append(ts)
+                    if len(self._ts) >= self.capacity:
+                        self.flush()
+                    return
+            items = document if type(document) is list else [document]
         room = self.capacity - len(self._ts)
         if len(items) <= room:
             self._stage_items(items, topic, recv_ts_ns)
