@@ -204,3 +204,101 @@ async def _feed_scenario(mosquitto):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.integration
+def test_feed_over_tls_counts_every_tick_including_packets_spanning_records(tmp_path):
+    """TLS hands data over record by record (``SSLSocket.pending``): TickSocket must keep reading
+    what the TLS layer holds and reassemble packets larger than a record."""
+    from iopv.servers import MosquittoServer
+    from test_security import openssl
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed-test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout", "server.key",
+            "-out", "server.csr", cwd=tmp_path)
+    (tmp_path / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", "server.ext", "-out", "server.crt", cwd=tmp_path)
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    mosquitto = MosquittoServer(directory, tls=True, listener_config=(
+        f"allow_anonymous true\ncafile {tmp_path / 'ca.crt'}\ncertfile {tmp_path / 'server.crt'}\n"
+        f"keyfile {tmp_path / 'server.key'}\n")).start()
+    try:
+        settings = load_settings(environ={}, overrides={
+            "mqtt": {"url": mosquitto.url, "tls_ca_file": str(tmp_path / "ca.crt")}}).mqtt
+        asyncio.run(_tls_scenario(settings))
+    finally:
+        mosquitto.stop()
+
+
+async def _tls_scenario(settings):
+    from iopv.mqtt_client import make_client
+
+    book = PriceBook(build_universe(PCF))
+    intake = TickIntake(book)
+    feed = MqttTickFeed(settings, intake, instance=f"t{uuid.uuid4().hex[:8]}")
+    task = asyncio.create_task(feed.run())
+    try:
+        await asyncio.wait_for(feed.subscribed.wait(), 10)
+        big = [{"symbol": f"S{i % 20}", "price": 1.0 + i % 7, "ts": i} for i in range(2_000)]  # ~90 KB
+        latest = {f"S{i % 20}": 1.0 + i % 7 for i in range(2_000)}
+        async with make_client(settings, f"pub-{uuid.uuid4().hex[:8]}") as publisher:
+            await publisher.publish("ticks/_batch", orjson.dumps(big))
+            for i in range(3_000):
+                symbol = f"S{i % 20}"
+                latest[symbol] = 100.0 + i
+                await publisher.publish(f"ticks/{symbol}", orjson.dumps(
+                    {"symbol": symbol, "price": 100.0 + i, "ts": 10_000 + i}))
+            await publisher.publish("ticks/S3", b"{broken")
+        total = 2_000 + 3_000 + 1
+        await wait_until(lambda: intake.received + intake.pending >= total, "every tick over TLS")
+        intake.flush()
+        assert counts_by_reason(intake.counts) == {"accepted": 5_000, "malformed_json": 1}
+        assert {s: book.price_of(s) for s in latest} == latest
+        assert feed.callback_errors == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.integration
+def test_feed_resumes_after_a_broker_restart(tmp_path):
+    """A new connection gets a new socket: it must be wrapped again (ticks after the restart count)."""
+    import dataclasses
+
+    from iopv.servers import MosquittoServer
+
+    mosquitto = MosquittoServer(tmp_path).start()
+    try:
+        settings = dataclasses.replace(feed_settings(mosquitto), reconnect_min_s=0.05, reconnect_max_s=0.2)
+        asyncio.run(_restart_scenario(mosquitto, settings))
+    finally:
+        mosquitto.stop()
+
+
+async def _restart_scenario(mosquitto, settings):
+    book = PriceBook(build_universe(PCF))
+    intake = TickIntake(book)
+    feed = MqttTickFeed(settings, intake, instance=f"t{uuid.uuid4().hex[:8]}")
+    task = asyncio.create_task(feed.run())
+    try:
+        await asyncio.wait_for(feed.subscribed.wait(), 10)
+        first = [("ticks/S1", orjson.dumps({"symbol": "S1", "price": 11.0, "ts": i})) for i in range(100)]
+        await asyncio.to_thread(raw_publish, mosquitto.port, first)
+        await wait_until(lambda: intake.received + intake.pending >= 100, "ticks before the restart")
+        await asyncio.to_thread(mosquitto.stop)
+        await wait_until(lambda: not feed.connected, "the feed noticing the broker is gone")
+        await asyncio.to_thread(mosquitto.start)
+        await wait_until(lambda: feed.connected and feed.subscribed.is_set(), "the feed back", timeout_s=20)
+        second = [("ticks/S2", orjson.dumps({"symbol": "S2", "price": 22.0, "ts": i})) for i in range(100)]
+        await asyncio.to_thread(raw_publish, mosquitto.port, second)
+        await wait_until(lambda: intake.received + intake.pending >= 200, "ticks after the restart")
+        intake.flush()
+        assert counts_by_reason(intake.counts) == {"accepted": 200}
+        assert (book.price_of("S1"), book.price_of("S2")) == (11.0, 22.0)
+        assert feed.reconnects >= 1 and feed.callback_errors == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
