@@ -339,7 +339,6 @@ async def _ceilings(mosquitto, symbols_file: str, universe, duration_s: float, b
     done.set()
     out["feed_intake_msgs_per_s"] = await sampler
     out["feed_intake_delivered_ratio"] = intake.messages / sent["sent"]
-    out["feed_queue_dropped"] = feed.dropped
     feed_task.cancel()
     await asyncio.gather(feed_task, return_exceptions=True)
 

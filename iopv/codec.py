@@ -140,9 +140,3 @@ def decode_payload(payload: bytes) -> tuple[list[Any] | None, bool]:
 def encode_record(record: dict[str, Any]) -> bytes:
     """The JSON payload of one published record."""
     return orjson.dumps(record)
-
-
-def redis_fields(record: dict[str, Any]) -> dict[str, str]:
-    """A record as Redis hash/stream fields (strings; the fund is in the key)."""
-    return {key: value if isinstance(value, str) else orjson.dumps(value).decode()
-            for key, value in record.items() if key != "fund"}

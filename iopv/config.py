@@ -84,7 +84,6 @@ class MqttSettings:
     value_topic_prefix: str = "iopv"
     value_qos: int = 1
     keepalive_s: int = 30
-    max_incoming_messages: int = 100_000
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
     password_file: str = ""  # overrides the URL's password; keeps the secret out of configs
@@ -105,8 +104,6 @@ class MqttSettings:
             raise ConfigError(f"mqtt.value_qos: expected 0, 1 or 2, got {self.value_qos!r}")
         if self.keepalive_s < 1:
             raise ConfigError(f"mqtt.keepalive_s: expected >= 1, got {self.keepalive_s!r}")
-        if self.max_incoming_messages < 1:
-            raise ConfigError(f"mqtt.max_incoming_messages: expected >= 1, got {self.max_incoming_messages!r}")
         _check_backoff("mqtt", self.reconnect_min_s, self.reconnect_max_s)
 
     @property

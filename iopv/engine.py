@@ -11,7 +11,6 @@ import signal
 import time
 from typing import Protocol
 
-import numpy as np
 
 from iopv.book import PriceBook
 from iopv.calendar import SessionCalendar

@@ -67,10 +67,6 @@ class ServiceCollector:
         yield CounterMetricFamily("iopv_ticks_rejected", "Ticks rejected (any reason)",
                                   value=float(intake.counts[FIRST_REJECT:].sum()))
         yield CounterMetricFamily("iopv_tick_messages", "MQTT tick messages decoded", value=float(intake.messages))
-        dropped = CounterMetricFamily("iopv_tick_messages_dropped", "Tick messages dropped before "
-                                      "decoding, by reason", labels=["reason"])
-        dropped.add_metric(["queue_full"], float(s.feed.dropped))
-        yield dropped
         yield GaugeMetricFamily("iopv_tick_staged", "Ticks decoded, not yet applied", value=float(intake.pending))
         yield CounterMetricFamily("iopv_cycles", "Valuation cycles run", value=float(s.engine.cycles))
         yield CounterMetricFamily("iopv_boundaries_missed", "Boundaries skipped after a stall",

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 
 import aiomqtt
 
 from iopv.config import MqttSettings
-
-
-class CountingQueue(asyncio.Queue):
-    """aiomqtt's incoming queue, bounded, counting what it drops instead of only logging it."""
-
-    dropped = 0
-
-    def put_nowait(self, item) -> None:
-        try:
-            super().put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped += 1
 
 
 def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
@@ -31,8 +18,7 @@ def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SS
     return context
 
 
-def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None,
-                queue_type: type[asyncio.Queue] | None = None) -> aiomqtt.Client:
+def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
     """A client for the configured broker (created once, re-entered by the reconnect loop)."""
     client = aiomqtt.Client(
         settings.hostname,
@@ -42,8 +28,6 @@ def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will |
         identifier=identifier,
         keepalive=settings.keepalive_s,
         will=will,
-        queue_type=queue_type,
-        max_queued_incoming_messages=settings.max_incoming_messages,
         max_inflight_messages=1000,
         timeout=10,
         tls_context=(tls_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)

@@ -37,8 +37,9 @@ import orjson
 from iopv.quality import BASES, BASIS_LAST
 
 #: Fund tickers and symbols become MQTT topic levels and Redis keys: keep them to a safe set.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+#: Used with ``fullmatch``: ``$`` would also match before a trailing newline ("PWB\n").
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 
 #: Optional vendor fields, passed through to every published value when given.
 VENDOR_KEYS = ("total_cash", "shares_outstanding", "prior_nav")
@@ -167,7 +168,7 @@ class _Checker:
         if value is None:
             self.error(f"{where}.{key}", f"missing (expected {what})")
             return None
-        if not isinstance(value, str) or not pattern.match(value):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
             self.error(f"{where}.{key}", f"expected {what}, got {_describe(value)}")
             return None
         return value
@@ -246,7 +247,7 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
             check.error(f"{where}.fx", f"expected an object of currency -> rate, got {_describe(fx)}")
             fx = {}
         for ccy in fx:
-            if not CURRENCY_PATTERN.match(ccy):
+            if not CURRENCY_PATTERN.fullmatch(ccy):
                 check.error(f"{where}.fx.{ccy}", "expected a 3-letter currency code as key")
                 continue
             rate = check.number(f"{where}.fx", fx, ccy, minimum=0, strict=True)

@@ -14,7 +14,6 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pytest
 
-from iopv.book import PriceBook
 from iopv.codes import REASONS
 from iopv.config import Settings, EngineSettings
 from iopv.engine import Engine

@@ -187,3 +187,15 @@ def test_check_pcf_cli_exit_codes(tmp_path):
     assert str(bad) in failed.stderr and "fund PWB (#0).creation_unit" in failed.stderr
     missing = check(tmp_path / "missing.json")
     assert missing.returncode == 1
+
+
+@pytest.mark.parametrize("name", ["PWB\n", "0\n", "AAPL\r", "A B", "A/B", "A#", "+X", ""])
+def test_names_with_a_trailing_newline_or_topic_characters_are_rejected(name):
+    """A name becomes an MQTT topic level and a Redis key; ``$`` in a regex would have let a
+    trailing newline through (found by the hypothesis test in test_hostile_input.py)."""
+    fund = {"fund": "OK", "creation_unit": 1, "currency": "USD", "cash": 0,
+            "holdings": [{"symbol": name, "shares": 1, "price": 1.0}]}
+    with pytest.raises(PcfError, match="holdings\\[0\\]"):
+        build_universe([fund], source="names.json")
+    with pytest.raises(PcfError, match="fund #0.fund"):
+        build_universe([{**fund, "fund": name, "holdings": []}], source="names.json")

@@ -10,7 +10,6 @@ import uuid
 from decimal import Decimal
 
 import aiomqtt
-import numpy as np
 import orjson
 import pytest
 

@@ -13,7 +13,7 @@ straight into the TickIntake and schedules one flush per event-loop iteration. a
 paho client in the private attribute ``Client._client``, so this relies on the pinned range
 (aiomqtt >=2.5,<3); ``paho_client`` fails loudly at start-up (and tests/test_feed_callback.py
 fails) if that ever changes. The message iterator is still awaited, only to learn of a
-disconnect: nothing reaches the queue any more, so ``dropped`` stays 0.
+disconnect: nothing reaches aiomqtt's queue any more.
 
 Memory stays bounded without the queue: a message is decoded as soon as paho has read it, the
 staging batch flushes when it holds ``intake.batch_capacity`` ticks, and the book keeps only the
@@ -35,7 +35,7 @@ import paho.mqtt.client as paho
 from iopv.backoff import Backoff
 from iopv.config import MqttSettings
 from iopv.intake import TickIntake
-from iopv.mqtt_client import CountingQueue, make_client
+from iopv.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,8 @@ class MqttTickFeed:
         self.silent = False  # set by the watchdog
         self.silences = 0  # times the feed went silent
         self.callback_errors = 0  # exceptions caught in on_message (a bug: logged, counted)
-        self._queue_type = type("FeedQueue", (CountingQueue,), {"dropped": 0})
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def dropped(self) -> int:
-        """Messages the bounded incoming queue had to drop (none since the direct callback)."""
-        return self._queue_type.dropped
 
     def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
         """paho's on_message, on the event loop's thread: decode now, flush once per iteration.
@@ -215,7 +209,7 @@ class MqttTickFeed:
         self.intake.flush()
 
     async def run(self) -> None:
-        client = make_client(self.settings, self.identifier, queue_type=self._queue_type)
+        client = make_client(self.settings, self.identifier)
         self._loop = asyncio.get_running_loop()
         inner = paho_client(client)
         inner.on_message = self._on_message

@@ -26,7 +26,6 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from iopv.backoff import Backoff
-from iopv.codec import redis_fields
 from iopv.config import RedisSettings
 from iopv.publication import Publication
 from iopv.sinks.base import QueuedSink
@@ -66,8 +65,8 @@ class HiredisSSLConnection(_HiredisPacking, aioredis.SSLConnection):
 
 def field_args(record: dict[str, Any]) -> list[Any]:
     """A record as flat Redis hash/stream field arguments ``[name, value, ...]``: the same fields
-    and text as ``iopv.codec.redis_fields`` (strings as they are, anything else as its JSON text;
-    the fund is in the key), with JSON kept as bytes so nothing is decoded and re-encoded."""
+    (strings as they are, anything else as its JSON text; the fund is in the key), with JSON kept
+    as bytes so nothing is decoded and re-encoded."""
     args: list[Any] = []
     append = args.append
     dumps = orjson.dumps
