@@ -7,8 +7,8 @@ ticks and once per cycle.
 
 Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund) and ``iopv.book`` (prices
 and last tick times indexed by book slot). ``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are
-the engine's kernels (methodology: docs/methodology.md); ``apply_ticks_nb`` and
-``value_funds_nb`` are the plain price-only forms, kept as the benchmark's baseline.
+the engine's kernels (methodology: docs/methodology.md); ``value_funds_nb`` is the plain
+price-only valuation (the benchmark's figure against scipy, and the book's fund-ticker seed).
 """
 
 from __future__ import annotations
@@ -55,37 +55,6 @@ from iopv.quality import HALTED as ANY_HALTED
 
 #: float64 unit roundoff.
 UNIT_ROUNDOFF = 2.0**-53
-
-
-@njit(cache=True, inline="always")
-def _apply_one_nb(security, price, ts, prices, last_ts):
-    """Outcome of one decoded tick against the book (writes the book when accepted)."""
-    if not math.isfinite(price):
-        return NON_FINITE_PRICE
-    if price <= 0.0:
-        return NON_POSITIVE_PRICE
-    if security < 0:
-        return UNKNOWN_SYMBOL
-    if ts < last_ts[security]:
-        return OUT_OF_ORDER
-    prices[security] = price
-    last_ts[security] = ts
-    return ACCEPTED
-
-
-@njit(cache=True)
-def apply_ticks_nb(tick_security, tick_price, tick_ts, tick_code, count, prices, last_ts):
-    """Apply ``count`` staged ticks in order; latest wins. ``tick_code`` holds the decoder's
-    verdict (0 = well-formed) and receives the final outcome. Returns the number accepted."""
-    accepted = 0
-    for i in range(count):
-        if tick_code[i] != ACCEPTED:
-            continue
-        code = _apply_one_nb(tick_security[i], tick_price[i], tick_ts[i], prices, last_ts)
-        tick_code[i] = code
-        if code == ACCEPTED:
-            accepted += 1
-    return accepted
 
 
 @njit(cache=True)

@@ -18,7 +18,7 @@ from iopv.codes import (
     OUT_OF_ORDER,
     UNKNOWN_SYMBOL,
 )
-from iopv.kernels import apply_ticks_nb, value_funds_nb
+from iopv.kernels import apply_book_nb, value_funds_nb
 
 EXACT = Context(prec=120)
 
@@ -143,7 +143,13 @@ def apply(ticks, prices, last_ts, count=None):
     price = np.array([t[1] for t in ticks], dtype=np.float64)
     ts = np.array([t[2] for t in ticks], dtype=np.int64)
     code = np.array([t[3] if len(t) > 3 else ACCEPTED for t in ticks], dtype=np.int64)
-    accepted = apply_ticks_nb(security, price, ts, code, len(ticks) if count is None else count, prices, last_ts)
+    n, slots = len(ticks), prices.size
+    nan_ticks, nan_slots = np.full(n, np.nan), np.full(slots, np.nan)
+    # The engine's kernel with no quotes, no trading status and the spike filter off.
+    accepted = apply_book_nb(security, price, nan_ticks, nan_ticks.copy(), np.zeros(n, dtype=np.int64), ts,
+                             code, n if count is None else count, prices, nan_slots, nan_slots.copy(),
+                             last_ts, np.zeros(slots, dtype=np.int64), np.full(slots, np.nan),
+                             np.zeros(slots, dtype=np.int64), 0.0, 3)
     return accepted, code.tolist()
 
 
