@@ -27,9 +27,6 @@ STATUS = 16  # a trading-status message (halted / trading) without a price: appl
 BAD_QUOTE = 17  # bid or ask not a finite number > 0, or bid > ask
 BAD_STATUS = 18  # status not "halted" or "trading"
 
-#: First code that counts as a rejection.
-FIRST_REJECT = MALFORMED_JSON
-
 REASONS = (
     "accepted",
     "unknown_symbol",

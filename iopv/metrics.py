@@ -16,12 +16,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from iopv.book import NEVER
-from iopv.codes import FIRST_REJECT, REASONS
-
-try:  # status flags come with the methodology's quality module
-    from iopv.quality import SLOT_HALTED as SLOT_HALTED_BIT
-except ImportError:  # pragma: no cover
-    SLOT_HALTED_BIT = 0
+from iopv.codes import REASONS, REJECTIONS
+from iopv.quality import SLOT_HALTED
 
 if TYPE_CHECKING:
     from iopv.service import Service
@@ -33,18 +29,17 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 
 def holding_status(service: "Service", now_ns: int) -> dict[str, int]:
     """Symbols never ticked this session, ticked but stale (older than ``engine.stale_after_s``; 0 = never),
-    and halted (``book.flags & SLOT_HALTED``, when the book carries status flags)."""
+    and halted (``book.flags & SLOT_HALTED``)."""
     book = service.engine.book
     n = len(book.symbols)
     last_ts = book.last_ts[:n]
     never = last_ts == NEVER
     stale_after_s = service.settings.engine.stale_after_s
     cutoff = now_ns - int(stale_after_s * 1e9) if stale_after_s > 0 else NEVER
-    flags = getattr(book, "flags", None)
     return {
         "never_ticked": int(np.count_nonzero(never)),
         "stale": int(np.count_nonzero(~never & (last_ts < cutoff))),
-        "halted": int(np.count_nonzero(flags[:n] & SLOT_HALTED_BIT)) if flags is not None else 0,
+        "halted": int(np.count_nonzero(book.flags[:n] & SLOT_HALTED)),
     }
 
 
@@ -65,7 +60,7 @@ class ServiceCollector:
         yield CounterMetricFamily("iopv_ticks_received", "Ticks decoded (all outcomes)",
                                   value=float(intake.counts.sum()))
         yield CounterMetricFamily("iopv_ticks_rejected", "Ticks rejected (any reason)",
-                                  value=float(intake.counts[FIRST_REJECT:].sum()))
+                                  value=float(intake.counts[sorted(REJECTIONS)].sum()))
         yield CounterMetricFamily("iopv_tick_messages", "MQTT tick messages decoded", value=float(intake.messages))
         yield GaugeMetricFamily("iopv_tick_staged", "Ticks decoded, not yet applied", value=float(intake.pending))
         yield CounterMetricFamily("iopv_cycles", "Valuation cycles run", value=float(s.engine.cycles))

@@ -23,8 +23,7 @@ import time
 import numpy as np
 import orjson
 
-from iopv import book as book_module
-from iopv.book import NEVER, PriceBook
+from iopv.book import ARRAYS, NEVER, PriceBook
 from iopv.config import Settings
 from iopv.publication import Publication
 
@@ -42,25 +41,18 @@ def _slot_names(book: PriceBook) -> dict[int, str]:
     return {slot: symbol for symbol, slot in book.index.items()}
 
 
-def _arrays(book: PriceBook) -> tuple[str, ...]:
-    """Every per-slot array the book has (prices, quotes, tick times, status and filter state)."""
-    return getattr(book_module, "ARRAYS", ("prices", "last_ts"))
-
-
 def snapshot(book: PriceBook, boundary_ns: int) -> bytes:
     """Every per-slot array of the slots that changed this session, as JSON (floats round-trip
     exactly; NaN, e.g. a bid never quoted, is written as null)."""
     names = _slot_names(book)
-    touched = book.last_ts != NEVER
-    for extra in ("flags", "pending_count"):  # a halt or a held spike without an accepted price
-        if hasattr(book, extra):
-            touched |= getattr(book, extra) != 0
+    # A halt or a held spike can come before any accepted price: those slots changed too.
+    touched = (book.last_ts != NEVER) | (book.flags != 0) | (book.pending_count != 0)
     slots = [slot for slot in np.flatnonzero(touched).tolist() if slot in names]
     return orjson.dumps({
         "version": VERSION,
         "ts": boundary_ns,
         "symbols": [names[slot] for slot in slots],
-        **{name: getattr(book, name)[slots].tolist() for name in _arrays(book)},
+        **{name: getattr(book, name)[slots].tolist() for name in ARRAYS},
     })
 
 
@@ -79,7 +71,7 @@ def restore(book: PriceBook, data: bytes, now_ns: int | None = None) -> tuple[in
 
     Raises ValueError for a snapshot that is unreadable or from another session."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    names = _arrays(book)
+    names = ARRAYS
     try:
         state = orjson.loads(data)
         version, ts, symbols = state["version"], state["ts"], state["symbols"]

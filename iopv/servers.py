@@ -102,14 +102,16 @@ class LocalServer:
 
 class RedisServer(LocalServer):
     """``persistent`` keeps an append-only file across restarts (fault-injection tests);
-    ``tls`` = (cert, key, ca) serves TLS only; ``extra_args`` are more ``--option value`` pairs
-    (e.g. ACL users)."""
+    ``tls`` = (cert, key, ca) serves TLS only (plain TCP off, ``url`` is ``rediss://``), with
+    ``tls_auth_clients`` = ``no``, ``optional`` or ``yes`` (client certificate required, checked
+    against ca); ``extra_args`` are more ``--option value`` pairs (e.g. ACL users)."""
 
     def __init__(self, directory: Path, *, persistent: bool = False, tls: tuple[str, str, str] | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 tls_auth_clients: str = "optional", extra_args: tuple[str, ...] = ()):
         super().__init__("redis", directory)
         self.persistent = persistent
         self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.extra_args = extra_args
 
     @property
@@ -121,7 +123,7 @@ class RedisServer(LocalServer):
         if self.tls:
             cert, key, ca = self.tls
             port = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
-                    "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "optional"]
+                    "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", self.tls_auth_clients]
         return [find_binary("redis-server"), *port, "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "yes" if self.persistent else "no",
                 "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "yes",

@@ -39,10 +39,15 @@ def fx_rate(rng: random.Random, ccy: str, fund_ccy: str) -> float:
 
 
 def random_universe(rng: random.Random, n_funds: int, *, max_holdings: int = 60,
-                    n_symbols: int | None = None) -> list[dict]:
+                    n_symbols: int | None = None, mid: float = 0.0) -> list[dict]:
     """A valid PCF document: ``n_funds`` random funds plus, always, an all-cash fund, an FX fund
     in EUR, and tie-prone funds (integer shares, cent prices, creation units 2, 200, 20000)
-    whose values land exactly on rounding ties for 2, 4 or 6 decimals about half the time."""
+    whose values land exactly on rounding ties for 2, 4 or 6 decimals about half the time.
+
+    ``mid`` > 0: each fund is valued at mid prices (``"price_basis": "mid"``) with that
+    probability (some others say ``"last"`` explicitly), and two more tie-prone funds, ``MID2``
+    (USD) and ``MIDEUR`` (EUR, FX holdings), always are. 0 keeps the documents (and the random
+    stream) of the seeds other tests depend on."""
     n_symbols = n_symbols or max(8, min(400, n_funds * max_holdings // 2))
     symbols = _symbols(rng, n_symbols)
     currency = {s: ("USD" if rng.random() < 0.8 else rng.choice(FX_CURRENCIES)) for s in symbols}
@@ -94,6 +99,20 @@ def random_universe(rng: random.Random, n_funds: int, *, max_holdings: int = 60,
         chosen = rng.sample(usd_cent, min(len(usd_cent), rng.randint(1, 6)))
         funds.append(fund(f"TIE{unit}", "USD", chosen, unit=unit, integer_shares=True,
                           cash=_decimal(rng, -100, 100, 2)))
+    if mid > 0:
+        for f in funds:
+            roll = rng.random()
+            if roll < mid:
+                f["price_basis"] = "mid"
+            elif roll < mid + 0.1:
+                f["price_basis"] = "last"
+        chosen = rng.sample(usd_cent, min(len(usd_cent), rng.randint(1, 4)))
+        funds.append(dict(fund("MID2", "USD", chosen, unit=2, integer_shares=True,
+                               cash=_decimal(rng, -100, 100, 2)), price_basis="mid"))
+        foreign = [s for s in symbols if currency[s] != "EUR"]
+        chosen = rng.sample(foreign, min(len(foreign), rng.randint(1, 4)))
+        funds.append(dict(fund("MIDEUR", "EUR", chosen, unit=200, integer_shares=True,
+                               cash=_decimal(rng, -100, 100, 2)), price_basis="mid"))
     rng.shuffle(funds)
     return funds
 
@@ -116,16 +135,27 @@ HOSTILE_KINDS = (
     "ts_float", "ts_string", "ts_negative", "ts_bool", "ts_too_big", "ts_missing", "nested_price",
     "list_price", "scalar", "empty_array", "blank", "nested_array", "out_of_order",
 )
+#: Hostile quotes (``random_tape(quotes=...)``): bad_quote, except NaN literals (malformed JSON)
+#: and ``quote_null`` (a null side is absent: the tick is good).
+QUOTE_HOSTILE_KINDS = (
+    "quote_crossed", "quote_zero", "quote_negative", "quote_string", "quote_bool", "quote_container",
+    "quote_nan_literal", "quote_huge", "quote_unknown_symbol", "quote_out_of_order", "quote_null",
+)
 
 
 def random_tape(rng: random.Random, universe_doc: list[dict], n_ticks: int, *,
                 interval_ns: int = 15_000_000_000, boundaries: int = 8, hostile: float = 0.15,
-                batch: float = 0.1, huge_numbers: str = "alone") -> list[str]:
+                batch: float = 0.1, huge_numbers: str = "alone", quotes: float = 0.0) -> list[str]:
     """JSON lines: price and FX ticks on a jittered clock spanning about ``boundaries`` intervals,
     array lines, and a fraction ``hostile`` of bad lines of every kind in ``HOSTILE_KINDS``.
 
     ``huge_numbers``: "none", "alone" (10**400 / 1e400 prices, each on a line of its own) or
-    "anywhere" (inside array lines with good ticks as well)."""
+    "anywhere" (inside array lines with good ticks as well).
+
+    ``quotes`` > 0: that share of good ticks (FX rates included) carries an independent quote in
+    the price's decimals -- both sides (bid <= ask, the trade usually inside, sometimes just
+    outside; sometimes locked bid = ask), or only a bid, or only an ask -- and hostile lines
+    draw from ``QUOTE_HOSTILE_KINDS`` as well. 0 keeps the tapes of the seeds other tests use."""
     holdings, pairs = book_symbols(universe_doc)
     known = holdings + pairs
     last_price: dict[str, float] = {}
@@ -164,10 +194,56 @@ def random_tape(rng: random.Random, universe_doc: list[dict], n_ticks: int, *,
         price = _price_text(rng, last_price.get(symbol, 10.0), places.get(symbol, 2))
         last_price[symbol] = price
         tick = {"symbol": symbol, "price": price, "ts": ts}
-        if rng.random() < 0.1:
+        if quotes and rng.random() < quotes:
+            tick.update(quote(price, places.get(symbol, 2)))
+            if rng.random() < 0.2:
+                tick["size"] = rng.randint(1, 900)
+        elif rng.random() < 0.1:
             tick.update(bid=price, ask=price, size=rng.randint(1, 900))
         if ts >= accepted_ts.get(symbol, -1):
             accepted_ts[symbol] = ts
+        return tick
+
+    def quote(price: float, places: int) -> dict:
+        tick = 10.0**-places
+        centre = price + rng.randint(-2, 2) * tick if rng.random() < 0.2 else price
+        bid = max(float(f"{centre - rng.randint(0, 6) * tick:.{places}f}"), tick)
+        ask = max(float(f"{centre + rng.randint(0, 6) * tick:.{places}f}"), bid)
+        roll = rng.random()
+        if roll < 0.6:
+            return {"bid": bid, "ask": ask}
+        return {"bid": bid} if roll < 0.8 else {"ask": ask}
+
+    def bad_quote(kind: str, symbol: str, ts: int, price: float) -> object:
+        side = rng.choice(("bid", "ask"))
+        other = "ask" if side == "bid" else "bid"
+        tick: dict = {"symbol": symbol, "price": price, "ts": ts}
+        if rng.random() < 0.5:  # the other side valid (or absent)
+            tick[other] = price
+        if kind == "quote_crossed":
+            tick.update(bid=price + rng.choice((0.01, 1.0)), ask=price)
+        elif kind == "quote_zero":
+            tick[side] = rng.choice((0, 0.0, -0.0))
+        elif kind == "quote_negative":
+            tick[side] = -price
+        elif kind == "quote_string":
+            tick[side] = str(price)
+        elif kind == "quote_bool":
+            tick[side] = rng.random() < 0.5
+        elif kind == "quote_container":
+            tick[side] = rng.choice(([price], {"value": price}))
+        elif kind == "quote_null":
+            tick[side] = None
+        elif kind in ("quote_nan_literal", "quote_huge"):
+            literal = rng.choice(("NaN", "Infinity", "-Infinity") if kind == "quote_nan_literal"
+                                 else ("1" + "0" * 400, "1e400", "-1e400"))
+            tick[side] = "__QUOTE__"
+            return "#" + json.dumps(tick).replace('"__QUOTE__"', literal)
+        elif kind == "quote_unknown_symbol":  # a bad quote wins: rejected, the clock stays
+            tick.update(symbol=rng.choice(("ZZZZZZZ", "NOPE.X")), ts=advance(), bid=price + 1, ask=price)
+        elif kind == "quote_out_of_order":
+            stale = _stale(symbol, price)
+            tick.update(symbol=stale["symbol"], ts=max(0, stale["ts"]), bid=-price)
         return tick
 
     def huge() -> str:
@@ -177,10 +253,12 @@ def random_tape(rng: random.Random, universe_doc: list[dict], n_ticks: int, *,
 
     def bad() -> object:
         """A hostile tick (a dict, or raw JSON text marked with a leading '#')."""
-        kind = rng.choice(HOSTILE_KINDS)
+        kind = rng.choice(HOSTILE_KINDS + QUOTE_HOSTILE_KINDS if quotes else HOSTILE_KINDS)
         symbol = rng.choice(known or ["NONE"])
         ts = clock + rng.randint(0, 1000)
         price = _price_text(rng, last_price.get(symbol, 10.0), 2)
+        if kind in QUOTE_HOSTILE_KINDS:
+            return bad_quote(kind, symbol, ts, price)
         return {
             "malformed": lambda: "#" + rng.choice(('{"symbol": "X", "price": 1.5', "not json", '{"symbol": "A",}',
                                                     "{'symbol': 'A'}", '[{"symbol": "A"}', "}{")),

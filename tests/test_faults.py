@@ -163,7 +163,10 @@ def test_status_topic_health_endpoint_and_offline_on_stop(tmp_path, own_servers)
         await send_tick(mosquitto.port, f"{settings.mqtt.tick_topic_prefix}/{symbol}",
                         {"symbol": symbol, "price": 12.5, "ts": time.time_ns()})
         await send_tick(mosquitto.port, f"{settings.mqtt.tick_topic_prefix}/_bad", {"price": 1.0})
-        await wait_for(lambda: service.engine.intake.received >= 2, what="ticks")
+        # A trading-status message is well-formed: counted by outcome, never as a rejection.
+        await send_tick(mosquitto.port, f"{settings.mqtt.tick_topic_prefix}/{symbol}",
+                        {"symbol": symbol, "status": "halted", "ts": time.time_ns()})
+        await wait_for(lambda: service.engine.intake.received >= 3, what="ticks")
         await wait_for(lambda: service.redis_sink.published >= 2, what="publications")
         ready = await asyncio.to_thread(get, port, "/readyz")
         metrics = await asyncio.to_thread(get, port, "/metrics")
@@ -184,6 +187,7 @@ def test_status_topic_health_endpoint_and_offline_on_stop(tmp_path, own_servers)
     assert missing[0] == 404
     body = metrics[1]
     for needle in ('iopv_ticks_total{outcome="accepted"} 1.0', 'iopv_ticks_total{outcome="missing_symbol"} 1.0',
+                   'iopv_ticks_total{outcome="status"} 1.0', "iopv_ticks_rejected_total 1.0",
                    "iopv_cycle_duration_seconds_count", 'iopv_publish_latency_seconds_count{sink="redis"}',
                    'iopv_sink_queue_depth{sink="mqtt"}', 'iopv_reconnects_total{connection="ticks"}',
                    'iopv_symbols{status="never_ticked"}', 'iopv_connected{connection="redis"} 1.0'):

@@ -1,6 +1,6 @@
 """Least privilege, exercised: Mosquitto with a password file and the shipped ACL file, Redis with
 an ACL user that can only write the engine's keys, secrets read from files and never logged, and
-MQTT over TLS with a CA made for the test (openssl). Throwaway servers, as everywhere."""
+MQTT and Redis over TLS with a CA made for the test (openssl). Throwaway servers, as everywhere."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ import aiomqtt
 import orjson
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.retry import Retry
 
 from iopv.config import load_settings
 from iopv.servers import MosquittoServer, RedisServer, find_binary
@@ -120,16 +123,23 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_mqtt_over_tls_with_client_certificate(tmp_path):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=iopv-test-ca",
-            "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)
+def make_certificates(directory: Path) -> None:
+    """In ``directory``: ca.crt/.key, server.crt/.key (for IP 127.0.0.1) and client.crt/.key,
+    both signed by the CA; other-ca.crt is an unrelated CA (signs nothing here)."""
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN=iopv-test-{ca}",
+                "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=directory)
     for name, extra in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr", cwd=tmp_path)
-        (tmp_path / f"{name}.ext").write_text(extra + "\n")
+                "-out", f"{name}.csr", cwd=directory)
+        (directory / f"{name}.ext").write_text(extra + "\n")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=tmp_path)
+                "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=directory)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mqtt_over_tls_with_client_certificate(tmp_path):
+    make_certificates(tmp_path)
     directory = tmp_path / "broker"
     directory.mkdir()
     mosquitto = MosquittoServer(directory, tls=True, listener_config=(
@@ -164,6 +174,130 @@ def test_mqtt_over_tls_with_client_certificate(tmp_path):
         no_cert = dataclasses.replace(settings, mqtt=dataclasses.replace(
             settings.mqtt, tls_cert_file="", tls_key_file="", reconnect_min_s=0.05, reconnect_max_s=0.1))
         assert not asyncio.run(scenario(no_cert))
+    finally:
+        mosquitto.stop()
+        redis_server.stop()
+
+
+async def _run_service(settings, until, timeout_s: float = 10.0) -> tuple[bool, Service, int]:
+    """Run the engine service until ``until(service)`` holds (True) or ``timeout_s`` passes
+    (False); then stop it. Also returns its exit code."""
+    service = Service(settings)
+    task = asyncio.create_task(service.run(handle_signals=False))
+    try:
+        await wait_for(lambda: until(service) or task.done(), timeout_s=timeout_s, what="service condition")
+        reached = until(service)
+    except AssertionError:
+        reached = False
+    assert not task.done(), "the service stopped on its own"
+    service.request_stop()
+    return reached, service, await asyncio.wait_for(task, 5)
+
+
+def _redis_tls_settings(tmp_path, redis_server, mqtt_port: int, instance: str, **redis_overrides):
+    pcf = tmp_path / "pcf.json"
+    pcf.write_bytes(orjson.dumps(make_basket(seed=3)))
+    return load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(pcf), "interval_s": 0.2, "instance": instance},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{mqtt_port}"},
+        "redis": {"url": redis_server.url, "key_prefix": "rtls", "reconnect_min_s": 0.05,
+                  "reconnect_max_s": 0.2, **redis_overrides}})
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    directory = tmp_path_factory.mktemp("certs")
+    make_certificates(directory)
+    return directory
+
+
+@pytest.fixture
+def tls_dir(certificates, tmp_path):
+    """(certificates, a fresh directory for the servers)."""
+    return certificates, tmp_path
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-cert", "client-cert"])
+def test_redis_over_tls_values_history_and_state_land(tls_dir, mutual):
+    """TLS-only Redis (plain port off); the engine verifies the server certificate against the CA
+    (host name included) and, with ``--tls-auth-clients yes``, presents its client certificate."""
+    from iopv import persistence
+    from iopv.sinks.redis import HiredisSSLConnection, redis_client
+
+    certs, directory = tls_dir
+    mosquitto = MosquittoServer(directory).start()
+    redis_server = RedisServer(directory, tls=(str(certs / "server.crt"), str(certs / "server.key"),
+                                               str(certs / "ca.crt")),
+                               tls_auth_clients="yes" if mutual else "no").start()
+    client_pair = {"tls_cert_file": str(certs / "client.crt"), "tls_key_file": str(certs / "client.key")}
+    try:
+        assert redis_server.url == f"rediss://127.0.0.1:{redis_server.port}/0"
+        settings = _redis_tls_settings(directory, redis_server, mosquitto.port, f"rtls-{int(mutual)}",
+                                       tls_ca_file=str(certs / "ca.crt"), **(client_pair if mutual else {}))
+        # TLS connections still pack commands with hiredis (from_url used to swap the class out).
+        assert redis_client(settings.redis).connection_pool.connection_class is HiredisSSLConnection
+
+        async def ping(url: str):
+            client = redis_client(dataclasses.replace(settings.redis, url=url), retry=AsyncRetry(NoBackoff(), 0))
+            try:
+                return await client.ping()
+            finally:
+                await client.aclose()
+        assert asyncio.run(ping(redis_server.url))
+        # The host name is checked too: the certificate names 127.0.0.1, not localhost.
+        with pytest.raises(redis.exceptions.ConnectionError, match="match|mismatch"):
+            asyncio.run(ping(redis_server.url.replace("127.0.0.1", "localhost")))
+        started = time.time_ns()
+        reached, service, code = asyncio.run(_run_service(
+            settings, lambda s: s.redis_sink.published >= 2 and s.redis_sink.last_ts_ns > started))
+        assert reached and code == 0 and service.redis_sink.dropped == 0
+
+        # Read back with a client that verifies the server against the same CA.
+        reader = redis.Redis(host="127.0.0.1", port=redis_server.port, ssl=True, decode_responses=True,
+                             ssl_ca_certs=str(certs / "ca.crt"), ssl_check_hostname=True,
+                             **({"ssl_certfile": client_pair["tls_cert_file"],
+                                 "ssl_keyfile": client_pair["tls_key_file"]} if mutual else {}))
+        values = reader.hgetall("rtls:F0")
+        assert float(values["iopv"]) > 0
+        history = reader.xrange("rtls:F0:history")
+        assert len(history) >= 2 and float(history[-1][1]["iopv"]) > 0
+        # The restart state rides the same TLS connection and is read back over TLS at start.
+        assert reader.exists(persistence.state_key(settings)) == 1
+        assert asyncio.run(persistence.load(settings)) is not None
+        once = {"socket_timeout": 2, "retry": Retry(NoBackoff(), 0)}  # fail at once, no retries
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(port=redis_server.port, **once).ping()  # plain TCP is refused
+        if mutual:
+            with pytest.raises(redis.exceptions.ConnectionError):  # no client certificate: refused
+                redis.Redis(host="127.0.0.1", port=redis_server.port, ssl=True,
+                            ssl_ca_certs=str(certs / "ca.crt"), **once).ping()
+    finally:
+        mosquitto.stop()
+        redis_server.stop()
+
+
+def test_redis_tls_with_wrong_ca_never_connects_and_service_keeps_running(tls_dir, caplog):
+    """A server certificate the configured CA did not sign: the sink retries (backoff) and never
+    publishes; the service keeps publishing over MQTT and stops cleanly."""
+    certs, directory = tls_dir
+    mosquitto = MosquittoServer(directory).start()
+    redis_server = RedisServer(directory, tls=(str(certs / "server.crt"), str(certs / "server.key"),
+                                               str(certs / "ca.crt"))).start()
+    try:
+        settings = _redis_tls_settings(directory, redis_server, mosquitto.port, "rtls-wrong-ca",
+                                       tls_ca_file=str(certs / "other-ca.crt"))
+        with caplog.at_level(logging.WARNING):
+            reached, service, code = asyncio.run(_run_service(
+                settings, lambda s: s.mqtt_sink.published >= 3 and s.redis_sink.reconnects >= 2))
+        assert reached and code == 0
+        sink = service.redis_sink
+        assert sink.published == 0 and sink.last_ts_ns == 0 and not sink.connected
+        assert "certificate verify failed" in caplog.text
+        reader = redis.Redis(host="127.0.0.1", port=redis_server.port, ssl=True,
+                             ssl_ca_certs=str(certs / "ca.crt"))
+        assert reader.keys("rtls:*") == []
     finally:
         mosquitto.stop()
         redis_server.stop()

@@ -89,7 +89,12 @@ def redis_client(settings: RedisSettings, **kwargs) -> aioredis.Redis:
         options.update(ssl_ca_certs=settings.tls_ca_file or None,
                        ssl_certfile=settings.tls_cert_file or None,
                        ssl_keyfile=settings.tls_key_file or None)
-    return aioredis.Redis.from_url(settings.url, **options)
+    client = aioredis.Redis.from_url(settings.url, **options)
+    if settings.url.startswith("rediss://") and "connection_class" not in kwargs:
+        # from_url lets the URL's options win, and for rediss:// that includes redis-py's own
+        # SSLConnection, which packs commands in Python: put the hiredis-packing class back.
+        client.connection_pool.connection_class = HiredisSSLConnection
+    return client
 
 
 class RedisSink(QueuedSink):
