@@ -267,6 +267,19 @@ def test_replay_bid_ask_mid_match_reference(seed):
     assert any(row[3] != row[2] or row[4] != row[2] for row in expected)
 
 
+@pytest.mark.parametrize("decimals", [0, 1, 8])
+def test_replay_bid_ask_mid_extreme_decimals(decimals):
+    """Beyond float64's reach the three sides must still be the doubles nearest the exactly
+    rounded values (seeds 559 and 606 reach 16-17 significant digits at 8 decimals)."""
+    for seed in (501, 559, 606):
+        pcf_text, lines, interval_ns, _ = quote_case(seed)
+        expected, expected_counts = reference_replay_sides(pcf_text, lines, interval_ns, decimals)
+        got, counts = engine_replay_sides(pcf_text, lines, interval_ns, decimals)
+        assert [(b, f) for b, f, *_ in got] == [(b, f) for b, f, *_ in expected]
+        assert [g[2:] for g in got] == [(float(e[2]), float(e[3]), float(e[4]), e[5]) for e in expected]
+        assert counts == expected_counts
+
+
 def test_quote_cases_cover_ties_on_every_side_mid_funds_and_quote_faults():
     """Guards the generators: across the quote seeds the reference meets exact ties on iopv,
     iopv_bid and iopv_ask (mid funds included), both fallback states, and every quote fault."""
