@@ -95,7 +95,7 @@ def measure(universe, *, throttle_ms: float, duration_s: float, rng: np.random.G
 
 
 def run(ctx: Context) -> dict:
-    duration_s = 2.0 if ctx.quick else 5.0
+    duration_s = 1.0 if ctx.quick else 5.0
     rows = []
     for scale in ("demo", "us"):
         universe = ctx.universe(scale)
