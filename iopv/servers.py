@@ -7,11 +7,14 @@ no persistence, and is stopped (and its directory removed) on exit.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +45,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, ask for SIGTERM when the parent dies, so a throwaway
+    server never outlives a demo or test run that was killed outright (no ``finally`` runs then).
+    Linux ties this to the *thread* that started the server: a server started from a worker
+    thread stops when that thread ends (asyncio.to_thread's pool lives as long as its loop)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout_s: float = 10.0) -> None:
@@ -85,7 +98,8 @@ class LocalServer:
         self.port = port or self.port or free_port()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(), cwd=self.directory, stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         log.close()
         wait_for_port(self.port, self.process, self.log_path)
         return self
