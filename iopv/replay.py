@@ -19,7 +19,7 @@ import numpy as np
 from iopv.book import PriceBook
 from iopv.calendar import ALWAYS, SessionCalendar
 from iopv.clock import boundary_at_or_after
-from iopv.codes import ACCEPTED
+from iopv.codes import ACCEPTED, NON_FINITE_PRICE, NON_POSITIVE_PRICE
 from iopv.feeds.tape import Tape
 from iopv.kernels import replay_nb
 from iopv.pcf import Universe
@@ -43,6 +43,11 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
     status_only = (tape.status != 0) & np.isnan(tape.price)
     well_formed = (tape.code == ACCEPTED) & ((np.isfinite(tape.price) & (tape.price > 0)) | status_only)
     if not well_formed.any():
+        # Nothing moves the clock, so the kernel never runs: give the ticks whose only fault is
+        # their price value the verdict the kernel would have (never leave them "accepted").
+        pending = (tape.code == ACCEPTED) & ~status_only
+        tape.code[pending & ~np.isfinite(tape.price)] = NON_FINITE_PRICE
+        tape.code[pending & np.isfinite(tape.price) & (tape.price <= 0)] = NON_POSITIVE_PRICE
         return
     first_ts = int(tape.ts[np.argmax(well_formed)])
     next_boundary = boundary_at_or_after(first_ts, interval_ns)

@@ -368,11 +368,6 @@ def test_engineered_ties_on_bid_ask_mid_and_fx_sides():
     assert got_counts == counts
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: replay_frames returns before running the kernel when no tick is well-formed, so a tick "
-    "whose only fault is its price value (0, negative, 1e400) keeps the decoder's ACCEPTED code: "
-    "counted 'accepted' (CLI 'outcomes {accepted: 1}') instead of non_positive_price / "
-    "non_finite_price"))
 @pytest.mark.parametrize("lines", [
     ['{"symbol": "X", "price": 0, "ts": 100}'],
     ['{"symbol": "X", "price": -1e400, "ts": 100}', "garbage"],
