@@ -41,13 +41,13 @@ class Service:
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  extra_sinks: Iterable[Sink] = ()):
         self.settings = settings
-        self.universe = universe or load_pcf(settings.engine.pcf_path)
+        universe = universe or load_pcf(settings.engine.pcf_path)
         instance = settings.engine.instance
         self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
                                     state_key=persistence.state_key(settings))
         self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
                                   max_queued=settings.intake.sink_queue_cycles)
-        self.engine = Engine(self.universe, settings, [])
+        self.engine = Engine(universe, settings, [])
         self.state_recorder = persistence.StateRecorder(self.engine.book, self.redis_sink)
         # The recorder comes first: the snapshot must ride with this boundary's publication.
         self.engine.sinks = [self.state_recorder, self.redis_sink, self.mqtt_sink, *extra_sinks]
@@ -72,6 +72,11 @@ class Service:
         self.restored_symbols = 0
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
+
+    @property
+    def universe(self) -> Universe:
+        """The baskets in use now (a reload swaps the engine's)."""
+        return self.engine.universe
 
     def request_stop(self) -> None:
         self.stop_event.set()
