@@ -199,3 +199,27 @@ def test_names_with_a_trailing_newline_or_topic_characters_are_rejected(name):
         build_universe([fund], source="names.json")
     with pytest.raises(PcfError, match="fund #0.fund"):
         build_universe([{**fund, "fund": name, "holdings": []}], source="names.json")
+
+
+@pytest.mark.parametrize("field, value, valid", [
+    ("shares", 0, True), ("shares", -0.0, True), ("shares", 2**53 + 1, True), ("shares", 1e300, True),
+    ("shares", True, False), ("shares", -1, False), ("shares", "5", False), ("shares", None, False),
+    ("price", 2**60, True), ("price", 1e-300, True), ("price", 0, False), ("price", -0.0, False),
+    ("price", False, False), ("price", [1.0], False),
+    ("currency", "USD", True), ("currency", "usd", False), ("currency", None, False),
+    ("extra", 1, False),
+])
+def test_plain_and_checked_holding_paths_agree(field, value, valid):
+    """The loader's fast path for plain holdings and its full checker accept exactly the same
+    holdings, and a value stored is the number given."""
+    holding = {"symbol": "AAA", "shares": 10, "price": 2.5, field: value}
+    document = [{"fund": "F", "creation_unit": 1, "currency": "USD", "cash": 0, "holdings": [holding]}]
+    if valid:
+        universe = build_universe(document, source="edge.json")
+        if field == "shares":
+            assert universe.holding_shares[0] == float(value)
+        if field == "price":
+            assert universe.initial_prices[0] == float(value)
+    else:
+        with pytest.raises(PcfError, match=f"holdings\\[0\\].*{field}"):
+            build_universe(document, source="edge.json")
