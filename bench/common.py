@@ -81,6 +81,17 @@ def machine_info() -> dict:
     return info
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python_env() -> dict:
+    """This environment with the repository on PYTHONPATH (for child processes)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def rss_bytes() -> int:
     """Current resident set size of this process."""
     with open("/proc/self/statm") as handle:

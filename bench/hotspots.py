@@ -83,7 +83,8 @@ def replay(ctx: Context) -> None:
 
 
 def feed(ctx: Context) -> None:
-    from bench.end_to_end import REPO, python_env, write_inputs
+    from bench.common import REPO, python_env
+    from bench.end_to_end import write_inputs
     from iopv.book import PriceBook
     from iopv.feeds.mqtt import MqttTickFeed
     from iopv.intake import TickIntake

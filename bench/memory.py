@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from bench.common import Context, rss_bytes
-from bench.end_to_end import REPO, python_env
+from bench.common import REPO, python_env
 
 
 def _arrays_of(*objects) -> list:
