@@ -41,13 +41,13 @@ _target("cycle -> last Redis publish p99", "cycle.redis_boundary_to_last_publish
 _target("boundary jitter p99", "cycle.jitter_ms_p99", "<= 5 ms", "<=", 5.0)
 
 
-def _realtime_check(scale: str):
+def _realtime_check(scale: str, throttle_ms: float, figure: str):
     def check(results: dict):
         row = next((r for r in get(results, "realtime", []) or []
-                    if r.get("scale") == scale and r.get("throttle_ms") == 0.0), None)
-        if row is None:
+                    if r.get("scale") == scale and r.get("throttle_ms") == throttle_ms), None)
+        if row is None or not row.get(figure):
             return None, None
-        p99 = row["tick_to_value_us"]["p99"] / 1e3
+        p99 = row[figure]["p99"] / 1e3
         return p99, p99 <= 2.0 and row["achieved_ticks_per_s"] >= 0.98 * row["offered_ticks_per_s"]
     return check
 
@@ -61,8 +61,14 @@ def _replay_check(results: dict):
 
 TARGETS.append(("replay faster than pandas", "replay.engine_s", "< replay.pandas_s", _replay_check))
 for _scale in ("demo", "us"):
-    TARGETS.append((f"real-time tick -> value p99, {_scale}", f"realtime[{_scale}]",
-                    "<= 2 ms at 20,000 ticks/s", _realtime_check(_scale)))
+    # The feature as specified: every tick updates its funds' values at once, publication is
+    # throttled per fund (default 250 ms); the value's latency is the target.
+    TARGETS.append((f"real-time tick -> value p99, {_scale}", f"realtime[{_scale},250ms].tick_to_value_us",
+                    "<= 2 ms at 20,000 ticks/s", _realtime_check(_scale, 250.0, "tick_to_value_us")))
+    # Unthrottled, every move is also published at once: the same bound on the publication.
+    TARGETS.append((f"real-time tick -> published p99, {_scale}, no throttle",
+                    f"realtime[{_scale},0ms].tick_to_publish_us", "<= 2 ms at 20,000 ticks/s",
+                    _realtime_check(_scale, 0.0, "tick_to_publish_us")))
 
 
 def targets(results: dict) -> list[dict]:
@@ -198,6 +204,17 @@ def render(results: dict) -> str:
                      f"pandas {r['pandas_s']:.2f} s (parse {r['pandas_parse_s']:.2f} + pivot {r['pandas_pivot_s']:.2f} "
                      f"+ multiply {r['pandas_multiply_s']:.2f}); engine/pandas speed-up {r['speedup_vs_pandas']:.2f}x; "
                      f"max |diff| {r['max_abs_diff']:.2g}")
+
+    if not errored("realtime") and results.get("realtime"):
+        lines.append("\nReal-time mode (20,000 ticks/s offered; latencies in ms, p50 / p99 / p99.9)")
+        rows = []
+        for r in results["realtime"]:
+            v, p = r["tick_to_value_us"], r.get("tick_to_publish_us") or {}
+            rows.append([r["scale"], f"{r['throttle_ms']:g}", f"{r['achieved_ticks_per_s']:,.0f}",
+                         " / ".join(fmt(v[k] / 1e3) for k in ("p50", "p99", "p999")),
+                         " / ".join(fmt(p[k] / 1e3) for k in ("p50", "p99", "p999")) if p else "-",
+                         f"{r['records_per_s']:,.0f}"])
+        lines += _table(["scale", "throttle ms", "ticks/s", "tick -> value", "tick -> published", "values/s"], rows)
 
     lines.append("\nTargets (issue #4)")
     rows = [[t["name"], t["value"], t["target"], t["status"]] for t in results.get("targets", [])]

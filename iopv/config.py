@@ -194,10 +194,13 @@ class RealtimeSettings:
     throttle_ms: float = 250.0  # at most one real-time value per fund per this many ms
     topic_prefix: str = "iopv-rt"  # real-time values go to <prefix>/<FUND>, retained
     qos: int = 0  # a real-time value is superseded within a throttle window: no broker acks
+    revalue_s: float = 15.0  # the rolling revaluation rebuilds every fund's running sums once per this
 
     def validate(self) -> None:
         if not (math.isfinite(self.throttle_ms) and 0 <= self.throttle_ms <= 60_000):
             raise ConfigError(f"realtime.throttle_ms: expected 0..60000, got {self.throttle_ms!r}")
+        if not (math.isfinite(self.revalue_s) and 0.1 <= self.revalue_s <= 3600):
+            raise ConfigError(f"realtime.revalue_s: expected 0.1..3600, got {self.revalue_s!r}")
         value = self.topic_prefix
         if not value or any(c in value for c in "#+ \t\r\n") or value.startswith("/") or value.endswith("/"):
             raise ConfigError(f"realtime.topic_prefix: expected a topic prefix without wildcards or spaces, got {value!r}")

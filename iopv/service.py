@@ -59,7 +59,8 @@ class Service:
             self.realtime_sink = MqttSink(
                 dataclasses.replace(settings.mqtt, value_topic_prefix=rt.topic_prefix, value_qos=rt.qos),
                 instance=f"{instance}-rt", max_queued=settings.intake.sink_queue_cycles)
-            self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms)
+            self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms,
+                                              revalue_s=rt.revalue_s)
             self.engine.intake.on_applied.append(self.realtime.on_applied)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s)
@@ -95,6 +96,8 @@ class Service:
             log.info("state: not restored: %s", exc)
             return
         log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
+        if self.realtime is not None:  # its running sums follow the book: rebuild them
+            self.realtime.revalue()
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 on a requested stop)."""

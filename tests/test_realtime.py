@@ -1,4 +1,4 @@
-"""Real-time mode: the security -> funds index, per-fund throttling, values equal to a full
+"""Real-time mode: per-fund throttling, values equal to a full
 valuation at that instant (and to the exact Decimal reference), end to end over Mosquitto."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from iopv.config import load_settings
 from iopv.engine import Engine
 from iopv.pcf import build_universe
 from iopv.realtime import RealtimePublisher
-from iopv.realtime_kernels import slot_fund_index
 from iopv.service import Service
 from tests.test_integration import exact, make_basket, settings_for
 
@@ -41,26 +40,6 @@ def engine_for(document, **realtime) -> tuple[Engine, RealtimePublisher, Collect
     publisher = RealtimePublisher(engine, sink, throttle_ms=realtime.get("throttle_ms", 0.0))
     engine.intake.on_applied.append(publisher.on_applied)
     return engine, publisher, sink
-
-
-def test_slot_fund_index_lists_exactly_the_funds_holding_each_slot():
-    document = make_basket(seed=5)
-    universe = build_universe(document)
-    offsets, funds = slot_fund_index(universe.fund_offsets, universe.holding_security, universe.holding_fx,
-                                     universe.fund_market, universe.book_size, universe.one_index)
-    index = universe.book_index()
-    expected: dict[int, set[int]] = {}
-    for f, fund in enumerate(document):
-        for h in fund["holdings"]:
-            expected.setdefault(index[h["symbol"]], set()).add(f)
-            ccy = h.get("currency", fund["currency"])
-            if ccy != fund["currency"]:
-                expected.setdefault(index[f"{ccy}{fund['currency']}"], set()).add(f)
-        if fund["fund"] in index:  # the fund's own ticker moves its market_price
-            expected.setdefault(index[fund["fund"]], set()).add(f)
-    for slot in range(universe.book_size):
-        got = funds[offsets[slot]:offsets[slot + 1]].tolist()
-        assert got == sorted(expected.get(slot, set())), f"slot {slot}"
 
 
 def test_a_tick_publishes_exactly_the_funds_it_moves_with_the_full_valuation():
