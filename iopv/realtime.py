@@ -18,7 +18,7 @@ A step beyond the 15-second feed, for subscribers who want every move.
   stays rare.
 - **Publish, throttled per fund** (``take_due_nb``): the moved funds whose window has passed are
   published at once, at most ``MAX_FUNDS_PER_STEP`` per step so one step never blocks the event
-  loop for long; the rest follow on the next loop iteration. A fund still inside its window
+  loop for long; the rest follow on the next loop iteration, round-robin so none starves. A fund still inside its window
   stays marked and is published when the window ends (a timer), so the last move is never lost.
 
 Real-time records are lean: ``fund``, ``ts`` (time of calculation, int ns), ``iopv``,
@@ -97,6 +97,7 @@ class RealtimePublisher:
         self.dirty = np.zeros(n, dtype=np.uint8)
         self.last_publish_ns = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
         self._due = np.empty(n, dtype=np.int64)
+        self._cursor = 0  # where the next step's round-robin scan for due funds starts
         self._funds = universe.funds
         self._static = [{"basket": universe.version} for _ in range(n)]
         self.revalue()
@@ -179,8 +180,10 @@ class RealtimePublisher:
         started = time.perf_counter_ns()
         now_ns = time.time_ns() if now_ns is None else now_ns
         self._roll(now_ns)
-        n = take_due_nb(self.dirty, self.last_publish_ns, now_ns, self.throttle_ns,
+        n = take_due_nb(self.dirty, self.last_publish_ns, now_ns, self.throttle_ns, self._cursor,
                         self._due[:self.max_funds_per_step])
+        if n:
+            self._cursor = (int(self._due[n - 1]) + 1) % self.dirty.size
         if self.dirty.any():
             self._schedule(more_due=n == self.max_funds_per_step)
         if not n:

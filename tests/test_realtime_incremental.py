@@ -242,3 +242,19 @@ def test_rolling_revaluation_rebuilds_every_fund_in_slices_within_its_period(mon
     totals = publisher.totals.copy()
     publisher.revalue()
     assert np.array_equal(totals, publisher.totals)
+
+
+def test_capped_steps_go_round_robin_so_no_fund_starves():
+    # Every fund re-moved before each step, no throttle, 2 funds per step: a scan from fund 0
+    # would publish funds 0 and 1 forever.
+    document = random_universe(random.Random(12), 6)
+    engine, publisher, sink = make(document, max_funds_per_step=2)
+    with_holdings = {f["fund"] for f in document if f["holdings"]}
+    symbols = sorted({h["symbol"] for f in document for h in f["holdings"]})
+    now = time.time_ns()
+    for k in range(len(document)):
+        engine.intake.decode(orjson.dumps([{"symbol": s, "price": 10.0 + k + j / 100, "ts": now + k * 1000 + j}
+                                           for j, s in enumerate(symbols)]))
+        engine.intake.flush()
+    published = {fund for p in sink.publications for fund in p.funds}
+    assert published == with_holdings
