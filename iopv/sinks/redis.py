@@ -128,10 +128,15 @@ class RedisSink(QueuedSink):
     async def send(self, client: aioredis.Redis, batch: list[Publication]) -> None:
         prefix, maxlen = self.settings.key_prefix, self.settings.history_maxlen
         last = len(batch) - 1
+        # A failed batch comes back whole; the publications before the one it failed in were
+        # written, and must not get a second history entry (nor set the hashes back).
+        resume, first = self._resume, 0
+        if resume is not None:
+            first = next((p for p, publication in enumerate(batch) if publication is resume[0]), 0)
         for p, publication in enumerate(batch):
-            start = 0
-            if self._resume is not None and self._resume[0] is publication:
-                start = self._resume[1]
+            if p < first:
+                continue
+            start = resume[1] if resume is not None and resume[0] is publication else 0
             funds, records = publication.funds, publication.records
             stop_at = len(funds)
             while True:
