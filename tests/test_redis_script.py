@@ -21,7 +21,7 @@ from iopv.codec import encode_record
 from iopv.config import ConfigError, load_settings
 from iopv.publication import Publication
 from iopv.sinks import redis as redis_sink_module
-from iopv.sinks.redis import WRITE_SCRIPT_SHA1, RedisSink, redis_client
+from iopv.sinks.redis import WRITE_SCRIPT_SHA1, RedisSink, field_args, field_values, redis_client
 from tests.test_integration import wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,6 +90,15 @@ async def send(sink: RedisSink, batch: list[Publication]) -> None:
         await sink.send(client, batch)
     finally:
         await client.aclose()
+
+
+def test_field_values_are_the_values_of_field_args():
+    """Script mode sends each fund's values (names once per chunk), pipeline mode
+    ``field_args``: the same encoding, in the same order."""
+    for record in publication(7, 11).records:
+        args = field_args(record)
+        assert field_values(record) == args[1::2]
+        assert args[0::2] == [name for name in record if name != "fund"]
 
 
 @pytest.fixture

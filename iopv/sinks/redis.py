@@ -2,26 +2,31 @@
 ``<prefix>:<FUND>:history`` (one entry per boundary), a whole cycle in a handful of commands.
 
 ``redis.write_mode = "script"`` (default): a publication is written in chunks of
-``SCRIPT_CHUNK_FUNDS`` funds, each chunk one ``EVALSHA`` of ``WRITE_SCRIPT``, which gets every
-key in KEYS (hash, stream; per fund) and the fields in ARGV and runs, per fund, ``HSET key f v ...``
-and ``XADD key:history MAXLEN ~ <history_maxlen> * f v ...`` with exactly the arguments
-``field_args`` gives the pipeline mode, so the data are identical. At US scale (3,500 funds)
-that is 7 commands instead of 7,000, and redis-py's per-command Python cost was the whole cycle.
-The script is loaded with ``EVAL`` on connect (which also checks that the user may run it, so a
-missing ACL rule fails at start, naming the fix) and again whenever the server answers NOSCRIPT
-(a restart, a failover, SCRIPT FLUSH). A server-side script blocks other clients while it runs
-(a few ms per chunk); Redis Cluster cannot run it, since the keys span hash slots.
+``SCRIPT_CHUNK_FUNDS`` funds, each one ``EVALSHA`` of ``WRITE_SCRIPT``. It gets every key in
+KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per
+chunk), and runs per fund ``HSET key f v ...`` and ``XADD key:history MAXLEN ~ <history_maxlen>
+* f v ...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the
+same byte for byte. At US scale (3,500 funds) that is 7 commands instead of 7,000: redis-py's
+per-command Python work was most of the cycle. The next chunk's arguments are built while the
+server runs the current one. The script is loaded with ``EVAL`` on connect, which also checks
+that the user may run it (a missing ACL rule fails at start, naming the fix), and again
+whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A script blocks other
+clients of the server while it runs, a few ms per chunk. (Redis Cluster could not run it, its
+keys spanning hash slots; but the client is not a cluster client in either mode.)
 
 ``redis.write_mode = "pipeline"``: pipelines of ``CHUNK_FUNDS`` funds (2 commands each), for
 servers where scripting is not allowed. Same keys, fields, order and error handling.
 
 In both modes a key of the wrong type (``WRONGTYPE``: someone else wrote it) does not stop the
 other funds: that write is skipped, logged and counted (``RedisSink.skipped_writes``). Any other
-error stops the chunk at the fund it hit and surfaces (a lost connection: reconnect and resume;
-anything else: the sink task fails, as it always has). A chunk that fails is resumed from the
-first fund not written, never repeated, so each fund gets one history entry per boundary.
-Between chunks the writer yields to the event loop, so tick intake, the clock and the MQTT sink
-never wait for a whole cycle.
+error stops the chunk at the fund it hit and is raised naming the key (a lost connection:
+reconnect and resume; anything else fails the sink task, as it always did). The retry starts at
+the first fund not written -- in pipeline mode the commands after the failed one ran too, but
+such errors (OOM, READONLY, ...) fail them all -- and publications written before it in the
+same batch are not written again, so each fund gets one history entry per boundary. The one
+exception: a connection lost after the server ran a chunk and before its reply arrived; nothing
+can tell, and that chunk is written again. Between chunks the writer yields to the event loop,
+so tick intake, the clock and the MQTT sink never wait for a whole cycle.
 
 While Redis is away the queue holds up to ``redis.history_queue_cycles`` publications, which are
 flushed in order on reconnect, so the history has no gap unless that bound is exceeded (the
@@ -63,8 +68,11 @@ SCRIPT_CHUNK_FUNDS = 500
 CLOSE_TIMEOUT_S = 1.0
 
 #: One chunk of a publication, server-side. KEYS: per fund its hash and its history stream, then
-#: the state key when ARGV[2] is "1". ARGV: the history maxlen, that flag, then per fund the
-#: number of its field arguments and those arguments (name, value, ...), then the state value.
+#: the state key when ARGV[2] is "1". ARGV: the history maxlen; that flag; the number of distinct
+#: field-name lists, then each as its length and its names; then per fund the index (from 1) of
+#: its list and its values; then the state value. (Names go once per chunk, not once per fund:
+#: packing arguments is the larger part of the client's work.) Per fund it runs HSET and XADD
+#: with the names and values interleaved: the arguments ``field_args`` gives pipeline mode.
 #: Returns {funds written, index in KEYS of the key that stopped it or 0, its error or "",
 #: then index, error of each write skipped}. A WRONGTYPE key is skipped (HSET and XADD are
 #: separate writes); any other error stops the chunk at that fund, which is then not counted.
@@ -81,13 +89,24 @@ local function stops(k, reply)
   out[3] = reply.err
   return true
 end
-local a = 3
+local lists, a = {}, 4
+for s = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[a])
+  lists[s] = {unpack(ARGV, a + 1, a + n)}
+  a = a + 1 + n
+end
+local args = {}
 for f = 1, math.floor(#KEYS / 2) do
   local k = 2 * f - 1
-  local n = tonumber(ARGV[a])
-  local reply = redis.pcall('HSET', KEYS[k], unpack(ARGV, a + 1, a + n))
+  local names = lists[tonumber(ARGV[a])]
+  local n = #names
+  for j = 1, n do
+    args[2 * j - 1] = names[j]
+    args[2 * j] = ARGV[a + j]
+  end
+  local reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n))
   if type(reply) == 'table' and reply.err and stops(k, reply) then return out end
-  reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, a + 1, a + n))
+  reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(args, 1, 2 * n))
   if type(reply) == 'table' and reply.err and stops(k + 1, reply) then return out end
   out[1] = f
   a = a + 1 + n
@@ -157,6 +176,12 @@ def field_args(record: dict[str, Any]) -> list[Any]:
     return args
 
 
+def field_values(record: dict[str, Any]) -> list[Any]:
+    """The values of ``field_args(record)`` alone, in the same order and encoding."""
+    dumps = orjson.dumps
+    return [value if type(value) is str else dumps(value) for key, value in record.items() if key != "fund"]
+
+
 def redis_client(settings: RedisSettings, **kwargs) -> aioredis.Redis:
     """A client for the configured server: URL credentials, password file and TLS files applied."""
     options = {"socket_timeout": 5, "socket_connect_timeout": 5, "retry_on_timeout": False,
@@ -193,6 +218,7 @@ class RedisSink(QueuedSink):
         self.skipped_writes = 0
         #: (publication, funds already written) when a send failed part-way through it.
         self._resume: tuple[Publication, int] | None = None
+        self._keys_of: tuple[tuple[str, ...], list[str]] | None = None  # (funds, their keys)
 
     @contextlib.asynccontextmanager
     async def connect(self):
@@ -208,8 +234,10 @@ class RedisSink(QueuedSink):
             return
         # Load the script (a run with no funds) and find out now whether this user may run it.
         try:
-            await client.execute_command("EVAL", WRITE_SCRIPT, 0, self.settings.history_maxlen, 0)
-        except redis.exceptions.ResponseError as exc:  # NOPERM, or scripting disabled
+            await client.execute_command("EVAL", WRITE_SCRIPT, 0, self.settings.history_maxlen, 0, 0)
+        except redis.exceptions.ResponseError as exc:
+            if not (isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc)):
+                raise
             raise type(exc)(f"{exc} -- redis.write_mode = \"script\" needs EVAL and EVALSHA "
                             "(see config/security/redis-users.acl); where scripting is not "
                             "allowed, set redis.write_mode = \"pipeline\"") from exc
@@ -301,22 +329,38 @@ class RedisSink(QueuedSink):
 
     def _script_args(self, chunk: _Chunk) -> list[Any]:
         """``numkeys, *KEYS, *ARGV`` of ``WRITE_SCRIPT`` for ``chunk``."""
-        prefix, publication = self.settings.key_prefix, chunk.publication
+        publication = chunk.publication
         state = chunk.state if self.state_key else None
-        keys: list[Any] = []
-        argv: list[Any] = [self.settings.history_maxlen, 0 if state is None else 1]
-        add_key, add_arg, add_args = keys.append, argv.append, argv.extend
-        for fund, record in zip(publication.funds[chunk.start:chunk.end], publication.records[chunk.start:chunk.end]):
-            key = f"{prefix}:{fund}"
-            add_key(key)
-            add_key(key + ":history")
-            fields = field_args(record)
-            add_arg(len(fields))
-            add_args(fields)
+        keys = self._keys(publication.funds)[2 * chunk.start:2 * chunk.end]
+        lists: dict[tuple[str, ...], int] = {}
+        names_args: list[Any] = []
+        values: list[Any] = []
+        add_value, add_values = values.append, values.extend
+        for record in publication.records[chunk.start:chunk.end]:
+            names = tuple(record)
+            index = lists.get(names)
+            if index is None:
+                index = lists[names] = len(lists) + 1
+                fields = [name for name in names if name != "fund"]
+                names_args.append(len(fields))
+                names_args.extend(fields)
+            add_value(index)
+            add_values(field_values(record))
         if state is not None:
-            add_key(self.state_key)
-            add_arg(state)
-        return [len(keys), *keys, *argv]
+            keys.append(self.state_key)
+            add_value(state)
+        return [len(keys), *keys, self.settings.history_maxlen, 0 if state is None else 1, len(lists),
+                *names_args, *values]
+
+    def _keys(self, funds: tuple[str, ...]) -> list[str]:
+        """Hash and stream key of every fund in ``funds``, made once per universe."""
+        if self._keys_of is None or self._keys_of[0] is not funds:
+            prefix, keys = self.settings.key_prefix, []
+            for fund in funds:
+                key = f"{prefix}:{fund}"
+                keys += (key, key + ":history")
+            self._keys_of = (funds, keys)
+        return self._keys_of[1]
 
     async def _send_pipelines(self, client: aioredis.Redis, chunks: Iterator[_Chunk]) -> None:
         """One pipeline per chunk, 2 commands a fund."""
