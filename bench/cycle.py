@@ -8,9 +8,11 @@ thousand ticks are decoded into the intake, then ``Engine.cycle(boundary)`` runs
 boundary stamped at its start (flush, valuation, rounding with exact near-tie resolution,
 publication records and JSON, offer to sinks), and the figure is each sink's own
 ``last_publish_ns`` minus that stamp (MQTT: 3,500 retained QoS 1 publishes acknowledged; Redis:
-3,500 HSET + 3,500 XADD in one pipeline). Both sinks share the event loop, as in the service; in
-full mode each sink is also measured alone. A 1 ms heartbeat task records how long the loop is
-blocked meanwhile -- the lateness any boundary falling in that window would suffer.
+3,500 HSET + 3,500 XADD, in 7 script calls with the default ``redis.write_mode``). Both sinks
+share the event loop, as in the service. Redis is also measured alone in both write modes
+(script, and pipeline: the alternative) in every run, MQTT alone in full mode. A 1 ms heartbeat
+task records how long the loop is blocked meanwhile -- the lateness any boundary falling in
+that window would suffer.
 
 Jitter: ``BoundaryClock.lateness_ns`` (wake-up delay after each boundary) over many boundaries at
 a short interval (20 ms), driven by ``Engine.run`` on the demo universe with both sinks running.
@@ -46,10 +48,14 @@ def new_loop_runner():
 
 
 def make_engine(universe, mosquitto_url: str, redis_url: str, *, interval_s: float, instance: str,
-                sinks: tuple[str, ...] = ("redis", "mqtt")) -> tuple[Engine, dict]:
+                sinks: tuple[str, ...] = ("redis", "mqtt"), redis_write_mode: str | None = None,
+                ) -> tuple[Engine, dict]:
+    redis = {"url": redis_url, "key_prefix": f"bench-{instance}"}
+    if redis_write_mode is not None:
+        redis["write_mode"] = redis_write_mode
     settings = engine_settings(engine={"interval_s": interval_s, "instance": instance},
                                mqtt={"url": mosquitto_url, "value_topic_prefix": f"bench-{instance}"},
-                               redis={"url": redis_url, "key_prefix": f"bench-{instance}"})
+                               redis=redis)
     made = {"redis": lambda: RedisSink(settings.redis, max_queued=64),
             "mqtt": lambda: MqttSink(settings.mqtt, instance=instance, max_queued=64)}
     chosen = {name: made[name]() for name in sinks}
@@ -85,9 +91,10 @@ async def stop_tasks(tasks: list[asyncio.Task], sinks: dict | None = None) -> No
 
 
 async def isolated_cycles(universe, mosquitto_url: str, redis_url: str, *, cycles: int, instance: str,
-                          sinks: tuple[str, ...], rng) -> dict:
+                          sinks: tuple[str, ...], rng, redis_write_mode: str | None = None) -> dict:
     """``cycles`` cycles, each published completely before the next one starts."""
-    engine, chosen = make_engine(universe, mosquitto_url, redis_url, interval_s=1.0, instance=instance, sinks=sinks)
+    engine, chosen = make_engine(universe, mosquitto_url, redis_url, interval_s=1.0, instance=instance, sinks=sinks,
+                                 redis_write_mode=redis_write_mode)
     tasks = await start_sinks(chosen)
     symbols, prices, ts = make_ticks(universe, rng, TICKS_PER_CYCLE * (cycles + 1))
     messages = [(orjson.dumps({"symbol": s, "price": p, "ts": t}), "ticks/" + s)
@@ -176,10 +183,14 @@ async def _run(ctx: Context) -> dict:
         both = await isolated_cycles(us, mosquitto.url, redis_server.url, cycles=cycles, instance="cycle-us",
                                      sinks=("redis", "mqtt"), rng=ctx.rng(31))
         alone = {}
+        # (name, sink, redis.write_mode): Redis alone in both modes every run (a few seconds).
+        runs = [("redis", "redis", None), ("redis_pipeline", "redis", "pipeline")]
         if not ctx.quick:
-            for sink in ("mqtt", "redis"):
-                alone[sink] = await isolated_cycles(us, mosquitto.url, redis_server.url, cycles=3,
-                                                    instance=f"cycle-us-{sink}", sinks=(sink,), rng=ctx.rng(32))
+            runs.insert(0, ("mqtt", "mqtt", None))
+        for name, sink, mode in runs:
+            alone[name] = await isolated_cycles(us, mosquitto.url, redis_server.url, cycles=3,
+                                                instance=f"cycle-us-{name}", sinks=(sink,), rng=ctx.rng(32),
+                                                redis_write_mode=mode)
         jitter = await clock_jitter(demo, mosquitto.url, redis_server.url,
                                     boundaries=100 if ctx.quick else 400)
         bare = await clock_only_jitter(50 if ctx.quick else 200)
@@ -194,10 +205,11 @@ async def _run(ctx: Context) -> dict:
         s = summarize_ns(both["per_sink_ns"][sink])
         out[f"{sink}_boundary_to_last_publish_ms_p50"] = s["ms_p50"]
         out[f"{sink}_boundary_to_last_publish_ms_p99"] = s["ms_p99"]
-        if sink in alone:
-            s = summarize_ns(alone[sink]["per_sink_ns"][sink])
-            out[f"{sink}_alone_boundary_to_last_publish_ms_p50"] = s["ms_p50"]
-            out[f"{sink}_alone_boundary_to_last_publish_ms_p99"] = s["ms_p99"]
+    for name, sink in (("mqtt", "mqtt"), ("redis", "redis"), ("redis_pipeline", "redis")):
+        if name in alone:
+            s = summarize_ns(alone[name]["per_sink_ns"][sink])
+            out[f"{name}_alone_boundary_to_last_publish_ms_p50"] = s["ms_p50"]
+            out[f"{name}_alone_boundary_to_last_publish_ms_p99"] = s["ms_p99"]
     cyc = np.asarray(both["cycle_ms"])
     out["engine_cycle_ms_p50"] = float(np.percentile(cyc, 50))
     out["engine_cycle_ms_p99"] = float(np.percentile(cyc, 99))

@@ -141,6 +141,9 @@ class RedisSettings:
     tls_ca_file: str = ""  # CA bundle for rediss:// URLs
     tls_cert_file: str = ""  # client certificate (mutual TLS), with tls_key_file
     tls_key_file: str = ""
+    #: "script": each chunk of funds in one server-side script call (EVALSHA); "pipeline": one
+    #: HSET + XADD per fund in pipelines, for servers where scripting is not allowed.
+    write_mode: str = "script"
 
     def validate(self) -> None:
         parts = urlsplit(self.url)
@@ -152,6 +155,8 @@ class RedisSettings:
             raise ConfigError(f"redis.history_maxlen: expected >= 1, got {self.history_maxlen!r}")
         if self.history_queue_cycles < 1:
             raise ConfigError(f"redis.history_queue_cycles: expected >= 1, got {self.history_queue_cycles!r}")
+        if self.write_mode not in ("script", "pipeline"):
+            raise ConfigError(f"redis.write_mode: expected \"script\" or \"pipeline\", got {self.write_mode!r}")
         _check_files("redis", self)
         _check_backoff("redis", self.reconnect_min_s, self.reconnect_max_s)
 

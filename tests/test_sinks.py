@@ -5,6 +5,7 @@ hiredis packing matches redis-py's, and a cancelled Redis sink finishes cancelli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 
@@ -95,6 +96,8 @@ def test_redis_sink_writes_every_fund_in_order_across_chunks_and_resumes_a_faile
         mosquitto, redis_server, monkeypatch):
     monkeypatch.setattr(redis_sink_module, "CHUNK_FUNDS", 4)
     settings = sink_settings(mosquitto, redis_server)
+    # Pipeline mode (script mode's resume is tested in test_redis_script.py).
+    settings = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, write_mode="pipeline"))
     prefix, funds = settings.redis.key_prefix, 10
     pubs = [publication(ts, funds) for ts in (1_000, 2_000, 3_000)]
 
@@ -139,8 +142,10 @@ def test_redis_sink_writes_every_fund_in_order_across_chunks_and_resumes_a_faile
     assert state == "state-1" and pending is None
 
 
-def test_cancelled_redis_sink_finishes_within_a_bound_mid_send(mosquitto, redis_server):
+@pytest.mark.parametrize("write_mode", ["script", "pipeline"])
+def test_cancelled_redis_sink_finishes_within_a_bound_mid_send(mosquitto, redis_server, write_mode):
     settings = sink_settings(mosquitto, redis_server)
+    settings = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, write_mode=write_mode))
 
     async def scenario():
         sink = RedisSink(settings.redis, max_queued=8)
