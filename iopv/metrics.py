@@ -87,6 +87,8 @@ class ServiceCollector:
             lost.add_metric([sink.name], float(sink.dropped))
             last.add_metric([sink.name], sink.last_ts_ns / 1e9)
         yield from (depth, bound, sent, lost, last)
+        yield CounterMetricFamily("iopv_redis_skipped_writes", "Redis writes skipped: the key holds "
+                                  "another type (WRONGTYPE)", value=float(s.redis_sink.skipped_writes))
         yield GaugeMetricFamily("iopv_feed_silent", "1 while the tick feed is silent", value=float(s.feed.silent))
         yield CounterMetricFamily("iopv_feed_silences", "Times the tick feed went silent",
                                   value=float(s.feed.silences))

@@ -190,7 +190,8 @@ def test_status_topic_health_endpoint_and_offline_on_stop(tmp_path, own_servers)
                    'iopv_ticks_total{outcome="status"} 1.0', "iopv_ticks_rejected_total 1.0",
                    "iopv_cycle_duration_seconds_count", 'iopv_publish_latency_seconds_count{sink="redis"}',
                    'iopv_sink_queue_depth{sink="mqtt"}', 'iopv_reconnects_total{connection="ticks"}',
-                   'iopv_symbols{status="never_ticked"}', 'iopv_connected{connection="redis"} 1.0'):
+                   'iopv_symbols{status="never_ticked"}', 'iopv_connected{connection="redis"} 1.0',
+                   "iopv_redis_skipped_writes_total 0.0"):
         assert needle in body, needle
     assert offline["status"] == "offline" and offline["reason"] == "shutdown" and code == 0
 
