@@ -1,15 +1,28 @@
-"""The value publisher's own MQTT packets (iopv/mqtt_wire.py): the encoder byte for byte against
-hand-built packets and paho's own encoder and decoder, and PUBACKs split out of any byte stream
-exactly."""
+"""The value publisher's own MQTT packets (iopv/mqtt_wire.py, iopv/sinks/mqtt.py): the encoder
+byte for byte against hand-built packets and paho's own encoder and decoder, PUBACKs split out of
+any byte stream exactly, and against a real Mosquitto: every fund arrives exactly once with its
+exact payload (QoS 1 and 0, more funds than one window), packet ids wrap around on one
+connection next to paho's own publishes, a broker restart mid-publication re-sends it whole,
+and a publication the broker never acknowledges is a connection error."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
 
+import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 import pytest
 
+from iopv import mqtt_wire
+from iopv.config import load_settings
+from iopv.mqtt_client import paho_client, reserve_packet_ids, tls_context
 from iopv.mqtt_wire import (
     encode_puback,
     encode_publish,
@@ -18,6 +31,12 @@ from iopv.mqtt_wire import (
     split_pubacks,
     topic_field,
 )
+from iopv.publication import Publication
+from iopv.servers import MosquittoServer
+from iopv.sinks import mqtt as mqtt_sink_module
+from iopv.sinks.mqtt import MqttSink, PubackSocket
+from tests.test_integration import wait_for
+from tests.test_security import make_certificates
 
 # -- encoding ----------------------------------------------------------------------------------
 
@@ -160,3 +179,279 @@ def test_split_pubacks_passes_a_malformed_length_on():
     awaiting = {9}
     assert split_pubacks(bad, awaiting) == (b"\x30\xff\xff\xff\xff\x01tail", b"")
     assert awaiting == set()
+
+
+def test_packet_ids_come_from_paho_counter_wrap_and_skip_pahos_own():
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client._last_mid = 65_533  # noqa: SLF001
+    client._out_messages = {65_535: None, 1: None}  # noqa: SLF001 -- paho's unacknowledged messages
+    assert reserve_packet_ids(client, 4) == [65_534, 2, 3, 4]
+    assert client._mid_generate() == 5  # noqa: SLF001 -- paho's next id follows ours
+    with pytest.raises(ValueError):
+        reserve_packet_ids(client, 65_533)
+
+
+def test_the_paho_and_aiomqtt_internals_the_publisher_uses_exist():
+    client = asyncio.run(_make_client())
+    inner = paho_client(client)
+    assert isinstance(client._disconnected, asyncio.Future)  # noqa: SLF001
+    assert inner._out_messages == {} and callable(inner._packet_queue)  # noqa: SLF001
+    with pytest.raises(RuntimeError, match="internals"):
+        paho_client(object())
+
+
+async def _make_client() -> aiomqtt.Client:
+    return aiomqtt.Client("127.0.0.1", 1)
+
+
+# -- against a real broker ---------------------------------------------------------------------
+
+
+def publication(ts_ns: int, funds: int) -> Publication:
+    names = tuple(f"F{i:05d}" for i in range(funds))
+    records = [{"fund": name, "ts": ts_ns, "iopv": round(10.0 + i / 1e4 + ts_ns % 1000, 4), "pad": "é" * (i % 300)}
+               for i, name in enumerate(names)]
+    return Publication(ts_ns, names, records, [orjson.dumps(r) for r in records])
+
+
+def settings_for(port: int, qos: int, **mqtt):
+    return load_settings(environ={}, overrides={"mqtt": {
+        "url": f"mqtt://127.0.0.1:{port}", "value_topic_prefix": f"iopv{uuid.uuid4().hex[:8]}", "value_qos": qos,
+        "reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **mqtt}}).mqtt
+
+
+async def collect(port: int, prefix: str, expected: int, timeout_s: float = 20.0,
+                  ready: asyncio.Event | None = None, tls_context=None) -> dict[str, list[bytes]]:
+    """Every message on ``prefix/+`` (a list per topic, to see duplicates) until ``expected``
+    topics have one, then 0.3 s more for strays."""
+    received: dict[str, list[bytes]] = {}
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sub-{uuid.uuid4().hex[:6]}",
+                              tls_context=tls_context) as sub:
+        await sub.subscribe(f"{prefix}/+", qos=1)
+        if ready is not None:
+            ready.set()
+        settle = None
+        async with asyncio.timeout(timeout_s):
+            messages = aiter(sub.messages)
+            while True:
+                wait_s = None if settle is None else max(0.0, settle - time.monotonic())
+                try:
+                    message = await asyncio.wait_for(anext(messages), wait_s)
+                except asyncio.TimeoutError:
+                    return received
+                received.setdefault(str(message.topic), []).append(message.payload)
+                if settle is None and len(received) == expected:
+                    settle = time.monotonic() + 0.3
+
+
+async def start(sink: MqttSink) -> asyncio.Task:
+    task = asyncio.create_task(sink.run())
+    await wait_for(lambda: sink.connected, what="mqtt sink connected")
+    return task
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def expected_messages(prefix: str, pub: Publication) -> dict[str, list[bytes]]:
+    return {f"{prefix}/{f}": [p] for f, p in zip(pub.funds, pub.payloads)}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("qos", [1, 0])
+def test_every_fund_arrives_exactly_once_with_its_exact_payload(mosquitto, monkeypatch, qos):
+    monkeypatch.setattr(mqtt_sink_module, "PUBLISH_WINDOW", 1_500)  # 5,000 funds: 4 windows
+    settings = settings_for(mosquitto.port, qos)
+    pub = publication(1_000, 5_000)
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        task = await start(sink)
+        ready = asyncio.Event()
+        live = asyncio.create_task(collect(mosquitto.port, settings.value_topic_prefix, 5_000, ready=ready))
+        await ready.wait()
+        sink.offer(pub)
+        await wait_for(lambda: sink.last_ts_ns == 1_000, what="publication sent")
+        retained = await collect(mosquitto.port, settings.value_topic_prefix, 5_000)
+        live_messages = await live
+        await stop(task)
+        return live_messages, retained, sink
+
+    live_messages, retained, sink = asyncio.run(scenario())
+    expected = expected_messages(settings.value_topic_prefix, pub)
+    assert live_messages == expected  # no fund missing, none twice
+    assert retained == expected
+    assert sink.published == 1 and sink.reconnects == 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_large_publication_over_tls(tmp_path):
+    """Over TLS the buffer goes out in partial writes (a record at a time, SSLWantWrite) and the
+    PUBACKs come in record by record (``SSLSocket.pending``)."""
+    make_certificates(tmp_path)
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    broker = MosquittoServer(directory, tls=True, listener_config=(
+        f"allow_anonymous true\ncafile {tmp_path / 'ca.crt'}\ncertfile {tmp_path / 'server.crt'}\n"
+        f"keyfile {tmp_path / 'server.key'}\nrequire_certificate true\n")).start()
+    settings = settings_for(broker.port, 1, url=broker.url, tls_ca_file=str(tmp_path / "ca.crt"),
+                            tls_cert_file=str(tmp_path / "client.crt"), tls_key_file=str(tmp_path / "client.key"))
+    pub = publication(5_000, 5_000)
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        task = await start(sink)
+        sink.offer(pub)
+        await wait_for(lambda: sink.last_ts_ns == 5_000, what="publication sent over TLS")
+        context = tls_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+        retained = await collect(broker.port, settings.value_topic_prefix, 5_000, tls_context=context)
+        await stop(task)
+        return retained, sink
+
+    try:
+        retained, sink = asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert sink.published == 1 and sink.reconnects == 0
+    assert retained == expected_messages(settings.value_topic_prefix, pub)
+
+
+@pytest.mark.integration
+def test_packet_ids_wrap_around_on_one_connection_next_to_pahos_own_publishes(mosquitto):
+    """70,000 acknowledged publishes on one connection (the id counter wraps past 65,535) while
+    paho publishes QoS 1 messages of its own on the same connection mid-publication."""
+    settings = settings_for(mosquitto.port, 1)
+    funds, batches = 5_000, 14
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        task = await start(sink)
+        inner = paho_client(sink._client)  # noqa: SLF001
+        last_ids, own = [inner._last_mid], 0  # noqa: SLF001
+        for b in range(1, batches + 1):
+            sink.offer(publication(b * 1_000, funds))
+            await asyncio.sleep(0)  # the writer has reserved its ids and written
+            await sink._client.publish(f"{settings.value_topic_prefix}/_own/{b}", b"x", qos=1,  # noqa: SLF001
+                                       retain=True)
+            own += 1
+            await wait_for(lambda: sink.last_ts_ns == b * 1_000, what=f"batch {b}")
+            last_ids.append(inner._last_mid)  # noqa: SLF001
+        retained = await collect(mosquitto.port, settings.value_topic_prefix, funds)
+        await stop(task)
+        return retained, sink, last_ids, own
+
+    retained, sink, last_ids, own = asyncio.run(scenario())
+    assert sink.published == batches and sink.reconnects == 0 and own == batches
+    assert sum(later < earlier for earlier, later in zip(last_ids, last_ids[1:])) == 1, "ids wrapped once"
+    assert retained == expected_messages(settings.value_topic_prefix, publication(batches * 1_000, funds))
+
+
+@pytest.fixture
+def own_mosquitto():
+    directory = Path(tempfile.mkdtemp(prefix="iopv-mqtt-publish-"))
+    server = MosquittoServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_broker_restart_mid_publication_sends_it_whole_after_reconnect(own_mosquitto, monkeypatch):
+    """The broker dies after two of five windows were acknowledged; it restarts empty (no
+    persistence), so every value it ends up with came from the re-sent publication."""
+    monkeypatch.setattr(mqtt_sink_module, "PUBLISH_WINDOW", 1_000)
+    settings = settings_for(own_mosquitto.port, 1)
+    pub = publication(7_000, 5_000)
+    writes = {"n": 0}
+    original = mqtt_sink_module.write_packets
+
+    def write_then_kill(inner, data, written=None):
+        original(inner, data, written)
+        writes["n"] += 1
+        if writes["n"] == 3:
+            own_mosquitto.stop()  # the third window is written (maybe in part) and never acked
+
+    monkeypatch.setattr(mqtt_sink_module, "write_packets", write_then_kill)
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        sink.send_timeout_s = 60.0  # the loss must be noticed at once, not by the timeout
+        task = await start(sink)
+        started = time.monotonic()
+        sink.offer(pub)
+        await wait_for(lambda: not sink.connected, what="connection lost")
+        noticed_s = time.monotonic() - started
+        await asyncio.sleep(0.3)
+        sent_while_down = sink.last_ts_ns
+        own_mosquitto.start()
+        await wait_for(lambda: sink.last_ts_ns == 7_000, timeout_s=20, what="publication re-sent")
+        retained = await collect(own_mosquitto.port, settings.value_topic_prefix, 5_000)
+        await stop(task)
+        return retained, sink, noticed_s, sent_while_down
+
+    retained, sink, noticed_s, sent_while_down = asyncio.run(scenario())
+    assert sent_while_down == 0, "a publication counts as sent only once every message is acked"
+    assert noticed_s < 5
+    assert writes["n"] >= 3 + 5  # the whole publication again, all five windows
+    assert sink.published == 1 and sink.reconnects >= 1
+    assert retained == expected_messages(settings.value_topic_prefix, pub)
+
+
+@pytest.mark.integration
+def test_unacknowledged_publication_is_a_connection_error_and_is_retried(mosquitto, monkeypatch):
+    settings = settings_for(mosquitto.port, 1)
+    pub = publication(9_000, 300)
+    original = mqtt_sink_module.split_pubacks
+    swallow = {"on": True}
+
+    def lose_acks(buffer, pending):  # the broker "never answers" while swallow is on
+        if swallow["on"]:
+            others, partial = original(buffer, set(pending))
+            return others, partial
+        return original(buffer, pending)
+
+    monkeypatch.setattr(mqtt_sink_module, "split_pubacks", lose_acks)
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        sink.send_timeout_s = 0.3
+        task = await start(sink)
+        sink.offer(pub)
+        await wait_for(lambda: sink.reconnects >= 1, what="timeout treated as a lost connection")
+        assert sink.last_ts_ns == 0
+        swallow["on"] = False
+        await wait_for(lambda: sink.last_ts_ns == 9_000, what="publication sent after reconnect")
+        retained = await collect(mosquitto.port, settings.value_topic_prefix, 300)
+        await stop(task)
+        return retained, sink
+
+    retained, sink = asyncio.run(scenario())
+    assert sink.published == 1
+    assert retained == expected_messages(settings.value_topic_prefix, pub)
+
+
+@pytest.mark.integration
+def test_qos2_keeps_the_aiomqtt_path(mosquitto, monkeypatch):
+    monkeypatch.setattr(mqtt_sink_module, "QOS2_WINDOW", 7)
+    settings = settings_for(mosquitto.port, 2)
+    pub = publication(3_000, 50)
+
+    async def scenario():
+        sink = MqttSink(settings, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
+        task = await start(sink)
+        assert not isinstance(paho_client(sink._client)._sock, PubackSocket)  # noqa: SLF001
+        sink.offer(pub)
+        await wait_for(lambda: sink.last_ts_ns == 3_000, what="publication sent")
+        retained = await collect(mosquitto.port, settings.value_topic_prefix, 50)
+        await stop(task)
+        return retained, sink
+
+    retained, sink = asyncio.run(scenario())
+    assert sink.published == 1
+    assert retained == expected_messages(settings.value_topic_prefix, pub)
+
