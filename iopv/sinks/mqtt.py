@@ -16,8 +16,9 @@ order with its own packets, resuming partial writes and over TLS; a wrapper on p
 packets out of the byte stream and leaves every other packet to paho. A message now costs
 ~5 us of Python (~1.5 us to encode and match its PUBACK, the rest reading the PUBACKs as they
 come, see ``PubackSocket._ack_now``); 3,500 QoS 1 messages are acknowledged in ~50-70 ms, the
-broker's own pace on the bench machine, and 3,500 QoS 0 messages written in a few ms. aiomqtt still owns the connection: connect, TLS, credentials, the will,
-keepalive, the status messages, disconnect; the reconnect loop is ``QueuedSink.run``.
+broker's own pace on the bench machine, and 3,500 QoS 0 messages written in a few ms. aiomqtt
+still owns the connection: connect, TLS, credentials, the will, keepalive, the status messages,
+disconnect; the reconnect loop is ``QueuedSink.run``.
 
 - Packet ids (QoS 1) come from paho's own counter, the one its publish and subscribe use, so no
   id is in use twice on the connection: paho's own unacknowledged messages are skipped, and at
@@ -259,7 +260,8 @@ class MqttSink(QueuedSink):
         loop = asyncio.get_running_loop()
         fields, payloads = self.topic_fields(publication.funds), publication.payloads
         for start in range(0, len(payloads), PUBLISH_WINDOW):
-            window = slice(start, start + PUBLISH_WINDOW)
+            stop = start + PUBLISH_WINDOW
+            window_fields, window_payloads = fields[start:stop], payloads[start:stop]
             if lost.done() or inner._sock is None:  # noqa: SLF001
                 _raise_lost(lost)
             done = loop.create_future()
@@ -267,9 +269,8 @@ class MqttSink(QueuedSink):
                 sock = inner._sock  # noqa: SLF001
                 if not isinstance(sock, PubackSocket):
                     raise aiomqtt.MqttError("not connected")
-                packet_ids = reserve_packet_ids(inner, len(payloads[window]))
-                data = encode_publishes(fields[window], payloads[window], qos=1, retain=True,
-                                        packet_ids=packet_ids)
+                packet_ids = reserve_packet_ids(inner, len(window_payloads))
+                data = encode_publishes(window_fields, window_payloads, qos=1, retain=True, packet_ids=packet_ids)
                 sock.expect(packet_ids, functools.partial(_complete, done))
                 try:
                     write_packets(inner, data)
@@ -277,8 +278,8 @@ class MqttSink(QueuedSink):
                 finally:
                     sock.forget()
             else:
-                write_packets(inner, encode_publishes(fields[window], payloads[window], qos=0, retain=True),
-                              written=done)
+                data = encode_publishes(window_fields, window_payloads, qos=0, retain=True)
+                write_packets(inner, data, written=done)
                 await asyncio.wait((done, lost), return_when=asyncio.FIRST_COMPLETED)
             if not done.done() or done.result() != paho.MQTT_ERR_SUCCESS:
                 _raise_lost(lost)
