@@ -116,10 +116,11 @@ class Valuer:
         slot_terms_nb(book.prices, book.bid, book.ask, book.last_ts, book.flags, boundary_ns,
                       session_open_ns, self.stale_after_ns, self.slot_rows, self.slot_mid,
                       self.slot_bits)
-        value_all_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
-                     u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
-                     self.slot_rows, self.slot_mid, self.slot_bits, self.min_coverage,
-                     self.halted_weight, fund_list, values, errors, ratio, count)
+        p = u.packed
+        value_all_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, p.fund_fx_offsets,
+                     p.fund_fx_codes, u.fund_cash, u.fund_creation_unit, u.fund_basis,
+                     u.fund_market, self.slot_rows, self.slot_mid, self.slot_bits,
+                     self.min_coverage, self.halted_weight, fund_list, values, errors, ratio, count)
         rounded = np.empty_like(values)
         if round_sides_nb(values, errors, self.decimals, rounded, near):
             self.resolve_near_ties(rounded, near, (book.prices, book.bid, book.ask), funds)
