@@ -1,17 +1,24 @@
-"""The packed holdings layout (``iopv.pcf.PackedHoldings``) and the kernels that read it give
-bit-identical results to the plain CSR arrays: values, error bounds, quality figures.
+"""Fast paths against their plain references, bit for bit.
 
-``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept verbatim
-as the reference: one holding after the other, every term and every gross magnitude summed in
-holding order); the packed kernels must reproduce it bit for bit on seeded random universes --
-multi-currency funds, mid-priced funds, share counts that float32 cannot hold, quotes, halts,
-stale prices, fund subsets -- and on a synthetic universe of realistic shape.
+- The packed holdings layout (``iopv.pcf.PackedHoldings``) and the kernels that read it:
+  ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept verbatim
+  as the reference: one holding after the other, every term and every gross magnitude summed in
+  holding order); the packed kernels must reproduce its values, error bounds and quality figures
+  bit for bit on seeded random universes -- multi-currency funds, mid-priced funds, share counts
+  that float32 cannot hold, quotes, halts, stale prices, fund subsets -- and on a synthetic
+  universe of realistic shape.
+- Exact resolution of near ties in integer arithmetic (``iopv.valuation``): the decimals it
+  reads from floats are those of their shortest text (``Decimal(repr(x))``), and its rounding is
+  ``Decimal.quantize(ROUND_HALF_UP)``'s.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+from decimal import ROUND_HALF_UP, Context, Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -57,7 +64,7 @@ from iopv.quality import (
     STATUS_SUSPENDED,
 )
 from iopv.quality import HALTED as ANY_HALTED
-from iopv.valuation import Valuer
+from iopv.valuation import Valuer, _decimal_parts, round_half_up
 from tests.generators import random_universe
 
 
@@ -352,3 +359,35 @@ def test_universe_rejects_shares_the_kernels_cannot_bound(shares):
                  holding_security=np.array([0], dtype=np.int32), holding_shares=np.array([shares]),
                  holding_fx=np.array([1], dtype=np.int32), fund_cash=np.zeros(1),
                  fund_creation_unit=np.ones(1), symbols=("A",), initial_prices=np.ones(1))
+
+
+def test_decimal_parts_are_the_shortest_text_of_every_float():
+    rng = np.random.default_rng(9)
+    values = [0.0, -0.0, 1.0, 0.1, 0.2, 0.3, 1e-7, 5e-324, 2.0**-1074, 1e15, 2.0**50, 2.0**53 + 2,
+              1e16, 1e17, 1.7976931348623157e308, 123456789.12345678, 0.000123, 9.999999999999999,
+              99.99, 1234.5, 0.15, 2.675, 1.005, -42.4242425, 4.35, 0.07, 1e22, 1e23, 3e-5]
+    # Cent and 6-decimal grids (prices, rates), whole and fractional counts, and full-precision
+    # doubles at every magnitude.
+    values += (np.round(rng.uniform(0.01, 5000, 4000), 2)).tolist()
+    values += (np.round(rng.uniform(0.001, 200, 4000), 6)).tolist()
+    values += np.floor(rng.uniform(0, 2e7, 2000)).tolist()
+    values += [round(float(x), int(k)) for x, k in zip(rng.uniform(-1e5, 1e5, 2000), rng.integers(0, 10, 2000))]
+    values += (rng.standard_normal(4000) * 10.0 ** rng.integers(-30, 30, 4000)).tolist()
+    mantissas, places = _decimal_parts(np.array(values))
+    for x, m, k in zip(values, mantissas, places):
+        assert Decimal(m).scaleb(-k) == Decimal(repr(x)), (x, m, k)
+
+
+@pytest.mark.parametrize("decimals", [0, 2, 4, 6])
+def test_round_half_up_matches_decimal_quantize(decimals):
+    rng = random.Random(decimals)
+    quantum = Decimal(1).scaleb(-decimals)
+    cases = [Fraction(n, d) for n in range(-40, 41) for d in (1, 2, 3, 7, 8, 20000, 50000)]
+    cases += [Fraction(rng.randint(-10**12, 10**12), rng.choice((1, 3, 50000, 10**9))) for _ in range(2000)]
+    cases += [Fraction(2 * k + 1, 2 * 10**decimals) for k in range(-30, 30)]  # exact ties
+    for value in cases:
+        # 80 digits hold every case's quotient exactly or far beyond its rounding digit.
+        exact = Context(prec=80).divide(Decimal(value.numerator), Decimal(value.denominator))
+        want = float(exact.quantize(quantum, rounding=ROUND_HALF_UP))
+        got = round_half_up(value, decimals)
+        assert got == want and math.copysign(1, got) == math.copysign(1, want), (value, got, want)
