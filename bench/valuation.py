@@ -86,8 +86,9 @@ class Contenders:
 
     def engine(self, prices: np.ndarray) -> np.ndarray:
         u, p = self.u, self.u.packed
-        value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, u.fund_cash,
-                        u.fund_creation_unit, prices, self.out_value, self.out_error)
+        self.not_positive = value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots,
+                                            u.fund_cash, u.fund_creation_unit, prices, self.out_value,
+                                            self.out_error)
         return self.out_value
 
     def engine_plain(self, prices: np.ndarray) -> np.ndarray:
@@ -113,6 +114,8 @@ def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:
     c = Contenders(universe)
     for prices in books:  # cross-check before timing
         want = c.engine(prices).copy()
+        if c.not_positive:
+            raise AssertionError(f"valuation at {scale}: {c.not_positive} book prices are not > 0")
         plain = c.engine_plain(prices)
         if not np.array_equal(plain, want):
             raise AssertionError(f"valuation at {scale}: value_packed_nb and value_funds_nb differ "

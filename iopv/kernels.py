@@ -133,8 +133,15 @@ def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, f
     A fund's sum is a chain of dependent additions (one add latency per holding), so the funds
     are split in two lanes at the middle holding and the lanes advance together, holding by
     holding: two independent chains overlap. Each fund's own terms are still added in order.
+
     Requires shares >= 0 and prices > 0 (the loader's and the book's rules): the error bound
-    takes the sum of the terms as their gross magnitude."""
+    takes the sum of the terms as their gross magnitude. Returns the number of prices that are
+    not > 0 (0 from any book the engine keeps). Counting them is one sequential read of the
+    prices, which brings them into cache before they are gathered: ~10% faster when they were
+    not (measured on the benchmark's books after a cache flush; no change when they were)."""
+    not_positive = 0
+    for s in range(prices.size):
+        not_positive += not prices[s] > 0.0
     n_fx = fx_slots.size
     fx_value = np.empty(n_fx)  # one per FX code, per call: a few entries, always in L1
     for c in range(n_fx):
@@ -177,6 +184,7 @@ def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, f
                     fund_cash, fund_creation_unit, out_value, out_error)
     _finish_lane_nb(fb, n_funds, hb, tb, fund_offsets, holding, shares, prices, fx_value, bits, mask,
                     fund_cash, fund_creation_unit, out_value, out_error)
+    return not_positive
 
 
 @njit(cache=True)

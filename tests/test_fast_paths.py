@@ -280,11 +280,14 @@ def test_value_packed_nb_is_bit_identical_to_value_funds_nb():
         got, got_error = np.empty(n), np.empty(n)
         value_funds_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
                        u.fund_cash, u.fund_creation_unit, prices, want, want_error)
-        value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, u.fund_cash,
-                        u.fund_creation_unit, prices, got, got_error)
+        assert value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, u.fund_cash,
+                               u.fund_creation_unit, prices, got, got_error) == 0
         assert np.array_equal(got, want)
         # The bound adds |cash| after the terms instead of before: the same bound up to a few ulps.
         assert np.allclose(got_error, want_error, rtol=1e-12, atol=0)
+    prices[[0, 5, 9]] = (0.0, -1.0, np.nan)  # the count of prices the error bound cannot take
+    assert value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, u.fund_cash,
+                           u.fund_creation_unit, prices, got, got_error) == 3
 
 
 def test_pack_holdings_layout():
