@@ -320,7 +320,8 @@ def test_pack_holdings_layout():
     assert domestic.shift == 0 and domestic.holding.tolist() == security.tolist()
     assert domestic.fund_fx_codes.tolist() == [0, 0]
     empty = pack_holdings(np.zeros(3, dtype=np.int64), security[:0], shares[:0], fx[:0], one_index=3)
-    assert empty.holding.size == 0 and empty.fx_slots.tolist() == [3] and empty.fund_fx_offsets.tolist() == [0, 0, 0]
+    assert empty.holding.size == 0 and empty.fx_slots.tolist() == [3]
+    assert empty.fund_fx_offsets.tolist() == [0, 0, 0]
 
 
 def test_packed_kind_widens_to_64_bits_only_when_needed():
@@ -374,7 +375,8 @@ def test_decimal_parts_are_the_shortest_text_of_every_float():
     values += (np.round(rng.uniform(0.01, 5000, 4000), 2)).tolist()
     values += (np.round(rng.uniform(0.001, 200, 4000), 6)).tolist()
     values += np.floor(rng.uniform(0, 2e7, 2000)).tolist()
-    values += [round(float(x), int(k)) for x, k in zip(rng.uniform(-1e5, 1e5, 2000), rng.integers(0, 10, 2000))]
+    values += [round(float(x), int(k))
+               for x, k in zip(rng.uniform(-1e5, 1e5, 2000), rng.integers(0, 10, 2000))]
     values += (rng.standard_normal(4000) * 10.0 ** rng.integers(-30, 30, 4000)).tolist()
     mantissas, places = _decimal_parts(np.array(values))
     for x, m, k in zip(values, mantissas, places):
