@@ -2,8 +2,11 @@
 
 Memory (measured in a fresh child process, so nothing else of the benchmark is resident):
 
-- array bytes: the Universe's arrays (CSR holdings, per-fund arrays, previous closes) plus the
-  PriceBook (price and tick time per slot) plus the Valuer's outputs -- what the kernels touch;
+- array bytes: the Universe's arrays (CSR holdings and their packed copy, per-fund arrays,
+  previous closes) plus the PriceBook (price and tick time per slot) plus the Valuer's outputs;
+  ``valuation_bytes_per_holding`` is what one valuation streams per holding (the packed layout,
+  ``Universe.packed``), ``plain_bytes_per_holding`` what the plain CSR arrays would (kept for
+  the real-time index, replay's exact resolution and the benchmarks);
 - RSS delta: resident memory after building the US-scale universe (direct arrays, the generator
   freed), book, valuer and engine, minus before; this adds the Python objects (symbol strings,
   the symbol -> slot dict, fund names) and allocator slack;
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import gc
 import json
 import os
@@ -37,6 +41,9 @@ def _arrays_of(*objects) -> list:
     seen: dict[int, object] = {}
     for obj in objects:
         for value in vars(obj).values():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):  # Universe.packed
+                seen.update((id(a), a) for a in _arrays_of(value))
+                continue
             if isinstance(value, np.ndarray):
                 base = value if value.base is None else value.base
                 if isinstance(base, np.ndarray):
@@ -92,6 +99,10 @@ def probe_memory() -> dict:
     out.update({
         "holdings": universe.holdings, "book_slots": n_slots, "funds": len(universe.funds),
         "array_bytes_per_holding": out["holding_array_bytes"] / universe.holdings,
+        "valuation_bytes_per_holding": universe.packed.bytes_per_holding,
+        "plain_bytes_per_holding": (universe.holding_security.itemsize + universe.holding_shares.itemsize
+                                    + universe.holding_fx.itemsize),
+        "packed_shares_dtype": universe.packed.shares.dtype.name,
         "array_bytes_per_security": out["slot_array_bytes"] / n_slots,
         "array_bytes_per_fund": out["fund_array_bytes"] / len(universe.funds),
         "array_bytes_total": total,

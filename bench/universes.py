@@ -290,13 +290,17 @@ def to_universe(basket: Basket, source: str | None = None) -> Universe:
 _NOT_COMPARED = {"source", "version", "fund_info"}
 
 
-def layout_differences(a: Universe, b: Universe) -> list[str]:
-    """Names of the Universe fields on which two universes differ (empty: identical)."""
+def layout_differences(a, b) -> list[str]:
+    """Names of the fields on which two universes differ (empty: identical); a field that is
+    itself a dataclass (``Universe.packed``) is compared field by field, named ``packed.<field>``."""
     differ = []
-    for f in dataclasses.fields(Universe):
+    for f in dataclasses.fields(a):
         if f.name in _NOT_COMPARED:
             continue
         x, y = getattr(a, f.name), getattr(b, f.name)
+        if dataclasses.is_dataclass(x) and type(x) is type(y):
+            differ += [f"{f.name}.{name}" for name in layout_differences(x, y)]
+            continue
         if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
             same = (x is not None and y is not None and x.shape == y.shape and x.dtype == y.dtype
                     and np.array_equal(x, y))

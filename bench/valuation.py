@@ -2,8 +2,13 @@
 
 Contenders, timed call by call in alternation on the same price books:
 
-- ``engine``: ``iopv.kernels.value_funds_nb`` (one pass over the CSR holdings; each term is
-  shares x price[security] x price[fx slot]; it also writes the error bound).
+- ``engine``: ``iopv.kernels.value_packed_nb`` (one pass over the packed holdings,
+  ``Universe.packed``: 8 bytes per holding, a uint32 of book slot and FX code plus a float32
+  share count; each term is shares x price[security] x fx, two funds summed side by side; it
+  also writes the error bound).
+- ``engine_plain``: ``iopv.kernels.value_funds_nb``, the same pass over the plain CSR arrays
+  (16 bytes per holding: int32 slot, float64 shares, int32 FX slot), one fund after the other.
+  Its values must equal the engine's bit for bit.
 - ``scipy``: the obvious sparse formulation. ``A`` is a CSR matrix (funds x book slots) with
   ``data = shares``; FX differs per holding, so every call first gathers the FX factor of every
   holding and writes ``shares * fx`` into ``A.data`` in place (no allocation of a new matrix),
@@ -13,7 +18,8 @@ Contenders, timed call by call in alternation on the same price books:
   ``bincount(row_fund, (B @ prices) * prices[row_fx])``. No per-holding gather besides the
   matrix product itself. Reported so the engine is also compared with the best cheap trick.
 
-Results are cross-checked (``np.allclose``) before any timing. The engine's live path,
+Results are cross-checked before any timing: the two engine kernels bit for bit, scipy with
+``np.allclose``. The engine's live path,
 ``Valuer.frame`` -- ``value_all_nb`` (value, bid and ask sides, coverage and staleness figures in
 one pass), publication rounding, and exact ``Decimal`` resolution of values that sit on a
 rounding tie -- is timed separately (``Valuer.value`` is ``frame(...).values``), with and without
@@ -28,7 +34,7 @@ import scipy.sparse as sp
 from bench.common import Context, interleaved, summarize_ns
 from bench.universes import describe
 from iopv.book import PriceBook
-from iopv.kernels import round_half_up_nb, value_funds_nb
+from iopv.kernels import round_half_up_nb, value_funds_nb, value_packed_nb
 from iopv.valuation import Valuer
 
 N_BOOKS = 8  # distinct price books cycled through, so caches and near ties vary like live
@@ -54,7 +60,7 @@ def price_books(universe, rng: np.random.Generator, count: int = N_BOOKS) -> lis
 
 
 class Contenders:
-    """The three formulations over one universe, with their preallocated outputs."""
+    """The formulations over one universe, with their preallocated outputs."""
 
     def __init__(self, universe):
         u = self.u = universe
@@ -79,6 +85,13 @@ class Contenders:
         self.n_funds = n_funds
 
     def engine(self, prices: np.ndarray) -> np.ndarray:
+        u, p = self.u, self.u.packed
+        self.not_positive = value_packed_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots,
+                                            u.fund_cash, u.fund_creation_unit, prices, self.out_value,
+                                            self.out_error)
+        return self.out_value
+
+    def engine_plain(self, prices: np.ndarray) -> np.ndarray:
         u = self.u
         value_funds_nb(u.fund_offsets, u.holding_security, u.holding_shares, u.holding_fx,
                        u.fund_cash, u.fund_creation_unit, prices, self.out_value, self.out_error)
@@ -101,6 +114,12 @@ def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:
     c = Contenders(universe)
     for prices in books:  # cross-check before timing
         want = c.engine(prices).copy()
+        if c.not_positive:
+            raise AssertionError(f"valuation at {scale}: {c.not_positive} book prices are not > 0")
+        plain = c.engine_plain(prices)
+        if not np.array_equal(plain, want):
+            raise AssertionError(f"valuation at {scale}: value_packed_nb and value_funds_nb differ "
+                                 f"(max abs diff {np.max(np.abs(plain - want)):.3g}); they must agree bit for bit")
         for name in ("scipy", "scipy_split"):
             got = getattr(c, name)(prices)
             if not np.allclose(got, want, rtol=1e-11, atol=1e-9):
@@ -108,6 +127,7 @@ def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:
                                      f"(max abs diff {np.max(np.abs(got - want)):.3g})")
     samples = interleaved({
         "engine": lambda i: c.engine(books[i % N_BOOKS]),
+        "engine_plain": lambda i: c.engine_plain(books[i % N_BOOKS]),
         "scipy": lambda i: c.scipy(books[i % N_BOOKS]),
         "scipy_split": lambda i: c.scipy_split(books[i % N_BOOKS]),
     }, runs=runs, warmup=warmup)
@@ -135,7 +155,7 @@ def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:
     only_round = interleaved({"round": lambda i: round_half_up_nb(c.out_value, c.out_error, 4, rounded, flags)},
                              runs=live_runs, warmup=2)["round"]
 
-    e, s, s2 = (summarize_ns(samples[k]) for k in ("engine", "scipy", "scipy_split"))
+    e, e0, s, s2 = (summarize_ns(samples[k]) for k in ("engine", "engine_plain", "scipy", "scipy_split"))
     v, v0, r = summarize_ns(live), summarize_ns(no_ties), summarize_ns(only_round)
     return {
         "scale": scale,
@@ -145,6 +165,9 @@ def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:
         "book_slots": universe.book_size,
         "runs": runs,
         "engine_ms_p50": e["ms_p50"], "engine_ms_p99": e["ms_p99"], "engine_ms_max": e["ms_max"],
+        "engine_plain_ms_p50": e0["ms_p50"], "engine_plain_ms_p99": e0["ms_p99"],
+        "speedup_vs_plain": e0["ms_p50"] / e["ms_p50"],
+        "engine_bytes_per_holding": universe.packed.bytes_per_holding,
         "scipy_ms_p50": s["ms_p50"], "scipy_ms_p99": s["ms_p99"],
         "scipy_split_ms_p50": s2["ms_p50"], "scipy_split_ms_p99": s2["ms_p99"],
         "speedup_vs_scipy": s["ms_p50"] / e["ms_p50"],

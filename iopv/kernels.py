@@ -5,10 +5,19 @@ are pure ``@njit(cache=True)`` functions with a ``_nb`` suffix; they write into 
 caller allocated, never allocate per tick, never log. Python crosses into them once per batch of
 ticks and once per cycle.
 
-Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund) and ``iopv.book`` (prices
-and last tick times indexed by book slot). ``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are
-the engine's kernels (methodology: docs/methodology.md); ``value_funds_nb`` is the plain
-price-only valuation (the benchmark's figure against scipy, and the book's fund-ticker seed).
+Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund, and its packed copy
+``PackedHoldings``) and ``iopv.book`` (prices and last tick times indexed by book slot).
+``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are the engine's kernels (methodology:
+docs/methodology.md); ``value_packed_nb`` is the price-only valuation (the benchmark's figure
+against scipy) and ``value_funds_nb`` the same over the plain arrays (the book's fund-ticker seed,
+and the reference the packed kernels are tested against).
+
+What bounds a pass over 2M holdings (measured, bench/README.md "Valuation"): not memory
+bandwidth but the chain of dependent float additions of a running sum (one add latency per
+holding), the loads per holding, and numba's negative-index fix-up on signed indices. Hence the
+packed kernels index with unsigned integers, read the FX factor from a per-call table of a few
+entries, and ``value_packed_nb`` runs two funds side by side. Every fund's terms are still added
+one by one in holding order, so each value is bit-identical to the plain kernels'.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from iopv.codes import (
     ACCEPTED,
@@ -79,6 +88,103 @@ def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, f
         out_value[f] = value
         # Each term carries <= 3 roundings, the running sum <= n more, the division one.
         out_error[f] = (stop - start + 5) * 2.0 * UNIT_ROUNDOFF * gross / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+
+
+@njit(cache=True, inline="always")
+def _packed_term_nb(holding, shares, prices, fx_value, h, shift, mask):
+    """shares x price x fx of packed holding ``h`` (unsigned indices: no negative-index fix-up)."""
+    packed = holding[h]
+    return shares[h] * prices[packed >> shift] * fx_value[packed & mask]
+
+
+@njit(cache=True, inline="always")
+def _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error):
+    """Value and error bound of fund ``f`` from the sum of its terms (``value_funds_nb``'s
+    bound; every term is >= 0, so the sum is also the gross magnitude of the terms)."""
+    unit = fund_creation_unit[f]
+    cash = fund_cash[f]
+    value = (total + cash) / unit
+    out_value[f] = value
+    n = fund_offsets[f + 1] - fund_offsets[f]
+    out_error[f] = (n + 5) * 2.0 * UNIT_ROUNDOFF * (total + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+
+
+@njit(cache=True)
+def _finish_lane_nb(f, stop_fund, h, total, fund_offsets, holding, shares, prices, fx_value, shift,
+                    mask, fund_cash, fund_creation_unit, out_value, out_error):
+    """Funds ``f`` .. ``stop_fund - 1`` one after the other, fund ``f`` resumed at holding ``h``
+    with ``total`` summed so far."""
+    while f < stop_fund:
+        stop = uint64(fund_offsets[f + 1])
+        for k in range(h, stop):
+            total += _packed_term_nb(holding, shares, prices, fx_value, k, shift, mask)
+        _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+        total = 0.0
+        h = stop
+        f += 1
+
+
+@njit(cache=True)
+def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, fund_creation_unit,
+                    prices, out_value, out_error):
+    """``value_funds_nb`` over ``PackedHoldings`` (``holding``, ``shares``, ``shift``,
+    ``fx_slots``): bit-identical values, in ~40% of the time at US scale.
+
+    A fund's sum is a chain of dependent additions (one add latency per holding), so the funds
+    are split in two lanes at the middle holding and the lanes advance together, holding by
+    holding: two independent chains overlap. Each fund's own terms are still added in order.
+
+    Requires shares >= 0 and prices > 0 (the loader's and the book's rules): the error bound
+    takes the sum of the terms as their gross magnitude. Returns the number of prices that are
+    not > 0 (0 from any book the engine keeps). Counting them is one sequential read of the
+    prices, which brings them into cache before they are gathered: ~10% faster when they were
+    not (measured on the benchmark's books after a cache flush; no change when they were)."""
+    not_positive = 0
+    for s in range(prices.size):
+        not_positive += not prices[s] > 0.0
+    n_fx = fx_slots.size
+    fx_value = np.empty(n_fx)  # one per FX code, per call: a few entries, always in L1
+    for c in range(n_fx):
+        fx_value[c] = prices[fx_slots[c]]
+    bits = uint64(shift)
+    mask = (uint64(1) << bits) - uint64(1)
+    n_funds = fund_offsets.size - 1
+    middle = min(np.searchsorted(fund_offsets, fund_offsets[n_funds] // 2), n_funds)
+    # Lane a: funds [0, middle); lane b: funds [middle, n_funds). fa/fb: current fund, ha/hb: next
+    # holding, sa/sb: end of the current fund, ta/tb: its sum so far.
+    fa = 0
+    fb = middle
+    ha = uint64(fund_offsets[fa])
+    hb = uint64(fund_offsets[fb])
+    sa = uint64(fund_offsets[fa + 1]) if fa < middle else ha
+    sb = uint64(fund_offsets[fb + 1]) if fb < n_funds else hb
+    ta = 0.0
+    tb = 0.0
+    while fa < middle and fb < n_funds:
+        steps = min(sa - ha, sb - hb)
+        for j in range(steps):
+            ta += _packed_term_nb(holding, shares, prices, fx_value, ha + j, bits, mask)
+            tb += _packed_term_nb(holding, shares, prices, fx_value, hb + j, bits, mask)
+        ha += steps
+        hb += steps
+        if ha == sa:
+            _finish_fund_nb(fa, ta, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+            ta = 0.0
+            fa += 1
+            if fa < middle:
+                sa = uint64(fund_offsets[fa + 1])
+        if hb == sb:
+            _finish_fund_nb(fb, tb, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+            tb = 0.0
+            fb += 1
+            if fb < n_funds:
+                sb = uint64(fund_offsets[fb + 1])
+    # One lane is done: the other finishes alone.
+    _finish_lane_nb(fa, middle, ha, ta, fund_offsets, holding, shares, prices, fx_value, bits, mask,
+                    fund_cash, fund_creation_unit, out_value, out_error)
+    _finish_lane_nb(fb, n_funds, hb, tb, fund_offsets, holding, shares, prices, fx_value, bits, mask,
+                    fund_cash, fund_creation_unit, out_value, out_error)
+    return not_positive
 
 
 @njit(cache=True)
@@ -211,13 +317,34 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
 
 
 @njit(cache=True)
-def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-                 fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
-                 min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio, out_count):
-    """One pass over the holdings of the funds in ``fund_list`` (after ``slot_terms_nb``): the
-    value at last (or mid) prices, at bids and at asks, each with a float error bound (rows
-    ``SIDE_*`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
-    ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k describes fund ``fund_list[k]``."""
+def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets, fund_fx_codes,
+                 fund_cash, fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid,
+                 slot_bits, min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio,
+                 out_count):
+    """One pass over the packed holdings (``iopv.pcf.PackedHoldings``) of the funds in
+    ``fund_list`` (after ``slot_terms_nb``): the value at last (or mid) prices, at bids and at
+    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
+    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k
+    describes fund ``fund_list[k]``.
+
+    Every term shares x price x fx is >= 0 (shares >= 0 by the loader, prices > 0 by the book),
+    so a side's gross magnitude -- the sum of abs(term) in holding order -- is bit for bit the
+    side's own sum, and is not summed apart."""
+    n_fx = fx_slots.size
+    # Per FX code: last, bid, ask, mid (flat, 4 per code) and the slot bits; a few entries.
+    fx_rows = np.empty(4 * n_fx)
+    fx_bits = np.empty(n_fx, dtype=np.uint8)
+    for c in range(n_fx):
+        x = fx_slots[c]
+        fx_rows[4 * c] = slot_rows[x, ROW_LAST]
+        fx_rows[4 * c + 1] = slot_rows[x, ROW_BID]
+        fx_rows[4 * c + 2] = slot_rows[x, ROW_ASK]
+        fx_rows[4 * c + 3] = slot_mid[x]
+        fx_bits[c] = slot_bits[x]
+    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_ROW + column, no stride load
+    bits_shift = uint64(shift)
+    mask = (uint64(1) << bits_shift) - uint64(1)
+    width = uint64(N_ROW)
     for k in range(fund_list.size):
         f = fund_list[k]
         mid = fund_basis[f] == 1
@@ -225,9 +352,6 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         total = 0.0
         total_bid = 0.0
         total_ask = 0.0
-        gross = 0.0
-        gross_bid = 0.0
-        gross_ask = 0.0
         covered = 0.0
         halted_gross = 0.0
         stale = 0
@@ -235,32 +359,31 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         seen = 0
         start = fund_offsets[f]
         stop = fund_offsets[f + 1]
-        for h in range(start, stop):
-            s = holding_security[h]
-            x = holding_fx[h]
-            shares = holding_shares[h]
+        for h in range(uint64(start), uint64(stop)):
+            packed = holding[h]
+            s = packed >> bits_shift
+            row = s * width
+            fx = (packed & mask) * uint64(4)
+            count = shares[h]
             if mid:
-                term = shares * slot_mid[s] * slot_mid[x]
+                term = count * slot_mid[s] * fx_rows[fx + uint64(3)]
             else:
-                term = shares * slot_rows[s, ROW_LAST] * slot_rows[x, ROW_LAST]
-            term_bid = shares * slot_rows[s, ROW_BID] * slot_rows[x, ROW_BID]
-            term_ask = shares * slot_rows[s, ROW_ASK] * slot_rows[x, ROW_ASK]
+                term = count * rows[row + uint64(ROW_LAST)] * fx_rows[fx]
             total += term
-            total_bid += term_bid
-            total_ask += term_ask
-            gross += abs(term)
-            gross_bid += abs(term_bid)
-            gross_ask += abs(term_ask)
-            # Branch-free bit arithmetic: these bits are data-dependent, mispredicted branches
-            # would cost more than the multiplications.
+            total_bid += count * rows[row + uint64(ROW_BID)] * fx_rows[fx + uint64(1)]
+            total_ask += count * rows[row + uint64(ROW_ASK)] * fx_rows[fx + uint64(2)]
+            # Branch-free: these bits are data-dependent, mispredicted branches would cost more
+            # than the arithmetic (the selects compile to blends).
             bits = slot_bits[s]
-            seen |= bits | slot_bits[x]
-            magnitude = abs(term)
-            covered += magnitude * (bits & SLOT_TICKED)
+            seen |= bits
+            covered += term if bits & SLOT_TICKED else 0.0
             stale += (bits & SLOT_STALE) >> 1
             is_halted = (bits & SLOT_HALT) >> 2
             halted += is_halted
-            halted_gross += magnitude * is_halted
+            halted_gross += term if is_halted else 0.0
+        for j in range(fund_fx_offsets[f], fund_fx_offsets[f + 1]):
+            seen |= fx_bits[fund_fx_codes[j]]  # each FX slot of the fund once
+        gross = total
         unit = fund_creation_unit[f]
         n = stop - start
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
@@ -270,10 +393,10 @@ def value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fun
         out_error[SIDE_VALUE, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         value = (total_bid + cash) / unit
         out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         value = (total_ask + cash) / unit
         out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RATIO_COVERAGE, k] = coverage
@@ -331,11 +454,11 @@ def session_at_nb(boundary_ns, session_close, cursor):
 @njit(cache=True)
 def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code, start,
               next_boundary, interval_ns, prices, bid, ask, last_ts, flags, pending_price,
-              pending_count, spike_frac, spike_confirm, fund_offsets, holding_security,
-              holding_shares, holding_fx, fund_cash, fund_creation_unit, fund_basis, fund_market,
-              session_open, session_close, stale_after_ns, min_coverage,
-              halted_weight, decimals, slot_rows, slot_mid, slot_bits, fund_list, out_boundary, out_value, out_error,
-              out_rounded, out_near_tie, out_ratio, out_count, out_market):
+              pending_count, spike_frac, spike_confirm, fund_offsets, holding, shares, shift,
+              fx_slots, fund_fx_offsets, fund_fx_codes, fund_cash, fund_creation_unit, fund_basis,
+              fund_market, session_open, session_close, stale_after_ns, min_coverage,
+              halted_weight, decimals, slot_rows, slot_mid, slot_bits, fund_list, out_boundary,
+              out_value, out_error, out_rounded, out_near_tie, out_ratio, out_count, out_market):
     """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
     full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
     it is valued and rounded into the ``out_*`` rows -- only boundaries inside a session when
@@ -375,10 +498,10 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
             out_boundary[rows] = next_boundary
             slot_terms_nb(prices, bid, ask, last_ts, flags, next_boundary, opened, stale_after_ns,
                           slot_rows, slot_mid, slot_bits)
-            value_all_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
-                         fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid, slot_bits,
-                         min_coverage, halted_weight, fund_list, out_value[rows], out_error[rows],
-                         out_ratio[rows], out_count[rows])
+            value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets,
+                         fund_fx_codes, fund_cash, fund_creation_unit, fund_basis, fund_market,
+                         slot_rows, slot_mid, slot_bits, min_coverage, halted_weight, fund_list,
+                         out_value[rows], out_error[rows], out_ratio[rows], out_count[rows])
             near = round_sides_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
                                   out_near_tie[rows])
             market_prices_nb(fund_market, prices, last_ts, out_market[rows])

@@ -64,16 +64,17 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
     out_count = np.empty((rows, N_COUNTS, n_funds), dtype=np.int64)
     out_market = np.empty((rows, n_funds), dtype=np.float64)
     u = universe
+    p = u.packed
     position = 0
     while position < len(tape):
         position, written, next_boundary = replay_nb(
             tape.security, tape.price, tape.bid, tape.ask, tape.status, tape.ts, tape.code,
             position, next_boundary, interval_ns, *book.arrays(), spike_pct / 100.0,
-            spike_confirm_ticks, u.fund_offsets, u.holding_security, u.holding_shares,
-            u.holding_fx, u.fund_cash, u.fund_creation_unit, u.fund_basis, u.fund_market,
-            opens, closes, stale_after_ns, min_coverage, halted_weight, decimals,
-            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds, out_boundary, out_value, out_error, out_rounded, out_near, out_ratio, out_count,
-            out_market)
+            spike_confirm_ticks, u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots,
+            p.fund_fx_offsets, p.fund_fx_codes, u.fund_cash, u.fund_creation_unit, u.fund_basis,
+            u.fund_market, opens, closes, stale_after_ns, min_coverage, halted_weight, decimals,
+            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds, out_boundary,
+            out_value, out_error, out_rounded, out_near, out_ratio, out_count, out_market)
         if written and out_near[written - 1].any():
             # The kernel stops right after a row with a near tie, so the book is still as it
             # was at that boundary.

@@ -18,7 +18,8 @@ from iopv.codes import (
     OUT_OF_ORDER,
     UNKNOWN_SYMBOL,
 )
-from iopv.kernels import apply_book_nb, value_funds_nb
+from iopv.kernels import apply_book_nb, value_funds_nb, value_packed_nb
+from iopv.pcf import pack_holdings
 
 EXACT = Context(prec=120)
 
@@ -94,6 +95,17 @@ def run_value(arrays):
     return value, error
 
 
+def run_packed(arrays):
+    a = arrays
+    packed = pack_holdings(a["fund_offsets"], a["holding_security"], a["holding_shares"],
+                           a["holding_fx"], one_index=a["prices"].size - 1)
+    n = a["fund_offsets"].size - 1
+    value, error = np.full(n, np.nan), np.full(n, np.nan)
+    value_packed_nb(a["fund_offsets"], packed.holding, packed.shares, packed.shift, packed.fx_slots,
+                    a["fund_cash"], a["fund_creation_unit"], a["prices"], value, error)
+    return value, error
+
+
 def gross(arrays, f: int) -> float:
     a = arrays
     h = slice(a["fund_offsets"][f], a["fund_offsets"][f + 1])
@@ -117,17 +129,37 @@ def test_value_funds_nb_matches_decimal_and_error_bound_holds(seed):
             assert deviation / abs(x) < Decimal("1e-13") or deviation < Decimal("1e-9")
 
 
-def test_value_funds_nb_all_cash_and_empty_universe():
+@pytest.mark.parametrize("seed", range(12))
+def test_value_packed_nb_matches_decimal_and_the_plain_kernel_bit_for_bit(seed):
+    rng = np.random.default_rng(100 + seed)
+    arrays, texts = random_csr(rng, int(rng.integers(1, 40)), 120, 3 + seed % 4, cancel=seed % 3 == 2)
+    if seed % 2:  # whole shares: the packed layout keeps them as float32
+        arrays["holding_shares"] = np.floor(arrays["holding_shares"])
+        texts["shares"] = [str(int(x)) for x in arrays["holding_shares"]]
+    a = arrays
+    packed = pack_holdings(a["fund_offsets"], a["holding_security"], a["holding_shares"],
+                           a["holding_fx"], one_index=a["prices"].size - 1)
+    assert packed.shares.dtype == (np.float32 if seed % 2 else np.float64)
+    value, error = run_packed(arrays)
+    plain, _ = run_value(arrays)
+    assert np.array_equal(value, plain)
+    for f, (v, e, x) in enumerate(zip(value.tolist(), error.tolist(), exact_values(arrays, texts))):
+        assert abs(Decimal(v) - x) <= Decimal(e), (f, v, x, e)
+        assert e <= 1e-12 * (gross(arrays, f) + abs(v))
+
+
+@pytest.mark.parametrize("run", [run_value, run_packed])
+def test_value_funds_all_cash_and_empty_universe(run):
     arrays = dict(fund_offsets=np.array([0, 0], dtype=np.int64),
                   holding_security=np.empty(0, dtype=np.int64), holding_shares=np.empty(0),
                   holding_fx=np.empty(0, dtype=np.int64), fund_cash=np.array([-1234.5]),
                   fund_creation_unit=np.array([50000.0]), prices=np.array([1.0]))
-    value, error = run_value(arrays)
+    value, error = run(arrays)
     assert value.tolist() == [-1234.5 / 50000]
     assert 0 < error[0] < 1e-15
     empty = dict(arrays, fund_offsets=np.array([0], dtype=np.int64), fund_cash=np.empty(0),
                  fund_creation_unit=np.empty(0))
-    assert run_value(empty)[0].size == 0
+    assert run(empty)[0].size == 0
 
 
 def make_book(n: int):
