@@ -26,7 +26,7 @@ def _valuation(ax, results: dict) -> None:
     names = [r["scale"] for r in rows]
     x = range(len(rows))
     width = 0.2
-    series = [("value_funds_nb", "engine_ms_p50", OK), ("scipy CSR", "scipy_ms_p50", ALT),
+    series = [("value_packed_nb", "engine_ms_p50", OK), ("scipy CSR", "scipy_ms_p50", ALT),
               ("scipy split", "scipy_split_ms_p50", GREY), ("live Valuer.frame", "valuer_ms_p50", BAD)]
     for k, (label, key, color) in enumerate(series):
         ax.bar([i + (k - 1.5) * width for i in x], [r[key] for r in rows], width, label=label, color=color)

@@ -140,7 +140,7 @@ def render(results: dict) -> str:
                  f"{fmt(r['valuer_ms_p50'])} / {fmt(r['valuer_ms_p99'])}", r["valuer_without_exact_ties_ms_p50"],
                  r["near_ties_per_call"]]
                 for r in results["valuation"]]
-        lines += _table(["scale", "holdings", "value_funds_nb", "scipy CSR", "vs scipy", "scipy split",
+        lines += _table(["scale", "holdings", "value_packed_nb", "scipy CSR", "vs scipy", "scipy split",
                          "vs split", "live Valuer.frame", "frame w/o ties", "ties/call"], rows)
     if not errored("ingest"):
         i = results["ingest"]
