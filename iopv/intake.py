@@ -4,13 +4,24 @@ The MQTT feed calls ``decode`` for every message and ``flush`` once per event-lo
 the clock calls ``flush`` before every valuation), so the Python/numba boundary is crossed once
 per batch, not once per tick or per security. Every tick's outcome is counted by reason.
 
-The per-tick Python is the cost that matters here (the kernel is a fraction of it), so staging
-is lean: every tick appends its slot, price and ts to three lists; the rare tick that is not a
-plain accepted price (a rejection, a quote, a status) also records ``(position, code, bid, ask,
-status)`` in a side list, scattered over default-filled arrays at flush. A common well-formed
-tick -- a dict of exactly ``symbol`` (non-empty str), ``price`` (float) and ``ts`` (int in range)
--- skips ``decode_tick_full`` entirely; every other value goes through it, so outcomes are
-identical (tests/test_intake_fast_path.py checks both paths against a plain reference).
+Ticks are staged in preallocated columns (``iopv.tickscan`` rows: slot, ts, code, status;
+price, bid, ask) that ``flush`` hands to ``apply_book_nb`` as they are. Two ways fill them:
+
+- A JSON array payload (a batch) goes to the compiled scanner (``iopv.tickscan``), which reads
+  the bytes and writes every tick's columns in one call, looking symbols up in a compiled table
+  of the book's index (rebuilt when a basket reload re-lays the book). A payload it does not
+  fully read (anything beyond plain tick objects and plain JSON numbers; see its docstring)
+  takes the Python route below, whole, so the outcomes are always Python's.
+- Everything else -- single objects, which orjson and a few dict lookups decode faster than a
+  kernel call costs, and the scanner's fallbacks -- is decoded in Python. A common well-formed
+  tick (a dict of exactly ``symbol`` (non-empty str), ``price`` (float) and ``ts`` (int in
+  range)) appends its slot, price and ts to three lists, skipping ``decode_tick_full``; any
+  other value goes through it, and a tick that is not a plain accepted price (a rejection, a
+  quote, a status) also records ``(position, code, bid, ask, status)`` in a side list. The
+  lists are copied into the columns before the scanner writes after them, and at flush.
+
+tests/test_intake_fast_path.py and tests/test_tickscan.py check every path against a plain
+reference (every tick through ``decode_tick_full``), flush points included.
 """
 
 from __future__ import annotations
@@ -24,6 +35,30 @@ from iopv.book import PriceBook
 from iopv.codec import MAX_TS, decode_payload, decode_tick_full, topic_symbol
 from iopv.codes import ACCEPTED, MALFORMED_JSON, N_CODES, OVERSIZE_PAYLOAD, REJECTIONS
 from iopv.kernels import apply_book_nb
+from iopv.tickscan import (
+    N_FLOAT_ROWS,
+    N_INT_ROWS,
+    N_PARAMS,
+    N_RESULT,
+    P_DEFAULT_SLOT,
+    P_HAS_DEFAULT,
+    P_HAS_RECV_TS,
+    P_RECV_TS,
+    R_RESUME,
+    R_STATUS,
+    ROW_ASK,
+    ROW_BID,
+    ROW_CODE,
+    ROW_PRICE,
+    ROW_SLOT,
+    ROW_STATUS,
+    ROW_TS,
+    SCAN_DONE,
+    SCAN_FALLBACK,
+    SymbolTable,
+    scan_payload_nb,
+    symbol_table,
+)
 
 _NAN = float("nan")
 _UNSET = object()
@@ -45,23 +80,39 @@ class TickIntake:
         self.counts = np.zeros(N_CODES, dtype=np.int64)
         self.messages = 0
         self.last_accept_ns = 0  # receive time of the last flush that accepted a tick
-        #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode).
+        #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
+        #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
+        # Staged columns; one more than the capacity: the scanner's scratch column.
+        self._ints = np.zeros((N_INT_ROWS, capacity + 1), dtype=np.int64)
+        self._floats = np.zeros((N_FLOAT_ROWS, capacity + 1), dtype=np.float64)
+        self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
+                         self._floats[ROW_ASK], self._ints[ROW_STATUS], self._ints[ROW_TS],
+                         self._ints[ROW_CODE])  # apply_book_nb's argument order
+        self._filled = 0  # ticks in the columns
+        self._list_room = capacity  # ticks the lists below may take before the batch is full
+        # Ticks decoded in Python since the columns were last filled (staged after them).
         self._security: list[int] = []
         self._price: list[float] = []
         self._ts: list[int] = []
-        #: (position, code, bid, ask, status) of staged ticks that are not plain accepted prices.
+        #: (position in the lists, code, bid, ask, status) of those that are not plain accepted prices.
         self._extra: list[tuple[int, int, float, float, int]] = []
+        self._table: SymbolTable | None = None
+        self._topic: str | None = None  # the last topic scanned, and its symbol's slot (params)
+        self._params = np.zeros(N_PARAMS, dtype=np.int64)
+        self._result = np.zeros(N_RESULT, dtype=np.int64)
 
     @property
     def pending(self) -> int:
-        return len(self._ts)
+        return self._filled + len(self._ts)
 
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
         """Stage the ticks of one message (a JSON object or array). Never raises on bad input."""
         self.messages += 1
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
+            return
+        if payload[:1] == b"[" and type(payload) is bytes and self._scan(payload, topic, recv_ts_ns):
             return
         try:
             document = _loads(payload)
@@ -81,11 +132,11 @@ class TickIntake:
                     self._security.append(self.book.index.get(symbol, -1))
                     self._price.append(price)
                     self._ts.append(ts)
-                    if len(self._ts) >= self.capacity:
+                    if len(self._ts) >= self._list_room:
                         self.flush()
                     return
             items = document if type(document) is list else [document]
-        room = self.capacity - len(self._ts)
+        room = self._list_room - len(self._ts)
         if len(items) <= room:
             self._stage_items(items, topic, recv_ts_ns)
             if len(items) == room:
@@ -94,11 +145,47 @@ class TickIntake:
         # More than the room left: stage it in slices, flushing whenever the batch is full.
         start = 0
         while start < len(items):
-            room = self.capacity - len(self._ts)
+            room = self._list_room - len(self._ts)
             self._stage_items(items[start:start + room], topic, recv_ts_ns)
             start += room
-            if len(self._ts) >= self.capacity:
+            if len(self._ts) >= self._list_room:
                 self.flush()
+
+    def _scan(self, payload: bytes, topic: str | None, recv_ts_ns: int | None) -> bool:
+        """Stage a payload with the compiled scanner; False (nothing staged) when it must be
+        decoded in Python. Flushes whenever the batch is full, as the Python route does."""
+        table = self._table
+        if table is None or table.index is not self.book.index:  # new, or a basket reload
+            table = self._table = symbol_table(self.book.index)
+            self._topic = None
+        params = self._params
+        if topic != self._topic:
+            self._topic = topic
+            symbol = topic_symbol(topic, self.topic_prefix) if topic else None
+            params[P_HAS_DEFAULT] = symbol is not None
+            params[P_DEFAULT_SLOT] = -1 if symbol is None else self.book.index.get(symbol, -1)
+        params[P_RECV_TS] = time.time_ns() if recv_ts_ns is None else recv_ts_ns
+        params[P_HAS_RECV_TS] = 1
+        if self._ts:
+            self._spill()
+        result = self._result
+        start = 0
+        while True:
+            written = scan_payload_nb(payload, start, start > 0, table.table, params, self._ints,
+                                      self._floats, self._filled, self.capacity - self._filled,
+                                      result)
+            status = result[R_STATUS]
+            if status == SCAN_FALLBACK:
+                if start:  # the first call read the whole payload: the rest cannot fail
+                    raise AssertionError("tick scanner: a payload it accepted failed on resume")
+                return False
+            self._filled += written
+            self._list_room -= written
+            if self._filled >= self.capacity:
+                self.flush()
+            if status == SCAN_DONE:
+                return True
+            start = int(result[R_RESUME])
 
     def _stage_items(self, items: list, topic: str | None, recv_ts_ns: int | None) -> None:
         """Stage decoded JSON values; the caller guarantees they fit in the batch."""
@@ -138,21 +225,21 @@ class TickIntake:
         self._security.append(-1)
         self._price.append(0.0)
         self._ts.append(0)
-        if len(self._ts) >= self.capacity:
+        if len(self._ts) >= self._list_room:
             self.flush()
 
-    def flush(self) -> int:
-        """Apply every staged tick to the book in one kernel call; returns the number accepted."""
-        count = len(self._ts)
-        if not count:
-            return 0
-        security = np.array(self._security, dtype=np.int64)
-        price = np.array(self._price, dtype=np.float64)
-        ts = np.array(self._ts, dtype=np.int64)
-        code = np.zeros(count, dtype=np.int64)
-        bid = np.full(count, _NAN)
-        ask = np.full(count, _NAN)
-        status = np.zeros(count, dtype=np.int64)
+    def _spill(self) -> None:
+        """Copy the ticks decoded in Python into the columns, after those already there."""
+        low = self._filled
+        high = low + len(self._ts)
+        security, price, bid, ask, status, ts, code = (column[low:high] for column in self._columns)
+        security[:] = self._security
+        price[:] = self._price
+        ts[:] = self._ts
+        code[:] = 0
+        bid[:] = _NAN
+        ask[:] = _NAN
+        status[:] = 0
         if self._extra:
             position, extra_code, extra_bid, extra_ask, extra_status = zip(*self._extra)
             position = np.array(position, dtype=np.int64)
@@ -160,17 +247,30 @@ class TickIntake:
             bid[position] = extra_bid
             ask[position] = extra_ask
             status[position] = extra_status
-        accepted = apply_book_nb(security, price, bid, ask, status, ts, code, count,
-                                 *self.book.arrays(), self.spike_frac, self.spike_confirm)
-        self.counts += np.bincount(code, minlength=N_CODES)
+            self._extra.clear()
         self._security.clear()
         self._price.clear()
         self._ts.clear()
-        self._extra.clear()
+        self._filled = high
+        self._list_room = self.capacity - high
+
+    def flush(self) -> int:
+        """Apply every staged tick to the book in one kernel call; returns the number accepted."""
+        if self._ts:
+            self._spill()
+        count = self._filled
+        if not count:
+            return 0
+        accepted = apply_book_nb(*self._columns, count, *self.book.arrays(), self.spike_frac,
+                                 self.spike_confirm)
+        security, code = self._columns[0], self._columns[6]
+        self.counts += np.bincount(code[:count], minlength=N_CODES)
+        self._filled = 0
+        self._list_room = self.capacity
         if accepted:
             self.last_accept_ns = time.time_ns()
         for hook in self.on_applied:
-            hook(security, code, count)
+            hook(security[:count], code[:count], count)
         return int(accepted)
 
     @property
