@@ -38,14 +38,7 @@ from iopv.kernels import apply_book_nb
 from iopv.tickscan import (
     N_FLOAT_ROWS,
     N_INT_ROWS,
-    N_PARAMS,
-    N_RESULT,
-    P_DEFAULT_SLOT,
-    P_HAS_DEFAULT,
-    P_HAS_RECV_TS,
-    P_RECV_TS,
-    R_RESUME,
-    R_STATUS,
+    NO_TOPIC_SYMBOL,
     ROW_ASK,
     ROW_BID,
     ROW_CODE,
@@ -53,9 +46,10 @@ from iopv.tickscan import (
     ROW_SLOT,
     ROW_STATUS,
     ROW_TS,
-    SCAN_DONE,
     SCAN_FALLBACK,
-    SymbolTable,
+    SCAN_NEED_TOPIC,
+    TOPIC_UNRESOLVED,
+    resume_offset,
     scan_payload_nb,
     symbol_table,
 )
@@ -83,24 +77,20 @@ class TickIntake:
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
-        # Staged columns; one more than the capacity: the scanner's scratch column.
-        self._ints = np.zeros((N_INT_ROWS, capacity + 1), dtype=np.int64)
-        self._floats = np.zeros((N_FLOAT_ROWS, capacity + 1), dtype=np.float64)
+        self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
+        self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
         self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
                          self._floats[ROW_ASK], self._ints[ROW_STATUS], self._ints[ROW_TS],
                          self._ints[ROW_CODE])  # apply_book_nb's argument order
         self._filled = 0  # ticks in the columns
-        self._list_room = capacity  # ticks the lists below may take before the batch is full
         # Ticks decoded in Python since the columns were last filled (staged after them).
         self._security: list[int] = []
         self._price: list[float] = []
         self._ts: list[int] = []
         #: (position in the lists, code, bid, ask, status) of those that are not plain accepted prices.
         self._extra: list[tuple[int, int, float, float, int]] = []
-        self._table: SymbolTable | None = None
-        self._topic: str | None = None  # the last topic scanned, and its symbol's slot (params)
-        self._params = np.zeros(N_PARAMS, dtype=np.int64)
-        self._result = np.zeros(N_RESULT, dtype=np.int64)
+        self._index: dict | None = None  # the book index the scanner's table was built from
+        self._table = np.empty((0, 0), dtype=np.int64)
 
     @property
     def pending(self) -> int:
@@ -112,8 +102,55 @@ class TickIntake:
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
             return
-        if payload[:1] == b"[" and type(payload) is bytes and self._scan(payload, topic, recv_ts_ns):
-            return
+        if type(payload) is bytes:  # the compiled scanner; most messages end here
+            if self.book.index is not self._index:  # the first message, or a basket reload
+                self._index = self.book.index
+                self._table = symbol_table(self._index).table
+            if self._ts:
+                self._spill()
+            if recv_ts_ns is None:
+                recv_ts_ns = time.time_ns()
+            filled = self._filled
+            scanned = scan_payload_nb(payload, 0, self._table, self._ints, self._floats, filled,
+                                      self.capacity - filled, TOPIC_UNRESOLVED, recv_ts_ns)
+            if scanned >= 0:
+                self._filled = filled = filled + scanned
+                if filled >= self.capacity:
+                    self.flush()
+                return
+            if scanned != SCAN_FALLBACK and self._scan_on(payload, topic, recv_ts_ns, scanned):
+                return
+        self._decode_python(payload, topic, recv_ts_ns)
+
+    def _scan_on(self, payload: bytes, topic: str | None, recv_ts_ns: int, scanned: int) -> bool:
+        """Finish a scan that stopped short: work out the topic's symbol (SCAN_NEED_TOPIC) and
+        scan again, or flush the full batch and resume; False if the payload falls back."""
+        topic_slot = TOPIC_UNRESOLVED
+        start = 0
+        while True:
+            if scanned == SCAN_NEED_TOPIC:
+                symbol = topic_symbol(topic, self.topic_prefix) if topic else None
+                topic_slot = NO_TOPIC_SYMBOL if symbol is None else self._index.get(symbol, -1)
+            elif scanned == SCAN_FALLBACK:
+                if start:  # the first call read the whole payload: the rest cannot fail
+                    raise AssertionError("tick scanner: a payload it accepted failed on resume")
+                return False
+            else:  # the batch is full and more ticks follow, as the Python route would
+                self._filled = self.capacity
+                self.flush()
+                start = resume_offset(scanned)
+            filled = self._filled
+            scanned = scan_payload_nb(payload, start, self._table, self._ints, self._floats, filled,
+                                      self.capacity - filled, topic_slot, recv_ts_ns)
+            if scanned >= 0:
+                self._filled = filled + scanned
+                if self._filled >= self.capacity:
+                    self.flush()
+                return True
+
+    def _decode_python(self, payload, topic: str | None, recv_ts_ns: int | None) -> None:
+        """Stage a message the scanner does not read: orjson, then the fast path or
+        ``decode_tick_full``."""
         try:
             document = _loads(payload)
         except _JSONDecodeError:
@@ -123,7 +160,7 @@ class TickIntake:
                 return
         else:
             if type(document) is dict and len(document) == 3:
-                # A single plain tick (most MQTT messages): _stage_items' fast path, inlined.
+                # A single plain tick: _stage_items' fast path, inlined.
                 price = document.get("price")
                 ts = document.get("ts")
                 symbol = document.get("symbol")
@@ -132,11 +169,11 @@ class TickIntake:
                     self._security.append(self.book.index.get(symbol, -1))
                     self._price.append(price)
                     self._ts.append(ts)
-                    if len(self._ts) >= self._list_room:
+                    if self.pending >= self.capacity:
                         self.flush()
                     return
             items = document if type(document) is list else [document]
-        room = self._list_room - len(self._ts)
+        room = self.capacity - self.pending
         if len(items) <= room:
             self._stage_items(items, topic, recv_ts_ns)
             if len(items) == room:
@@ -145,47 +182,11 @@ class TickIntake:
         # More than the room left: stage it in slices, flushing whenever the batch is full.
         start = 0
         while start < len(items):
-            room = self._list_room - len(self._ts)
+            room = self.capacity - self.pending
             self._stage_items(items[start:start + room], topic, recv_ts_ns)
             start += room
-            if len(self._ts) >= self._list_room:
+            if self.pending >= self.capacity:
                 self.flush()
-
-    def _scan(self, payload: bytes, topic: str | None, recv_ts_ns: int | None) -> bool:
-        """Stage a payload with the compiled scanner; False (nothing staged) when it must be
-        decoded in Python. Flushes whenever the batch is full, as the Python route does."""
-        table = self._table
-        if table is None or table.index is not self.book.index:  # new, or a basket reload
-            table = self._table = symbol_table(self.book.index)
-            self._topic = None
-        params = self._params
-        if topic != self._topic:
-            self._topic = topic
-            symbol = topic_symbol(topic, self.topic_prefix) if topic else None
-            params[P_HAS_DEFAULT] = symbol is not None
-            params[P_DEFAULT_SLOT] = -1 if symbol is None else self.book.index.get(symbol, -1)
-        params[P_RECV_TS] = time.time_ns() if recv_ts_ns is None else recv_ts_ns
-        params[P_HAS_RECV_TS] = 1
-        if self._ts:
-            self._spill()
-        result = self._result
-        start = 0
-        while True:
-            written = scan_payload_nb(payload, start, start > 0, table.table, params, self._ints,
-                                      self._floats, self._filled, self.capacity - self._filled,
-                                      result)
-            status = result[R_STATUS]
-            if status == SCAN_FALLBACK:
-                if start:  # the first call read the whole payload: the rest cannot fail
-                    raise AssertionError("tick scanner: a payload it accepted failed on resume")
-                return False
-            self._filled += written
-            self._list_room -= written
-            if self._filled >= self.capacity:
-                self.flush()
-            if status == SCAN_DONE:
-                return True
-            start = int(result[R_RESUME])
 
     def _stage_items(self, items: list, topic: str | None, recv_ts_ns: int | None) -> None:
         """Stage decoded JSON values; the caller guarantees they fit in the batch."""
@@ -225,7 +226,7 @@ class TickIntake:
         self._security.append(-1)
         self._price.append(0.0)
         self._ts.append(0)
-        if len(self._ts) >= self._list_room:
+        if self.pending >= self.capacity:
             self.flush()
 
     def _spill(self) -> None:
@@ -252,7 +253,6 @@ class TickIntake:
         self._price.clear()
         self._ts.clear()
         self._filled = high
-        self._list_room = self.capacity - high
 
     def flush(self) -> int:
         """Apply every staged tick to the book in one kernel call; returns the number accepted."""
@@ -266,7 +266,6 @@ class TickIntake:
         security, code = self._columns[0], self._columns[6]
         self.counts += np.bincount(code[:count], minlength=N_CODES)
         self._filled = 0
-        self._list_room = self.capacity
         if accepted:
             self.last_accept_ns = time.time_ns()
         for hook in self.on_applied:

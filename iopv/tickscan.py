@@ -74,26 +74,25 @@ ROW_BID = 1
 ROW_ASK = 2
 N_FLOAT_ROWS = 3
 
-# --- per-message parameters (params array) ------------------------------------------------------
-P_DEFAULT_SLOT = 0  # book slot of the symbol the topic names (when P_HAS_DEFAULT)
-P_HAS_DEFAULT = 1  # 1: a tick without "symbol" takes the topic's symbol
-P_RECV_TS = 2  # ts of a tick without "ts" (when P_HAS_RECV_TS)
-P_HAS_RECV_TS = 3  # 1 live (receive time), 0 replay (missing ts is a rejection)
-N_PARAMS = 4
+# --- scan_payload_nb: its default_slot argument and its return value ----------------------------
+NO_TOPIC_SYMBOL = -2  # default_slot when the topic names no symbol (-1: names an unknown one)
+TOPIC_UNRESOLVED = -3  # default_slot not worked out yet: a tick without symbol asks for it
+SCAN_FALLBACK = -1  # not all in the strict form, nothing written counts: decode it in Python
+SCAN_NEED_TOPIC = -2  # a tick has no symbol: call again with the topic's default_slot
+# A return value r >= 0: done, r ticks written. r <= -3: the limit was reached and the rest of
+# the array is valid; resume from byte offset -3 - r once there is room (``resume_offset``).
 
-# --- result array ----------------------------------------------------------------------------
+# --- scan_tape_nb: its result array -------------------------------------------------------------
 R_STATUS = 0  # SCAN_*
-R_RESUME = 1  # byte offset to call again from (SCAN_MORE*)
-R_LINE = 2  # tapes: lines consumed before R_RESUME
-R_TICKS = 3  # tapes: ticks written in total
-R_FALLBACKS = 4  # tapes: fallback lines recorded in total
+R_RESUME = 1  # byte offset to call again from (SCAN_MORE_*)
+R_LINE = 2  # lines consumed before R_RESUME
+R_TICKS = 3  # ticks written in total
+R_FALLBACKS = 4  # fallback lines recorded in total
 N_RESULT = 5
 
-SCAN_DONE = 0  # every tick written
-SCAN_MORE = 1  # payload: the limit was reached; the rest is valid, resume at R_RESUME
-SCAN_FALLBACK = 2  # payload: not the strict form, nothing usable written: decode it in Python
-SCAN_MORE_TICKS = 3  # tape: out of tick columns; grow them and resume at R_RESUME
-SCAN_MORE_FALLBACKS = 4  # tape: out of fallback rows; grow them and resume
+SCAN_DONE = 0  # every line read
+SCAN_MORE_TICKS = 1  # out of tick columns: grow them and resume at R_RESUME
+SCAN_MORE_FALLBACKS = 2  # out of fallback rows: grow them and resume
 
 # Columns of a tape's fallback rows: the line's byte range, its number, the tick position where
 # its ticks (decoded in Python) go.
@@ -245,7 +244,7 @@ def _number_nb(buf, i, end):
             if c < 48 or c > 57:
                 break
             d = c - 48
-            if digits < 18 or (digits == 18 and w <= (_MAX_TS - d) // 10):
+            if not big and (digits < 18 or (digits == 18 and w <= (_MAX_TS - d) // 10)):
                 w = w * 10 + d
                 digits += 1
             else:
@@ -410,9 +409,11 @@ class SymbolTable:
 
     def __init__(self, index: dict[str, int]):
         self.index = index  # the dict it was built from (identity tells a stale table)
-        self.names = len(index)
+        self.entries = len(index)
         names = list(index)
         slots = np.fromiter(index.values(), dtype=np.int64, count=len(names))
+        if slots.size and not (0 <= slots.min() and slots.max() < 2**55):
+            raise ValueError("a book index maps symbols to slots 0 .. 2**55 - 1")
         joined = "".join(names)
         if joined.isascii() and "\0" not in joined:  # every book: one vectorized pass
             encoded = np.array(names, dtype=bytes)  # fixed width, NUL-padded
@@ -448,7 +449,7 @@ def symbol_table(index: dict[str, int]) -> SymbolTable:
     """The ``SymbolTable`` of ``index``, built once per index object: a ``PriceBook`` gets a new
     index dict when a basket reload re-lays it and never edits one in place."""
     for table in _TABLES:
-        if table.index is index and table.names == len(index):
+        if table.index is index and table.entries == len(index):
             return table
     table = SymbolTable(index)
     _TABLES.insert(0, table)
@@ -461,10 +462,9 @@ def symbol_table(index: dict[str, int]) -> SymbolTable:
 @_inline
 def _object_nb(buf, i, end, newlines, has_default, has_recv_ts, recv_ts):
     """The tick object whose '{' is just before i: (index after its '}' or -1 to fall back,
-    code, price, bid, ask, status, ts, symbol start, symbol length, symbol hash) --
-    ``decode_tick_full``'s verdict and values, its checks in its order. Symbol start -1: the
-    tick takes the topic's symbol. Arrays stay out of the per-tick helpers (see
-    ``_stage_nb``)."""
+    code, price, bid, ask, status, ts, symbol start, symbol length) -- ``decode_tick_full``'s
+    verdict and values, its checks in its order. Symbol start -1: the object has no ``symbol``
+    (the tick takes the topic's, when there is one)."""
     sym_kind = _ABSENT
     sym_start = 0
     sym_length = 0
@@ -614,7 +614,7 @@ def _object_nb(buf, i, end, newlines, has_default, has_recv_ts, recv_ts):
         if bad or bid > ask:
             code = BAD_QUOTE
     if code != ACCEPTED:
-        return i, code, _NAN, _NAN, _NAN, 0, 0, 0, 0
+        return i, code, _NAN, _NAN, _NAN, 0, 0, sym_start, 0
     if sym_length > MAX_SYMBOL_BYTES:
         return -1, 0, _NAN, _NAN, _NAN, 0, 0, 0, 0  # longer than any book name: Python's lookup
     return i, code, price, bid, ask, status, ts, sym_start, sym_length
@@ -649,58 +649,61 @@ def _stage_nb(buf, code, price, bid, ask, status, ts, sym_start, sym_length, def
 
 # --- payloads and tapes ------------------------------------------------------------------------
 
-@_kernel
-def scan_payload_nb(buf, start, resume, table, params, ints, floats, at, limit, result):
-    """Stage the ticks of one payload (an object or an array of them) into columns
-    ``at .. at + limit - 1`` (limit >= 1); returns the number written, sets ``result[R_STATUS]``.
+def resume_offset(scanned: int) -> int:
+    """The byte offset a ``scan_payload_nb`` return value <= -3 says to resume from."""
+    return -3 - scanned
 
-    SCAN_FALLBACK: the payload is not all in the strict form (nothing written counts).
-    SCAN_MORE: ``limit`` ticks were written and the rest of the array is valid: call again
-    with ``start = result[R_RESUME]`` and ``resume`` true once the caller has made room.
-    Ticks past the limit go to the last column of ``ints``/``floats`` (a scratch column the
-    caller never stages), so the whole payload is read before the caller commits anything."""
+
+@_kernel
+def scan_payload_nb(buf, start, table, ints, floats, at, limit, default_slot, recv_ts):
+    """Stage the ticks of one live payload (an object or an array of them) into columns
+    ``at .. at + limit - 1`` (limit >= 1). ``default_slot``: the slot of the topic's symbol
+    (``NO_TOPIC_SYMBOL`` when it names none, ``TOPIC_UNRESOLVED`` to be asked only if a tick
+    lacks a symbol); ``recv_ts`` stands in for a missing ``ts``.
+
+    Returns the number of ticks written, or SCAN_FALLBACK / SCAN_NEED_TOPIC (nothing written
+    counts), or, when ``limit`` ticks were written and the rest of the array is valid, a value
+    r <= -3: call again with ``start = resume_offset(r)`` once the caller has made room. Ticks past the limit
+    are read but not written, so the whole payload is checked before the caller commits any."""
     end = len(buf)
-    scratch = ints.shape[1] - 1
-    has_default = params[P_HAS_DEFAULT] != 0
-    default_slot = params[P_DEFAULT_SLOT]
-    has_recv_ts = params[P_HAS_RECV_TS] != 0
-    recv_ts = params[P_RECV_TS]
-    result[R_STATUS] = SCAN_FALLBACK
+    has_default = default_slot != NO_TOPIC_SYMBOL
     n = 0
-    more = 0
+    more = False
     resume_at = 0
     i = start
-    if not resume:
+    if start == 0:
         i = _skip_ws_nb(buf, 0, end, True)
         if i >= end:
-            return 0
+            return SCAN_FALLBACK
         c = buf[i]
         if c == 123:
             i, code, price, bid, ask, status, ts, sym_start, sym_length = _object_nb(
-                buf, i + 1, end, True, has_default, has_recv_ts, recv_ts)
+                buf, i + 1, end, True, has_default, True, recv_ts)
             if i < 0 or _skip_ws_nb(buf, i, end, True) != end:
-                return 0
+                return SCAN_FALLBACK
+            if sym_start < 0 and default_slot == TOPIC_UNRESOLVED:
+                return SCAN_NEED_TOPIC
             _stage_nb(buf, code, price, bid, ask, status, ts, sym_start, sym_length,
                       default_slot, table, ints, floats, at)
-            result[R_STATUS] = SCAN_DONE
             return 1
         if c != 91:
-            return 0
+            return SCAN_FALLBACK
         i = _skip_ws_nb(buf, i + 1, end, True)
         if i >= end:
-            return 0
+            return SCAN_FALLBACK
         if buf[i] == 93:
             if _skip_ws_nb(buf, i + 1, end, True) != end:
-                return 0
-            result[R_STATUS] = SCAN_DONE
+                return SCAN_FALLBACK
             return 0
-    element = not resume
+    element = start == 0  # a resumed scan starts right after an element
     while True:
         if element:
             i, code, price, bid, ask, status, ts, sym_start, sym_length = _element_nb(
-                buf, i, end, True, has_default, has_recv_ts, recv_ts)
+                buf, i, end, True, has_default, True, recv_ts)
             if i < 0:
-                return n
+                return SCAN_FALLBACK
+            if sym_start < 0 and default_slot == TOPIC_UNRESOLVED:
+                return SCAN_NEED_TOPIC
             if n < limit:
                 _stage_nb(buf, code, price, bid, ask, status, ts, sym_start, sym_length,
                           default_slot, table, ints, floats, at + n)
@@ -708,28 +711,25 @@ def scan_payload_nb(buf, start, resume, table, params, ints, floats, at, limit, 
                 if n == limit:
                     resume_at = i
             else:
-                more += 1
+                more = True
         element = True
         i = _skip_ws_nb(buf, i, end, True)
         if i >= end:
-            return n
+            return SCAN_FALLBACK
         c = buf[i]
         if c == 44:
             i = _skip_ws_nb(buf, i + 1, end, True)
             if i >= end:
-                return n
+                return SCAN_FALLBACK
             continue
         if c == 93:
             i += 1
             break
-        return n
+        return SCAN_FALLBACK
     if _skip_ws_nb(buf, i, end, True) != end:
-        return n
+        return SCAN_FALLBACK
     if more:
-        result[R_STATUS] = SCAN_MORE
-        result[R_RESUME] = resume_at
-    else:
-        result[R_STATUS] = SCAN_DONE
+        return -3 - resume_at
     return n
 
 
