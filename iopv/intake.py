@@ -5,23 +5,26 @@ the clock calls ``flush`` before every valuation), so the Python/numba boundary 
 per batch, not once per tick or per security. Every tick's outcome is counted by reason.
 
 Ticks are staged in preallocated columns (``iopv.tickscan`` rows: slot, ts, code, status;
-price, bid, ask) that ``flush`` hands to ``apply_book_nb`` as they are. Two ways fill them:
+price, bid, ask) that ``flush`` hands to ``apply_book_nb`` as they are. Two routes fill them:
 
-- A JSON array payload (a batch) goes to the compiled scanner (``iopv.tickscan``), which reads
-  the bytes and writes every tick's columns in one call, looking symbols up in a compiled table
-  of the book's index (rebuilt when a basket reload re-lays the book). A payload it does not
-  fully read (anything beyond plain tick objects and plain JSON numbers; see its docstring)
-  takes the Python route below, whole, so the outcomes are always Python's.
-- Everything else -- single objects, which orjson and a few dict lookups decode faster than a
-  kernel call costs, and the scanner's fallbacks -- is decoded in Python. A common well-formed
-  tick (a dict of exactly ``symbol`` (non-empty str), ``price`` (float) and ``ts`` (int in
-  range)) appends its slot, price and ts to three lists, skipping ``decode_tick_full``; any
-  other value goes through it, and a tick that is not a plain accepted price (a rejection, a
-  quote, a status) also records ``(position, code, bid, ask, status)`` in a side list. The
-  lists are copied into the columns before the scanner writes after them, and at flush.
+- Every ``bytes`` payload -- a single tick object or an array of them -- goes first to the
+  compiled scanner (``iopv.tickscan.scan_payload_nb``), which reads the bytes and writes every
+  tick's columns in one kernel call, symbols looked up in a compiled table of the book's index
+  (rebuilt when a basket reload re-lays the book). The topic's symbol is worked out only when a
+  tick has none. One call costs less than ``orjson.loads`` plus a few dict lookups, so even
+  single-tick messages are faster this way (bench/ingest.py).
+- A payload the scanner does not fully read (anything beyond plain tick objects with plain JSON
+  numbers; see its docstring), or one that is not ``bytes``, is decoded in Python, whole, as
+  before: orjson, then a fast path for a dict of exactly ``symbol`` (non-empty str), ``price``
+  (float) and ``ts`` (int in range) that skips ``decode_tick_full``, which every other value
+  goes through. These ticks are appended to three lists, the rare one that is not a plain
+  accepted price (a rejection, a quote, a status) also records ``(position, code, bid, ask,
+  status)`` in a side list; the lists are copied into the columns before the scanner writes
+  after them, and at flush, so ticks are applied in arrival order.
 
-tests/test_intake_fast_path.py and tests/test_tickscan.py check every path against a plain
-reference (every tick through ``decode_tick_full``), flush points included.
+Either way the outcomes are those of ``decode_tick_full`` on the orjson value, flush points
+included: tests/test_intake_fast_path.py and tests/test_tickscan.py check both routes against
+a plain reference.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ from iopv.tickscan import (
 
 _NAN = float("nan")
 _UNSET = object()
+
+
+class _Never:
+    """No payload has this type (``TickIntake(scan=False)``)."""
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -64,8 +71,12 @@ class TickIntake:
     """Decodes payloads into a bounded staging batch and applies it to a PriceBook."""
 
     def __init__(self, book: PriceBook, *, capacity: int = 65_536, topic_prefix: str = "ticks",
-                 max_payload_bytes: int = 1 << 20, spike_pct: float = 0.0, spike_confirm_ticks: int = 3):
+                 max_payload_bytes: int = 1 << 20, spike_pct: float = 0.0, spike_confirm_ticks: int = 3,
+                 scan: bool = True):
+        """``scan=False`` decodes every payload in Python (the scanner's fallback route), for
+        comparison: the outcomes are the same, only slower."""
         self.book = book
+        self._scannable = bytes if scan else _Never  # payloads of this type go to the scanner
         self.spike_frac = spike_pct / 100.0
         self.spike_confirm = spike_confirm_ticks
         self.capacity = capacity
@@ -102,7 +113,7 @@ class TickIntake:
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
             return
-        if type(payload) is bytes:  # the compiled scanner; most messages end here
+        if type(payload) is self._scannable:  # the compiled scanner; most messages end here
             if self.book.index is not self._index:  # the first message, or a basket reload
                 self._index = self.book.index
                 self._table = symbol_table(self._index).table
