@@ -100,8 +100,16 @@ class TickIntake:
         self._ts: list[int] = []
         #: (position in the lists, code, bid, ask, status) of those that are not plain accepted prices.
         self._extra: list[tuple[int, int, float, float, int]] = []
-        self._index: dict | None = None  # the book index the scanner's table was built from
-        self._table = np.empty((0, 0), dtype=np.int64)
+        self.warm_up()  # sets _index (the book index the symbol table is of) and _table
+
+    def warm_up(self) -> None:
+        """Load (or compile) the scanner and apply kernels and build the symbol table now, at
+        start-up, not on the first message; stages nothing."""
+        self._index = self.book.index
+        self._table = symbol_table(self._index).table
+        scan_payload_nb(b"[]", 0, self._table, self._ints, self._floats, 0, self.capacity,
+                        NO_TOPIC_SYMBOL, 0)
+        apply_book_nb(*self._columns, 0, *self.book.arrays(), self.spike_frac, self.spike_confirm)
 
     @property
     def pending(self) -> int:
