@@ -670,8 +670,10 @@ def scan_payload_nb(buf, start, table, ints, floats, at, limit, default_slot, re
 
     Returns the number of ticks written, or SCAN_FALLBACK / SCAN_NEED_TOPIC (nothing written
     counts), or, when ``limit`` ticks were written and the rest of the array is valid, a value
-    r <= -3: call again with ``start = resume_offset(r)`` once the caller has made room. Ticks past the limit
-    are read but not written, so the whole payload is checked before the caller commits any."""
+    r <= -3: call again with ``start = resume_offset(r)`` once the caller has made room. Ticks
+    past the limit are read but not written, so the whole payload is checked before the caller
+    commits any; a resumed call (``start`` > 0) trusts that check and stops at its limit, so a
+    payload spread over many small batches is read twice, not once per batch."""
     end = len(buf)
     if at < 0 or limit < 1 or at + limit > ints.shape[1] or floats.shape[1] < ints.shape[1]:
         return SCAN_FALLBACK  # not room the caller has: never write out of bounds
@@ -711,6 +713,9 @@ def scan_payload_nb(buf, start, table, ints, floats, at, limit, default_slot, re
                 n += 1
                 if n == limit:
                     resume_at = i
+                    if start > 0:  # resumed: the first call read the rest already, stop here
+                        j = _skip_ws_nb(buf, i, end, True)
+                        return n if buf[j] == 93 else -3 - resume_at
             else:
                 more = True
             if single:

@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iopv.book import PriceBook
