@@ -715,7 +715,7 @@ def scan_payload_nb(buf, start, table, ints, floats, at, limit, default_slot, re
                     resume_at = i
                     if start > 0:  # resumed: the first call read the rest already, stop here
                         j = _skip_ws_nb(buf, i, end, True)
-                        return n if buf[j] == 93 else -3 - resume_at
+                        return n if j < end and buf[j] == 93 else -3 - resume_at
             else:
                 more = True
             if single:
