@@ -8,13 +8,20 @@ Workloads (US-scale book, ~48k symbols, every tick well formed and in order):
 - ``batched_100`` / ``batched_1000``: JSON arrays of 100 / 1,000 ticks on ``ticks/_batch``, one
   ``decode`` and one ``flush`` per payload (the feed flushes whenever its queue runs dry).
 
+The engine's route: every bytes payload goes to the compiled scanner (``iopv.tickscan``, one
+kernel call per message into the staging columns), ``flush`` applies the batch in one more.
+
 Baseline (the obvious alternative): ``orjson.loads`` and a Python loop applying the same
 validation rules (object, symbol string, int/float price, finite and > 0, int ts in range, known
 symbol, not older than the last accepted tick) into a Python dict of prices. Its final prices are
-checked equal to the engine's book.
+checked equal to the engine's book. Also measured in the same run: ``python_route``, the same
+``TickIntake`` with the scanner off (``scan=False``: orjson, the dict fast path and
+``decode_tick_full``, the route a payload the scanner does not read takes -- and the engine's
+only route before the scanner).
 
-A component split (JSON parse, ``decode_tick``, staging + call overhead, ``flush``) shows where
-the per-tick time goes.
+A component split of ``batched_1000`` (the scan kernel alone, ``flush``, the rest) shows where
+the per-tick time goes, next to what the Python route spends on JSON parsing and
+``decode_tick_full``.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import numpy as np
 import orjson
 
 from bench.common import Context
-from iopv.book import PriceBook
 from iopv import codec
+from iopv.book import PriceBook
 from iopv.intake import TickIntake
+from iopv.tickscan import N_FLOAT_ROWS, N_INT_ROWS, TOPIC_UNRESOLVED, scan_payload_nb, symbol_table
 
 MAX_TS = 2**63 - 1
 SESSION_START_NS = 1_711_978_200_000_000_000  # 2024-04-01 13:30:00 UTC
@@ -60,10 +68,11 @@ def encode_batched(symbols, prices, ts, size: int) -> list[tuple[bytes, str]]:
     return out
 
 
-def run_intake(book: PriceBook, messages: list[tuple[bytes, str]], flush_every: int) -> tuple[float, float, TickIntake]:
+def run_intake(book: PriceBook, messages: list[tuple[bytes, str]], flush_every: int,
+               scan: bool = True) -> tuple[float, float, TickIntake]:
     """(seconds total, seconds in flush) to decode and apply every message."""
     book.reset()
-    intake = TickIntake(book)
+    intake = TickIntake(book, scan=scan)
     decode, flush, clock = intake.decode, intake.flush, time.perf_counter
     flush_s = 0.0
     started = clock()
@@ -123,22 +132,31 @@ def run_baseline(index: dict[str, int], messages: list[tuple[bytes, str]]) -> tu
 
 
 def components(book: PriceBook, messages: list[tuple[bytes, str]]) -> dict:
-    """ns per tick of each step of ``decode`` on batched payloads, measured in isolation."""
+    """ns per tick of the scan kernel alone on batched payloads, and of the Python route's two
+    main steps (JSON parse, ``decode_tick_full``), each measured in isolation."""
+    table = symbol_table(book.index).table
+    size = max(len(orjson.loads(p)) for p, _ in messages)
+    ints = np.empty((N_INT_ROWS, size), dtype=np.int64)
+    floats = np.empty((N_FLOAT_ROWS, size), dtype=np.float64)
+    now = time.time_ns()
     n = 0
+    started = time.perf_counter_ns()
+    for payload, _ in messages:
+        n += scan_payload_nb(payload, 0, table, ints, floats, 0, size, TOPIC_UNRESOLVED, now)
+    scan_ns = time.perf_counter_ns() - started
     started = time.perf_counter_ns()
     parsed = [orjson.loads(p) for p, _ in messages]
     parse_ns = time.perf_counter_ns() - started
     items = [item for doc in parsed for item in doc]
-    n = len(items)
+    if len(items) != n:
+        raise AssertionError(f"ingest: the scanner read {n} ticks of {len(items)}")
     index = book.index
-    now = time.time_ns()
-    # The per-tick decoder TickIntake uses (decode_tick_full when quotes are supported).
-    decode_tick = getattr(codec, "decode_tick_full", None) or codec.decode_tick
     started = time.perf_counter_ns()
     for item in items:
-        decode_tick(item, None, now, index)
+        codec.decode_tick_full(item, None, now, index)
     decode_ns = time.perf_counter_ns() - started
-    return {"json_parse_ns_per_tick": parse_ns / n, "decode_tick_ns_per_tick": decode_ns / n}
+    return {"scan_ns_per_tick": scan_ns / n, "python_route_json_parse_ns_per_tick": parse_ns / n,
+            "python_route_decode_tick_ns_per_tick": decode_ns / n}
 
 
 def median_rate(values: list[float]) -> float:
@@ -156,14 +174,17 @@ def run(ctx: Context) -> dict:
     batched_ticks = make_ticks(universe, rng, n_batched)
     batched = {100: encode_batched(*batched_ticks, 100), 1000: encode_batched(*batched_ticks, 1000)}
 
-    # Warm-up: compile/load the kernel, fill caches.
+    # Warm-up: compile/load the kernels, build the symbol table, fill caches.
     run_intake(book, single[:2_000], FLUSH_EVERY_SINGLE)
+    run_intake(book, batched[100][:20], 1)
+    run_intake(book, single[:2_000], FLUSH_EVERY_SINGLE, scan=False)
     run_baseline(book.index, single[:2_000])
 
     workloads = {"single": (single, FLUSH_EVERY_SINGLE, n_single),
                  "batched_100": (batched[100], 1, n_batched),
                  "batched_1000": (batched[1000], 1, n_batched)}
-    rates: dict[str, list[float]] = {f"{k}_{who}": [] for k in workloads for who in ("engine", "baseline")}
+    rates: dict[str, list[float]] = {f"{k}_{who}": [] for k in workloads
+                                     for who in ("engine", "python_route", "baseline")}
     flush_share: dict[str, list[float]] = {k: [] for k in workloads}
     for _ in range(reps):
         for name, (messages, flush_every, n_ticks) in workloads.items():
@@ -172,6 +193,11 @@ def run(ctx: Context) -> dict:
                 raise AssertionError(f"ingest {name}: {intake.accepted} of {n_ticks} ticks accepted")
             rates[f"{name}_engine"].append(n_ticks / seconds)
             flush_share[name].append(flush_s / seconds)
+            engine_prices = book.prices.copy()
+            p_seconds, _, p_intake = run_intake(book, messages, flush_every, scan=False)
+            if p_intake.accepted != n_ticks or not np.array_equal(book.prices, engine_prices):
+                raise AssertionError(f"ingest {name}: the Python route disagrees with the scanner")
+            rates[f"{name}_python_route"].append(n_ticks / p_seconds)
             b_seconds, b_prices, b_accepted = run_baseline(book.index, messages)
             if b_accepted != n_ticks:
                 raise AssertionError(f"ingest {name}: baseline accepted {b_accepted} of {n_ticks}")
@@ -179,13 +205,16 @@ def run(ctx: Context) -> dict:
             for symbol, price in b_prices.items():
                 if book.prices[book.index[symbol]] != price:
                     raise AssertionError(f"ingest {name}: book disagrees with baseline on {symbol}")
-    split = components(book, batched[1000])
+    measured = components(book, batched[1000])
     best_batched = max(("batched_100", "batched_1000"), key=lambda k: median_rate(rates[f"{k}_engine"]))
     engine_ns = 1e9 / median_rate(rates["batched_1000_engine"])
-    split["flush_ns_per_tick"] = engine_ns * float(np.median(flush_share["batched_1000"]))
-    split["staging_and_overhead_ns_per_tick"] = max(
-        0.0, engine_ns - split["flush_ns_per_tick"] - split["json_parse_ns_per_tick"] - split["decode_tick_ns_per_tick"])
+    split = {"scan_ns_per_tick": measured["scan_ns_per_tick"],
+             "flush_ns_per_tick": engine_ns * float(np.median(flush_share["batched_1000"]))}
+    split["overhead_ns_per_tick"] = max(0.0, engine_ns - split["scan_ns_per_tick"] - split["flush_ns_per_tick"])
     split["total_ns_per_tick"] = engine_ns
+    split["python_route_json_parse_ns_per_tick"] = measured["python_route_json_parse_ns_per_tick"]
+    split["python_route_decode_tick_ns_per_tick"] = measured["python_route_decode_tick_ns_per_tick"]
+    split["python_route_total_ns_per_tick"] = 1e9 / median_rate(rates["batched_1000_python_route"])
     out = {
         "book_symbols": len(universe.symbols),
         "repetitions": reps,
@@ -196,14 +225,19 @@ def run(ctx: Context) -> dict:
         "single_msgs_per_s": median_rate(rates["single_engine"]),
         "baseline_ticks_per_s": median_rate(rates[f"{best_batched}_baseline"]),
         "baseline_single_msgs_per_s": median_rate(rates["single_baseline"]),
+        "python_route_batched_ticks_per_s": median_rate(rates[f"{best_batched}_python_route"]),
+        "python_route_single_msgs_per_s": median_rate(rates["single_python_route"]),
         "per_workload": {
             name: {"engine_ticks_per_s_p50": median_rate(rates[f"{name}_engine"]),
                    "engine_ticks_per_s_min": float(min(rates[f"{name}_engine"])),
                    "engine_ticks_per_s_max": float(max(rates[f"{name}_engine"])),
                    "baseline_ticks_per_s_p50": median_rate(rates[f"{name}_baseline"]),
+                   "python_route_ticks_per_s_p50": median_rate(rates[f"{name}_python_route"]),
                    "flush_share_of_time": float(np.median(flush_share[name]))}
             for name in workloads},
         "profile_batched_1000": split,
     }
     out["batched_vs_baseline"] = out["batched_ticks_per_s"] / out["baseline_ticks_per_s"]
+    out["batched_vs_python_route"] = out["batched_ticks_per_s"] / out["python_route_batched_ticks_per_s"]
+    out["single_vs_python_route"] = out["single_msgs_per_s"] / out["python_route_single_msgs_per_s"]
     return {"ingest": out}

@@ -5,9 +5,11 @@ pairs), in time order over 30 minutes (quick: 5), seeded; 0.1% name unknown symb
 carry a zero or negative price (both are counted, neither moves a value). Interval 15 s, 4
 decimals.
 
-- Engine: ``iopv.feeds.tape.decode_tape`` (Python decode into arrays) then ``iopv.replay.replay``
-  (the ``replay_nb`` event loop, values rounded exactly, near ties resolved in ``Decimal``),
-  timed as decode + kernel.
+- Engine: ``iopv.feeds.tape.decode_tape`` (one compiled pass over the bytes into arrays,
+  ``iopv.tickscan.scan_tape_nb``) then ``iopv.replay.replay`` (the ``replay_nb`` event loop,
+  values rounded exactly, near ties resolved in ``Decimal``), timed as decode + kernel. The
+  Python line-by-line decoder (``decode_tape_python``, the route the scanner's fallback lines
+  take) is timed once on the same bytes and its tape checked identical.
 - pandas: the obvious dataframe route. ``pd.read_json(lines=True)`` parses the same bytes; ticks
   with a bad price or unknown symbol are dropped; each tick goes to the first boundary >= its
   ts; the last price per (boundary, symbol) is pivoted to a boundaries x symbols grid,
@@ -32,7 +34,7 @@ from bench.ingest import SESSION_START_NS
 from bench.valuation import Contenders
 from iopv.clock import boundary_at_or_after
 from iopv.codes import REASONS
-from iopv.feeds.tape import decode_tape
+from iopv.feeds.tape import decode_tape, decode_tape_python
 from iopv.replay import replay
 
 INTERVAL_NS = 15_000_000_000
@@ -131,13 +133,22 @@ def run(ctx: Context) -> dict:
     max_diff = float(np.max(np.abs(e_values - p_values)))
     if max_diff > 0.5 * 10.0**-DECIMALS + 1e-9:
         raise AssertionError(f"replay: engine and pandas disagree by {max_diff:.3g}")
+    index = universe.book_index()
+    started = time.perf_counter()
+    python_tape = decode_tape_python(data, index)
+    decode_python_s = time.perf_counter() - started
+    compiled_tape = decode_tape(data, index)
+    for field in ("security", "price", "ts", "code", "line", "bid", "ask", "status"):
+        if not np.array_equal(getattr(compiled_tape, field), getattr(python_tape, field), equal_nan=True):
+            raise AssertionError(f"replay: decode_tape and decode_tape_python disagree on {field}")
     e = sorted(engine_times, key=lambda t: t["total_s"])[len(engine_times) // 2]  # the median run
     p = sorted(pandas_times, key=lambda t: t["total_s"])[len(pandas_times) // 2]
     return {"replay": {
         "ticks": n, "repetitions": reps, "tape_mb": round(len(data) / 1e6, 1), "span_s": span_s, "interval_s": INTERVAL_NS / 1e9,
         "funds": len(universe.funds), "holdings": universe.holdings, "boundaries": int(e_boundaries.size),
         "engine_s": e["total_s"], "engine_s_all": [t["total_s"] for t in engine_times],
-        "pandas_s_all": [t["total_s"] for t in pandas_times], "engine_decode_s": e["decode_s"], "engine_kernel_s": e["kernel_s"],
+        "pandas_s_all": [t["total_s"] for t in pandas_times], "engine_decode_s": e["decode_s"],
+        "engine_decode_python_s": decode_python_s, "engine_kernel_s": e["kernel_s"],
         "pandas_s": p["total_s"], "pandas_parse_s": p["parse_s"], "pandas_pivot_s": p["pivot_s"],
         "pandas_multiply_s": p["multiply_s"],
         "speedup_vs_pandas": p["total_s"] / e["total_s"],
