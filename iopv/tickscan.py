@@ -65,12 +65,23 @@ from iopv.quality import STATUS_HALT, STATUS_NONE, STATUS_RESUME
 #: option): they allocate nothing, and with NRT every helper that takes the payload or an array
 #: pays atomic reference-count updates on each call, roughly 30% of the scan time when measured
 #: (numba 0.68). Without NRT an allocation fails to compile, which keeps them honest.
-_kernel = njit(cache=True, _nrt=False)
+def _options_without_nrt() -> dict:
+    """``{"_nrt": False}`` when this numba accepts the (private) option, else ``{}``: a numba
+    that dropped it still compiles the scanner, reference counting included."""
+    try:
+        njit(_nrt=False)(lambda: 0)()
+        return {"_nrt": False}
+    except Exception:  # noqa: BLE001 -- any rejection of the option means "not supported"
+        return {}
+
+
+_NO_NRT = _options_without_nrt()
+_kernel = njit(cache=True, **_NO_NRT)
 #: Small helpers are inlined by numba itself: a tick costs a dozen of their calls, and numba-level
 #: inlining measured about a third faster than leaving them to LLVM. The object and number
 #: parsers stay ordinary calls: inlined at every call site they cost ~6x the compile time
 #: (25 s cold) for no measurable gain.
-_inline = njit(cache=True, _nrt=False, inline="always")
+_inline = njit(cache=True, inline="always", **_NO_NRT)
 
 # --- rows of the staged arrays ------------------------------------------------------------------
 ROW_SLOT = 0  # book slot, -1 = unknown symbol or rejected
