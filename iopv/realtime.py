@@ -16,10 +16,13 @@ A step beyond the 15-second feed, for subscribers who want every move.
   (in slices of ~0.1 ms, so it never stalls the loop; whole at start, on a basket swap and
   after a state restore) and resets their bounds, so they stay tiny and exact recomputation
   stays rare.
-- **Publish, throttled per fund** (``take_due_nb``): the moved funds whose window has passed are
-  published at once, at most ``MAX_FUNDS_PER_STEP`` per step so one step never blocks the event
-  loop for long; the rest follow on the next loop iteration, round-robin so none starves. A fund still inside its window
-  stays marked and is published when the window ends (a timer), so the last move is never lost.
+- **Publish on change, throttled per fund** (``take_due_nb``): the moved funds whose window has
+  passed are valued and rounded at once, and those whose rounded value, bid or ask differs from
+  what was last published are published; an unchanged fund publishes nothing and keeps its
+  window open for its next move. At most ``MAX_FUNDS_PER_STEP`` funds are valued per step, so
+  one step never blocks the event loop for long; the rest follow on the next loop iteration,
+  round-robin so none starves. A fund still inside its window stays marked and is published
+  when the window ends (a timer), so the last move is never lost.
 
 Real-time records are lean: ``fund``, ``ts`` (time of calculation, int ns), ``iopv``,
 ``iopv_bid``, ``iopv_ask``, ``basket`` and ``"realtime": true``. The quality figures (coverage,
@@ -70,6 +73,10 @@ class RealtimePublisher:
         self.revalue_ns = round(revalue_s * 1e9)
         self.max_funds_per_step = max_funds_per_step
         self.published = 0  # records published
+        self.unchanged = 0  # funds valued but not published: their rounded values had not changed
+        #: Called as hook(funds, now_ns) with every fund a step valued, published or unchanged
+        #: (the benchmark's delivery clock).
+        self.on_evaluated: list = []
         self.publications = 0
         self.revaluations = 0  # rounds begun, whole (revalue) or rolling
         self.exact_resolved = 0  # values whose rounding was settled in Decimal
@@ -99,7 +106,8 @@ class RealtimePublisher:
         self._due = np.empty(n, dtype=np.int64)
         self._cursor = 0  # where the next step's round-robin scan for due funds starts
         self._funds = universe.funds
-        self._static = [{"basket": universe.version} for _ in range(n)]
+        #: Rounded sides last published per fund (NaN: never, so the first value always goes).
+        self.last_sides = np.full((N_SIDES, n), np.nan)
         self.revalue()
         # Compile (or load from cache) the per-batch kernels now, not on the first tick.
         empty = np.zeros(0, dtype=np.int64)
@@ -108,7 +116,7 @@ class RealtimePublisher:
                         universe.fund_basis, self.engine.book.prices, self.engine.book.bid,
                         self.engine.book.ask, self.terms, self.totals, self.gross, self.drift,
                         self.slot_stamp, 0, self.dirty)
-        self._publication(empty, 0)
+        self._publication(empty, self._rounded(empty), 0)
 
     def revalue(self, now_ns: int | None = None) -> None:
         """Rebuild every fund's running sums from the book and reset their error bounds (at
@@ -169,8 +177,9 @@ class RealtimePublisher:
     # -- publishing ----------------------------------------------------------------------------
 
     def step(self, now_ns: int | None = None) -> int:
-        """Publish up to ``max_funds_per_step`` marked funds whose window has passed; returns how
-        many. Funds left marked are picked up by the next step (scheduled here)."""
+        """Value up to ``max_funds_per_step`` marked funds whose window has passed and publish
+        those whose rounded value, bid or ask changed; returns how many were published. Funds
+        left marked are picked up by the next step (scheduled here)."""
         for handle in (self._timer, self._soon):  # the one firing, or a duplicate
             if handle is not None:
                 handle.cancel()
@@ -188,18 +197,31 @@ class RealtimePublisher:
             self._schedule(more_due=n == self.max_funds_per_step)
         if not n:
             return 0
-        engine = self.engine
-        if engine.calendar.session_at(now_ns) is None:
+        if self.engine.calendar.session_at(now_ns) is None:
             return 0  # outside the session nothing is disseminated, real-time or not
         funds = self._due[:n].copy()
-        publication = self._publication(funds, now_ns)
-        self.sink.offer(publication)
-        self.published += n
-        self.publications += 1
+        rounded = self._rounded(funds)
+        # A subscriber already holds a value that did not change: publish only the changes, and
+        # leave an unchanged fund's window open for its next move.
+        changed = (rounded != self.last_sides[:, funds]).any(axis=0)
+        for hook in self.on_evaluated:
+            hook(funds, now_ns)
+        published = int(np.count_nonzero(changed))
+        self.unchanged += n - published
+        if published:
+            if published < n:
+                funds, rounded = funds[changed], rounded[:, changed]
+            self.last_sides[:, funds] = rounded
+            self.last_publish_ns[funds] = now_ns
+            self.sink.offer(self._publication(funds, rounded, now_ns))
+            self.published += published
+            self.publications += 1
         self.last_step_ms = (time.perf_counter_ns() - started) / 1e6
-        return n
+        return published
 
-    def _publication(self, funds: np.ndarray, now_ns: int) -> Publication:
+    def _rounded(self, funds: np.ndarray) -> np.ndarray:
+        """Rounded (iopv, iopv_bid, iopv_ask) of ``funds`` from the running sums, exactly as a
+        boundary would round them (3 x n)."""
         u, book, valuer = self.universe, self.engine.book, self.engine.valuer
         n = funds.size
         values = np.empty((N_SIDES, n))
@@ -211,16 +233,17 @@ class RealtimePublisher:
         if round_sides_nb(values, errors, valuer.decimals, rounded, near):
             self.exact_resolved += int(near.sum())
             valuer.resolve_near_ties(rounded, near, (book.prices, book.bid, book.ask), funds)
+        return rounded
+
+    def _publication(self, funds: np.ndarray, rounded: np.ndarray, now_ns: int) -> Publication:
         names = self._funds
-        static = self._static
-        dumps = orjson.dumps
-        index = funds.tolist()
-        selected = tuple(names[f] for f in index)
+        version = self.universe.version
+        selected = tuple(names[f] for f in funds.tolist())
         records = [{"fund": fund, "ts": now_ns, "iopv": value, "iopv_bid": bid, "iopv_ask": ask,
-                    **static[f], "realtime": True}
-                   for fund, f, value, bid, ask in zip(selected, index, rounded[SIDE_VALUE].tolist(),
-                                                       rounded[SIDE_BID].tolist(), rounded[SIDE_ASK].tolist())]
-        return Publication(now_ns, selected, records, [dumps(r) for r in records])
+                    "basket": version, "realtime": True}
+                   for fund, value, bid, ask in zip(selected, rounded[SIDE_VALUE].tolist(),
+                                                    rounded[SIDE_BID].tolist(), rounded[SIDE_ASK].tolist())]
+        return Publication(now_ns, selected, records, list(map(orjson.dumps, records)))
 
     def _schedule(self, *, more_due: bool) -> None:
         try:

@@ -21,9 +21,10 @@ UNIT_ROUNDOFF = 2.0**-53
 @njit(cache=True)
 def take_due_nb(dirty, last_publish_ns, now_ns, throttle_ns, start, out_funds):
     """Move the dirty funds whose throttle window has passed into ``out_funds`` (clearing their
-    mark, stamping ``now_ns``), at most ``out_funds.size`` of them, scanning round-robin from
-    fund ``start`` so a capped step never starves the funds after it. Returns how many; funds
-    still inside their window, or beyond that many, stay dirty."""
+    mark), at most ``out_funds.size`` of them, scanning round-robin from fund ``start`` so a
+    capped step never starves the funds after it. Returns how many; funds still inside their
+    window, or beyond that many, stay dirty. The caller stamps ``last_publish_ns`` of the funds
+    it does publish."""
     n = 0
     n_funds = dirty.size
     for k in range(n_funds):
@@ -34,7 +35,6 @@ def take_due_nb(dirty, last_publish_ns, now_ns, throttle_ns, start, out_funds):
             f -= n_funds
         if dirty[f] and now_ns - last_publish_ns[f] >= throttle_ns:
             dirty[f] = 0
-            last_publish_ns[f] = now_ns
             out_funds[n] = f
             n += 1
     return n

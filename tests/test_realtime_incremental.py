@@ -258,3 +258,22 @@ def test_capped_steps_go_round_robin_so_no_fund_starves():
         engine.intake.flush()
     published = {fund for p in sink.publications for fund in p.funds}
     assert published == with_holdings
+
+
+def test_an_unchanged_rounded_value_is_not_republished_and_keeps_its_window_open():
+    document = [{"fund": "ONE", "creation_unit": 100, "currency": "USD", "cash": 0.0,
+                 "holdings": [{"symbol": "A", "shares": 1, "price": 10.0}]}]
+    engine, publisher, sink = make(document, decimals=2)
+    publisher.throttle_ns = 10**12  # a very long window: only an unchanged value leaves it open
+    now = time.time_ns()
+    engine.intake.decode(orjson.dumps({"symbol": "A", "price": 20.0, "ts": now}))
+    engine.intake.flush()
+    assert [r["iopv"] for r in sink.publications[-1].records] == [0.2]
+    stamped = int(publisher.last_publish_ns[0])
+    # 20.4 / 100 = 0.204 -> 0.20 on every side: valued, unchanged, not published.
+    engine.intake.decode(orjson.dumps({"symbol": "A", "price": 20.4, "ts": now + 1}))
+    engine.intake.flush()
+    publisher.step(now_ns=stamped + 10**12)  # the window has passed: valued now
+    assert len(sink.publications) == 1 and publisher.unchanged == 1
+    assert int(publisher.last_publish_ns[0]) == stamped
+    assert not publisher.dirty.any()
