@@ -28,6 +28,7 @@ import orjson
 
 from bench.common import Context, engine_settings, interleaved, summarize_ns
 from bench.ingest import make_ticks
+from iopv import gcpolicy
 from iopv.clock import BoundaryClock
 from iopv.engine import Engine
 from iopv.publication import build_publication
@@ -61,6 +62,7 @@ def make_engine(universe, mosquitto_url: str, redis_url: str, *, interval_s: flo
     chosen = {name: made[name]() for name in sinks}
     engine = Engine(universe, settings, list(chosen.values()))
     engine.warm_up()
+    gcpolicy.freeze_long_lived()  # as the service does once started
     return engine, chosen
 
 

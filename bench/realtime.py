@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from bench.common import Context
+from iopv import gcpolicy
 from iopv.config import load_settings
 from iopv.engine import Engine
 from iopv.realtime import RealtimePublisher
@@ -126,6 +127,7 @@ def measure(universe, *, throttle_ms: float, duration_s: float, rng: np.random.G
     for payload in payloads[n:]:
         engine.intake.decode(payload)
     engine.intake.flush()
+    gcpolicy.freeze_long_lived()  # as the service does once started
     sink.__init__(universe)
     publisher.unchanged = 0
     clock = time.perf_counter_ns

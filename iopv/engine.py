@@ -12,6 +12,7 @@ import time
 from typing import Protocol
 
 
+from iopv import gcpolicy
 from iopv.book import PriceBook
 from iopv.calendar import SessionCalendar
 from iopv.clock import BoundaryClock
@@ -79,6 +80,7 @@ class Engine:
         the book in place keeping the live state of the symbols that remain."""
         self.intake.flush()
         old = self.universe
+        gcpolicy.thaw_and_refreeze_soon()  # the old basket's objects must be collectable
         self.book.remap(prepared.universe, prepared.carry)
         self.universe = prepared.universe
         self.valuer = self._valuer(prepared.universe)

@@ -15,7 +15,7 @@ import logging
 import signal
 from typing import Iterable
 
-from iopv import persistence
+from iopv import gcpolicy, persistence
 from iopv.clock import BoundaryClock
 from iopv.config import Settings, redact_url
 from iopv.engine import Engine, Sink
@@ -115,6 +115,7 @@ class Service:
         stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
         try:
             await self.restore_state()
+            gcpolicy.freeze_long_lived()  # the universe and warm kernels: off the collector's walk
             if self.http:
                 await self.http.start()
             self.tasks = [

@@ -225,3 +225,32 @@ def test_burst_is_conflated_into_the_book_with_bounded_staging(universe):
     assert high <= 1000
     assert intake.accepted == 50_000
     assert book.price_of("X") == 1.0 + 49_999 and book.price_of("Y") == 1.0 + 49_998
+
+
+def test_gc_policy_freezes_survivors_and_a_thaw_makes_them_collectable_again():
+    import gc
+
+    from iopv import gcpolicy
+
+    class Node:
+        pass
+
+    try:
+        gcpolicy.freeze_long_lived()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        cycle = Node()
+        cycle.self = cycle  # garbage only a collection can free
+        gcpolicy.freeze_long_lived()
+        assert gc.get_freeze_count() > frozen
+        import weakref
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is not None, "frozen: exempt from collection"
+        gcpolicy.thaw()
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert ref() is None, "thawed: collected"
+    finally:
+        gc.unfreeze()
