@@ -112,6 +112,18 @@ def revalue_terms_nb(fund_offsets, holding_security, holding_shares, holding_fx,
         drift[2, f] = (n + 1) * UNIT_ROUNDOFF * g2
 
 
+@njit(cache=True, inline="always")
+def _move_term(side, h, f, new, terms, totals, gross, drift):
+    """Replace holding ``h``'s term on ``side`` by ``new`` in fund ``f``'s running sums; the
+    bound grows by the two roundings (the difference and the addition)."""
+    d = new - terms[side, h]
+    t = totals[side, f] + d
+    drift[side, f] += UNIT_ROUNDOFF * (abs(d) + abs(t))
+    totals[side, f] = t
+    gross[side, f] += abs(new) - abs(terms[side, h])
+    terms[side, h] = new
+
+
 @njit(cache=True)
 def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings, holding_fund,
                     holding_security, holding_shares, holding_fx, fund_basis, prices, bid, ask,
@@ -133,24 +145,9 @@ def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings
             f = holding_fund[h]
             v, b, a = _terms(h, holding_security, holding_shares, holding_fx, fund_basis[f] == 1,
                              prices, bid, ask)
-            d = v - terms[0, h]
-            t = totals[0, f] + d
-            drift[0, f] += UNIT_ROUNDOFF * (abs(d) + abs(t))
-            totals[0, f] = t
-            gross[0, f] += abs(v) - abs(terms[0, h])
-            terms[0, h] = v
-            d = b - terms[1, h]
-            t = totals[1, f] + d
-            drift[1, f] += UNIT_ROUNDOFF * (abs(d) + abs(t))
-            totals[1, f] = t
-            gross[1, f] += abs(b) - abs(terms[1, h])
-            terms[1, h] = b
-            d = a - terms[2, h]
-            t = totals[2, f] + d
-            drift[2, f] += UNIT_ROUNDOFF * (abs(d) + abs(t))
-            totals[2, f] = t
-            gross[2, f] += abs(a) - abs(terms[2, h])
-            terms[2, h] = a
+            _move_term(0, h, f, v, terms, totals, gross, drift)
+            _move_term(1, h, f, b, terms, totals, gross, drift)
+            _move_term(2, h, f, a, terms, totals, gross, drift)
             dirty[f] = 1
             updated += 1
     return updated
