@@ -126,7 +126,7 @@ def _replay(ax, results: dict) -> None:
     r = results.get("replay")
     if not isinstance(r, dict) or "engine_s" not in r:
         return _missing(ax, "Replay")
-    ax.barh(["engine"], [r["engine_decode_s"]], color=ALT, label="decode (Python)")
+    ax.barh(["engine"], [r["engine_decode_s"]], color=ALT, label="decode (tickscan)")
     ax.barh(["engine"], [r["engine_kernel_s"]], left=[r["engine_decode_s"]], color=OK, label="replay kernel + ties")
     ax.barh(["pandas"], [r["pandas_parse_s"]], color=GREY, label="read_json")
     ax.barh(["pandas"], [r["pandas_pivot_s"]], left=[r["pandas_parse_s"]], color="#9ecae1", label="pivot + ffill")
@@ -148,7 +148,11 @@ def draw(results: dict, path: str | Path) -> Path:
             _missing(ax, f"{draw_one.__name__.strip('_')}: {type(exc).__name__}")
     meta = results.get("meta", {})
     m = meta.get("machine", {})
-    status = ", ".join(f"{t['name']}: {t['status']}" for t in results.get("targets", []))
+    targets = results.get("targets", [])
+    counts = {k: sum(t["status"] == k for t in targets) for k in ("PASS", "MISS", "NOT RUN")}
+    missed = [t["name"] for t in targets if t["status"] == "MISS"]
+    status = (f"targets: {counts['PASS']} pass, {counts['MISS']} miss, {counts['NOT RUN']} not run"
+              + (f" (missed: {'; '.join(missed)})" if missed else ""))
     fig.suptitle(f"iopv benchmark, {meta.get('mode')} mode, {meta.get('started_at')} -- {m.get('cpu_model')} "
                  f"x{m.get('cpu_count')}, numba {m.get('numba')}, numpy {m.get('numpy')}\n{status}", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
