@@ -149,9 +149,10 @@ def draw(results: dict, path: str | Path) -> Path:
     meta = results.get("meta", {})
     m = meta.get("machine", {})
     targets = results.get("targets", [])
-    counts = {k: sum(t["status"] == k for t in targets) for k in ("PASS", "MISS", "NOT RUN")}
+    counts = {k: sum(t["status"] == k for t in targets) for k in ("PASS", "MISS", "NOT RUN", "QUICK")}
     missed = [t["name"] for t in targets if t["status"] == "MISS"]
-    status = (f"targets: {counts['PASS']} pass, {counts['MISS']} miss, {counts['NOT RUN']} not run"
+    status = (f"targets: {counts['PASS']} pass, {counts['MISS']} miss, {counts['NOT RUN']} not run, "
+              f"{counts['QUICK']} indicative (quick)"
               + (f" (missed: {'; '.join(missed)})" if missed else ""))
     fig.suptitle(f"iopv benchmark, {meta.get('mode')} mode, {meta.get('started_at')} -- {m.get('cpu_model')} "
                  f"x{m.get('cpu_count')}, numba {m.get('numba')}, numpy {m.get('numpy')}\n{status}", fontsize=8)
