@@ -158,6 +158,17 @@ class RealtimePublisher:
                          self.gross, self.drift, self._round_fund, stop)
         self._round_fund = stop
 
+    def resend_all(self) -> None:
+        """Publish again, at their current values, every fund published so far, as soon as the
+        throttle allows (after the sink reconnects: a restarted broker without persistence lost
+        the retained values)."""
+        sent = ~np.isnan(self.last_sides[SIDE_VALUE])
+        if not sent.any():
+            return
+        self.last_sides[:, sent] = np.nan
+        self.dirty[sent] = 1
+        self.step()
+
     # -- intake hook ---------------------------------------------------------------------------
 
     def on_applied(self, security: np.ndarray, code: np.ndarray, count: int) -> None:

@@ -62,6 +62,7 @@ class Service:
             self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms,
                                               revalue_s=rt.revalue_s)
             self.engine.intake.on_applied.append(self.realtime.on_applied)
+            self.realtime_sink.on_connected.append(self.realtime.resend_all)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s)
         self.clock = BoundaryClock(settings.engine.interval_ns)

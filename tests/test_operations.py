@@ -87,6 +87,7 @@ def test_sink_queue_bounded_overflow_counted_order_kept():
 def test_sink_republishes_last_publication_after_reconnect_and_observes_latency():
     sent: list[list[int]] = []
     latencies: list[float] = []
+    connected: list[int] = []
 
     class Flaky(FakeSink):
         republish_on_connect = True
@@ -112,6 +113,7 @@ def test_sink_republishes_last_publication_after_reconnect_and_observes_latency(
     async def scenario():
         sink = Flaky(10)
         sink.on_sent = latencies.append
+        sink.on_connected.append(lambda: connected.append(1))
         task = asyncio.create_task(sink.run())
         sink.offer(publication(time.time_ns()))
         await asyncio.sleep(0.05)
@@ -125,6 +127,7 @@ def test_sink_republishes_last_publication_after_reconnect_and_observes_latency(
     sink = asyncio.run(scenario())
     # first batch, then the failed one retried after the reconnect (nothing lost)
     assert len(sent) == 2 and sink.dropped == 0 and sink.reconnects == 1
+    assert connected == [1, 1], "on_connected runs after every (re)connect"
     assert sent[1] != sent[0]
     assert len(latencies) == 2 and all(0 <= x < 1 for x in latencies)
 

@@ -277,3 +277,28 @@ def test_an_unchanged_rounded_value_is_not_republished_and_keeps_its_window_open
     assert len(sink.publications) == 1 and publisher.unchanged == 1
     assert int(publisher.last_publish_ns[0]) == stamped
     assert not publisher.dirty.any()
+
+
+def test_resend_all_publishes_every_fund_published_before_again_in_capped_steps():
+    document = random_universe(random.Random(14), 8)
+    engine, publisher, sink = make(document, max_funds_per_step=3)
+    publisher.resend_all()
+    assert sink.publications == [] and not publisher.dirty.any(), "nothing published yet: nothing to resend"
+    symbols = sorted({h["symbol"] for f in document for h in f["holdings"]})[:4]
+    now = time.time_ns()
+    engine.intake.decode(orjson.dumps([{"symbol": s, "price": 5.0 + k, "ts": now + k} for k, s in enumerate(symbols)]))
+    engine.intake.flush()
+    while publisher.dirty.any():
+        publisher.step()
+    before = sorted(fund for p in sink.publications for fund in p.funds)
+    assert before and len(before) < len(engine.universe.funds)
+    count = len(sink.publications)
+    publisher.resend_all()  # as on a reconnect
+    while publisher.dirty.any():
+        publisher.step()
+    again = [p for p in sink.publications[count:]]
+    assert sorted(fund for p in again for fund in p.funds) == before
+    assert all(len(p.funds) <= 3 for p in again)
+    funds = [engine.universe.funds.index(f) for p in again for f in p.funds]
+    got = np.array([r["iopv"] for p in again for r in p.records])
+    assert np.array_equal(got, full_sides(engine, funds)[SIDE_VALUE])

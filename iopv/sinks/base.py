@@ -56,6 +56,8 @@ class QueuedSink:
         #: Called with each sent publication's latency (boundary -> sent), in seconds.
         self.on_sent: Callable[[float], None] | None = None
         self._last_sent: Publication | None = None
+        #: Called (no arguments) after each (re)connect, e.g. to resend state the server lost.
+        self.on_connected: list[Callable[[], None]] = []
 
     @property
     def queued(self) -> int:
@@ -93,6 +95,8 @@ class QueuedSink:
                     self.connected = True
                     self.backoff.reset()
                     log.info("%s: connected", self.name)
+                    for callback in self.on_connected:
+                        callback()
                     if self.republish_on_connect and not self._queue and self._last_sent is not None:
                         self._queue.append(self._last_sent)
                         self.republished += 1
