@@ -114,6 +114,31 @@ def encode_puback(packet_id: int) -> bytes:
     return bytes((PUBACK, 2)) + packet_id.to_bytes(2, "big")
 
 
+#: ``read_remaining_length`` results: the buffer ends inside the field; the field runs past
+#: the 4 bytes MQTT allows (a malformed packet).
+INCOMPLETE = -1
+MALFORMED = -2
+
+
+def read_remaining_length(buffer: bytes, index: int, end_of_data: int) -> tuple[int, int]:
+    """The remaining length of the packet whose fixed header's first byte is ``buffer[index -
+    1]`` (1-4 bytes, 7 bits each, least significant first): ``(length, index after the
+    field)``, or ``(INCOMPLETE, _)`` / ``(MALFORMED, _)``."""
+    length = 0
+    shift = 0
+    while True:
+        if index >= end_of_data:
+            return INCOMPLETE, index
+        byte = buffer[index]
+        index += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return length, index
+        shift += 7
+        if shift > 21:
+            return MALFORMED, index
+
+
 def split_pubacks(buffer: bytes, pending: set[int]) -> tuple[bytes, bytes]:
     """Take the PUBACKs for ``pending`` packet ids out of ``buffer`` (removing those ids from the
     set); return ``(others, partial)``: every other whole packet, in order and unchanged, and a
@@ -134,22 +159,13 @@ def split_pubacks(buffer: bytes, pending: set[int]) -> tuple[bytes, bytes]:
                 position += 4
                 kept_from = position
                 continue
-        index = position + 1
-        length = 0
-        shift = 0
-        while True:  # remaining length: 1-4 bytes, 7 bits each
-            if index >= end_of_data:
-                others.append(buffer[kept_from:position])
-                return b"".join(others), buffer[position:]
-            byte = buffer[index]
-            index += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                others.append(buffer[kept_from:])
-                return b"".join(others), b""
+        length, index = read_remaining_length(buffer, position + 1, end_of_data)
+        if length == INCOMPLETE:
+            others.append(buffer[kept_from:position])
+            return b"".join(others), buffer[position:]
+        if length == MALFORMED:
+            others.append(buffer[kept_from:])
+            return b"".join(others), b""
         end = index + length
         if end > end_of_data:
             others.append(buffer[kept_from:position])

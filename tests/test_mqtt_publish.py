@@ -455,3 +455,19 @@ def test_qos2_keeps_the_aiomqtt_path(mosquitto, monkeypatch):
     assert sink.published == 1
     assert retained == expected_messages(settings.value_topic_prefix, pub)
 
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455])
+def test_read_remaining_length_decodes_every_width_and_reports_short_and_malformed_fields(length):
+    from iopv.mqtt_wire import INCOMPLETE, MALFORMED, read_remaining_length
+    field = bytearray()
+    value = length
+    while True:
+        byte, value = value % 128, value // 128
+        field.append(byte | (0x80 if value else 0))
+        if not value:
+            break
+    buffer = bytes([0x30]) + bytes(field) + b"rest"
+    assert read_remaining_length(buffer, 1, len(buffer)) == (length, 1 + len(field))
+    assert read_remaining_length(buffer, 1, len(field))[0] == INCOMPLETE  # ends inside the field
+    assert read_remaining_length(b"\x30\xff\xff\xff\xff\x01", 1, 6)[0] == MALFORMED

@@ -36,6 +36,7 @@ from iopv.backoff import Backoff
 from iopv.config import MqttSettings
 from iopv.intake import TickIntake
 from iopv.mqtt_client import make_client
+from iopv.mqtt_wire import INCOMPLETE, MALFORMED, read_remaining_length
 
 log = logging.getLogger(__name__)
 
@@ -99,23 +100,14 @@ class TickSocket:
         position = 0
         while position < end_of_data:
             first = buffer[position]
-            index = position + 1
-            length = 0
-            shift = 0
-            while True:  # remaining length: 1-4 bytes, 7 bits each
-                if index >= end_of_data:
-                    self._partial = buffer[position:]
-                    return b"".join(others)
-                byte = buffer[index]
-                index += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift > 21:  # malformed: let paho see it (and drop the connection)
-                    self._partial = b""
-                    others.append(buffer[position:])
-                    return b"".join(others)
+            length, index = read_remaining_length(buffer, position + 1, end_of_data)
+            if length == INCOMPLETE:
+                self._partial = buffer[position:]
+                return b"".join(others)
+            if length == MALFORMED:  # let paho see it (and drop the connection)
+                self._partial = b""
+                others.append(buffer[position:])
+                return b"".join(others)
             end = index + length
             if end > end_of_data:
                 self._partial = buffer[position:]
