@@ -10,7 +10,7 @@ A step beyond the 15-second feed, for subscribers who want every move.
   whatever the throttle, at a cost proportional to the holdings moved, not to the funds.
 - **Exact, without drift:** each running sum carries a bound on its accumulated float error,
   grown by every addition. Publication rounds exactly as a boundary does: a value whose bound
-  could cross a rounding tie is recomputed in ``Decimal`` from the book (as at a boundary), so
+  could cross a rounding tie is recomputed exactly from the book (as at a boundary), so
   a published real-time value always equals what a boundary at that instant would publish.
   A rolling revaluation rebuilds every fund's sums from the book once per ``realtime.revalue_s``
   (in slices of ~0.1 ms, so it never stalls the loop; whole at start, on a basket swap and
@@ -79,7 +79,7 @@ class RealtimePublisher:
         self.on_evaluated: list = []
         self.publications = 0
         self.revaluations = 0  # rounds begun, whole (revalue) or rolling
-        self.exact_resolved = 0  # values whose rounding was settled in Decimal
+        self.exact_resolved = 0  # values whose rounding was settled exactly
         self.last_step_ms = 0.0
         self.last_publish_ns = np.empty(0, dtype=np.int64)
         self._timer: asyncio.TimerHandle | None = None
