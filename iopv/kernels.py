@@ -5,8 +5,8 @@ are pure ``@njit(cache=True)`` functions with a ``_nb`` suffix; they write into 
 caller allocated, never allocate per tick, never log. Python crosses into them once per batch of
 ticks and once per cycle.
 
-Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund, and its packed copy
-``PackedHoldings``) and ``iopv.book`` (prices and last tick times indexed by book slot).
+Array layouts are described in ``iopv.pcf`` (the universe, CSR by fund), ``iopv.packed``
+(its packed copy, ``PackedHoldings``) and ``iopv.book`` (prices and last tick times indexed by book slot).
 ``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are the engine's kernels (methodology:
 docs/methodology.md); ``value_packed_nb`` is the price-only valuation (the benchmark's figure
 against scipy) and ``value_funds_nb`` the same over the plain arrays (the book's fund-ticker seed,
@@ -321,7 +321,7 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
                  fund_cash, fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid,
                  slot_bits, min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio,
                  out_count):
-    """One pass over the packed holdings (``iopv.pcf.PackedHoldings``) of the funds in
+    """One pass over the packed holdings (``iopv.packed.PackedHoldings``) of the funds in
     ``fund_list`` (after ``slot_terms_nb``): the value at last (or mid) prices, at bids and at
     asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
     quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k

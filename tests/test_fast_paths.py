@@ -1,6 +1,6 @@
 """Fast paths against their plain references, bit for bit.
 
-- The packed holdings layout (``iopv.pcf.PackedHoldings``) and the kernels that read it:
+- The packed holdings layout (``iopv.packed.PackedHoldings``) and the kernels that read it:
   ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept verbatim
   as the reference: one holding after the other, every term and every gross magnitude summed in
   holding order); the packed kernels must reproduce its values, error bounds and quality figures
@@ -40,7 +40,8 @@ from iopv.kernels import (
     value_funds_nb,
     value_packed_nb,
 )
-from iopv.pcf import PackedHoldings, Universe, build_universe, pack_holdings, packed_kind
+from iopv.packed import PackedHoldings, pack_holdings, packed_kind
+from iopv.pcf import Universe, build_universe
 from iopv.quality import (
     COUNT_FLAGS,
     COUNT_HALTED,

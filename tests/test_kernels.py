@@ -19,7 +19,7 @@ from iopv.codes import (
     UNKNOWN_SYMBOL,
 )
 from iopv.kernels import apply_book_nb, value_funds_nb, value_packed_nb
-from iopv.pcf import pack_holdings
+from iopv.packed import pack_holdings
 
 EXACT = Context(prec=120)
 
