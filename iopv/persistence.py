@@ -123,7 +123,7 @@ async def load(settings: Settings, timeout_s: float = 2.0) -> bytes | None:
 
     import redis.exceptions
 
-    from iopv.sinks.redis import redis_client
+    from iopv.redis_client import redis_client
 
     client = redis_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:

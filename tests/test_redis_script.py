@@ -20,8 +20,10 @@ import redis
 from iopv.codec import encode_record
 from iopv.config import ConfigError, load_settings
 from iopv.publication import Publication
+from iopv import redis_client as redis_client_module
 from iopv.sinks import redis as redis_sink_module
-from iopv.sinks.redis import WRITE_SCRIPT_SHA1, RedisSink, field_args, field_values, redis_client
+from iopv.redis_client import redis_client
+from iopv.sinks.redis import WRITE_SCRIPT_SHA1, RedisSink, field_args, field_values
 from tests.test_integration import wait_for
 
 pytestmark = pytest.mark.integration
@@ -142,7 +144,7 @@ def test_connection_lost_mid_publication_resumes_from_the_failed_chunk(redis_ser
     settings = redis_settings(redis_server, write_mode=mode)
     prefix, funds = settings.key_prefix, 30
     pubs = [publication(ts, funds) for ts in (1_000, 2_000)]
-    original = redis_sink_module.HiredisConnection.send_packed_command
+    original = redis_client_module.HiredisConnection.send_packed_command
     first_command, per_publication = {"script": (b"EVALSHA", 5), "pipeline": (b"HSET", 6)}[mode]
     sent = {"chunks": 0}
 
@@ -157,7 +159,7 @@ def test_connection_lost_mid_publication_resumes_from_the_failed_chunk(redis_ser
     async def scenario():
         sink = RedisSink(settings, max_queued=8, state_key=f"{prefix}:_state:t")
         sink.pending_state = b"state-1"
-        monkeypatch.setattr(redis_sink_module.HiredisConnection, "send_packed_command", flaky)
+        monkeypatch.setattr(redis_client_module.HiredisConnection, "send_packed_command", flaky)
         sink.offer(pubs[0])
         sink.offer(pubs[1])
         task = asyncio.create_task(sink.run())

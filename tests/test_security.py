@@ -224,7 +224,7 @@ def test_redis_over_tls_values_history_and_state_land(tls_dir, mutual):
     """TLS-only Redis (plain port off); the engine verifies the server certificate against the CA
     (host name included) and, with ``--tls-auth-clients yes``, presents its client certificate."""
     from iopv import persistence
-    from iopv.sinks.redis import HiredisSSLConnection, redis_client
+    from iopv.redis_client import HiredisSSLConnection, redis_client
 
     certs, directory = tls_dir
     mosquitto = MosquittoServer(directory).start()

@@ -21,7 +21,8 @@ from iopv.publication import Publication
 from iopv.sinks import mqtt as mqtt_sink_module
 from iopv.sinks import redis as redis_sink_module
 from iopv.sinks.mqtt import MqttSink
-from iopv.sinks.redis import HiredisConnection, RedisSink, field_args
+from iopv.redis_client import HiredisConnection
+from iopv.sinks.redis import RedisSink, field_args
 from tests.test_integration import wait_for
 
 pytestmark = pytest.mark.integration

@@ -33,8 +33,7 @@ flushed in order on reconnect, so the history has no gap unless that bound is ex
 oldest are then dropped, counted and logged). The engine's restart state (``iopv.persistence``)
 rides with the last chunk: only its latest snapshot is kept, so it never grows.
 
-Commands are packed by hiredis in C: redis.asyncio only ever packs in Python (~0.3 s per
-US-scale cycle of pipelines), whatever parser is installed.
+Commands are packed by hiredis in C (``iopv.redis_client``).
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ import hashlib
 import logging
 from typing import Any, Iterator, NamedTuple
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -53,6 +51,7 @@ import redis.exceptions
 from iopv.backoff import Backoff
 from iopv.config import RedisSettings
 from iopv.publication import Publication
+from iopv.redis_client import close_client, redis_client
 from iopv.sinks.base import QueuedSink
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,6 @@ CHUNK_FUNDS = 64
 #: Funds per script call, script mode. Building one chunk's arguments blocks the event loop, and
 #: the script blocks the server, for a few ms each (bench/cycle.py); US scale is 7 calls.
 SCRIPT_CHUNK_FUNDS = 500
-#: Bound on closing the connection (redis-py waits up to its connect timeout, 5 s, for a socket
-#: to close); past it the socket is dropped, so a stop or reconnect never hangs on a dead peer.
-CLOSE_TIMEOUT_S = 1.0
 
 #: One chunk of a publication, server-side. KEYS: per fund its hash and its history stream, then
 #: the state key when ARGV[2] is "1". ARGV: the history maxlen; that flag; the number of distinct
@@ -139,29 +135,6 @@ class _Chunk(NamedTuple):
 ChunkResult = tuple[int, Exception | None, list[tuple[str, str]]]
 
 
-class _HiredisPacking:
-    """Connection mixin: pack commands with ``hiredis.pack_command`` (C) instead of Python."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        # As redis-py does: a first argument such as "CONFIG GET" is several words.
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:
-            raise redis.exceptions.DataError(str(exc)) from exc
-
-
-class HiredisConnection(_HiredisPacking, aioredis.Connection):
-    """A plain TCP connection packing with hiredis."""
-
-
-class HiredisSSLConnection(_HiredisPacking, aioredis.SSLConnection):
-    """A TLS connection packing with hiredis."""
-
-
 def field_args(record: dict[str, Any]) -> list[Any]:
     """A record as flat Redis hash/stream field arguments ``[name, value, ...]``: the same fields
     (strings as they are, anything else as its JSON text; the fund is in the key), with JSON kept
@@ -180,26 +153,6 @@ def field_values(record: dict[str, Any]) -> list[Any]:
     """The values of ``field_args(record)`` alone, in the same order and encoding."""
     dumps = orjson.dumps
     return [value if type(value) is str else dumps(value) for key, value in record.items() if key != "fund"]
-
-
-def redis_client(settings: RedisSettings, **kwargs) -> aioredis.Redis:
-    """A client for the configured server: URL credentials, password file and TLS files applied."""
-    options = {"socket_timeout": 5, "socket_connect_timeout": 5, "retry_on_timeout": False,
-               "connection_class": HiredisSSLConnection if settings.url.startswith("rediss://")
-               else HiredisConnection, **kwargs}
-    if settings.password_file:
-        from iopv.config import read_secret
-        options["password"] = read_secret(settings.password_file)
-    if settings.url.startswith("rediss://"):
-        options.update(ssl_ca_certs=settings.tls_ca_file or None,
-                       ssl_certfile=settings.tls_cert_file or None,
-                       ssl_keyfile=settings.tls_key_file or None)
-    client = aioredis.Redis.from_url(settings.url, **options)
-    if settings.url.startswith("rediss://") and "connection_class" not in kwargs:
-        # from_url lets the URL's options win, and for rediss:// that includes redis-py's own
-        # SSLConnection, which packs commands in Python: put the hiredis-packing class back.
-        client.connection_pool.connection_class = HiredisSSLConnection
-    return client
 
 
 class RedisSink(QueuedSink):
@@ -417,13 +370,3 @@ def _script_result(args: list[Any], reply: list[Any]) -> ChunkResult:
 
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-async def close_client(client: aioredis.Redis, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-    """Close ``client`` within ``timeout_s``; on timeout its sockets are dropped without waiting."""
-    try:
-        await asyncio.wait_for(client.aclose(), timeout_s)
-    except (asyncio.TimeoutError, OSError, redis.exceptions.RedisError) as exc:
-        log.warning("redis: connection not closed cleanly (%s); dropping it", type(exc).__name__)
-        with contextlib.suppress(Exception):
-            await client.connection_pool.disconnect(inuse_connections=True)
