@@ -13,11 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iopv.book import PriceBook
-from iopv.codec import decode_payload, decode_tick_full, topic_symbol
-from iopv.codes import MALFORMED_JSON, N_CODES, OVERSIZE_PAYLOAD
 from iopv.intake import TickIntake
-from iopv.kernels import apply_book_nb
 from iopv.pcf import build_universe
+from tests.reference_intake import RECV_TS, ReferenceIntake
 
 PCF = [
     {"fund": "A", "creation_unit": 1, "currency": "USD", "cash": 0, "fx": {"EUR": 1.5},
@@ -28,45 +26,6 @@ PCF = [
 ]
 SYMBOLS = ["X", "Y", "W", "EURUSD", "A", "ZZZ"]
 MAX_PAYLOAD = 400
-RECV_TS = 1_000_000
-
-
-class ReferenceIntake:
-    """The straightforward intake the fast one must match, outcome for outcome."""
-
-    def __init__(self, book: PriceBook, capacity: int, spike_pct: float):
-        self.book, self.capacity, self.spike_frac = book, capacity, spike_pct / 100.0
-        self.counts = np.zeros(N_CODES, dtype=np.int64)
-        self.staged: list[tuple] = []
-        self.codes: list[int] = []  # every tick's final outcome, in order
-
-    def decode(self, payload: bytes, topic: str | None) -> None:
-        nan = float("nan")
-        if len(payload) > MAX_PAYLOAD:
-            return self._stage((OVERSIZE_PAYLOAD, -1, 0.0, nan, nan, 0, 0))
-        items, ok = decode_payload(payload)
-        if not ok:
-            return self._stage((MALFORMED_JSON, -1, 0.0, nan, nan, 0, 0))
-        default = topic_symbol(topic, "ticks") if topic else None
-        for item in items:
-            self._stage(decode_tick_full(item, default, RECV_TS, self.book.index))
-
-    def _stage(self, row: tuple) -> None:
-        self.staged.append(row)
-        if len(self.staged) >= self.capacity:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.staged:
-            return
-        code, security, price, bid, ask, status, ts = (np.array(c) for c in zip(*self.staged))
-        code = code.astype(np.int64)
-        apply_book_nb(security.astype(np.int64), price.astype(np.float64), bid.astype(np.float64),
-                      ask.astype(np.float64), status.astype(np.int64), ts.astype(np.int64), code,
-                      code.size, *self.book.arrays(), self.spike_frac, 3)
-        self.counts += np.bincount(code, minlength=N_CODES)
-        self.codes.extend(code.tolist())
-        self.staged.clear()
 
 
 def random_item(rng: random.Random, ts: int):
@@ -163,7 +122,7 @@ def test_fast_path_matches_reference_on_seeded_mix(seed, capacity):
     universe = build_universe(PCF)
     fast = TickIntake(PriceBook(universe), capacity=capacity, max_payload_bytes=MAX_PAYLOAD,
                       spike_pct=spike_pct)
-    reference = ReferenceIntake(PriceBook(universe), capacity, spike_pct)
+    reference = ReferenceIntake(PriceBook(universe), capacity, spike_pct, max_payload=MAX_PAYLOAD)
     ts = 100
     for _ in range(400):
         payload, topic = random_message(rng, ts)
@@ -200,7 +159,7 @@ tick_like = st.fixed_dictionaries(
 def test_fast_path_matches_reference_on_generated_values(messages, topic, capacity):
     universe = build_universe(PCF)
     fast = TickIntake(PriceBook(universe), capacity=capacity, max_payload_bytes=MAX_PAYLOAD)
-    reference = ReferenceIntake(PriceBook(universe), capacity, 0.0)
+    reference = ReferenceIntake(PriceBook(universe), capacity, 0.0, max_payload=MAX_PAYLOAD)
     for message in messages:
         payload = dumps(message)
         fast.decode(payload, topic, RECV_TS)

@@ -20,7 +20,6 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 
-from iopv import mqtt_wire
 from iopv.config import load_settings
 from iopv.mqtt_client import paho_client, reserve_packet_ids, tls_context
 from iopv.mqtt_wire import (

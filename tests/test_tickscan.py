@@ -6,7 +6,6 @@ adversarial names, a basket reload, and tapes."""
 from __future__ import annotations
 
 import json
-import math
 import random
 import struct
 from decimal import Decimal
@@ -19,10 +18,9 @@ from hypothesis import strategies as st
 
 from iopv.book import PriceBook
 from iopv.codec import decode_payload, decode_tick_full, topic_symbol
-from iopv.codes import MALFORMED_JSON, N_CODES, OVERSIZE_PAYLOAD, counts_by_reason
+from iopv.codes import N_CODES, counts_by_reason
 from iopv.feeds.tape import decode_tape, decode_tape_python
 from iopv.intake import TickIntake
-from iopv.kernels import apply_book_nb
 from iopv.pcf import build_universe
 from iopv.tickscan import (
     MAX_SYMBOL_BYTES,
@@ -41,6 +39,7 @@ from iopv.tickscan import (
     scan_payload_nb,
     symbol_table,
 )
+from tests.reference_intake import RECV_TS, ReferenceIntake
 
 PCF = [
     {"fund": "A", "creation_unit": 1, "currency": "USD", "cash": 0, "fx": {"EUR": 1.5},
@@ -50,52 +49,8 @@ PCF = [
      "holdings": [{"symbol": "X", "shares": 3, "price": 10.0}, {"symbol": "W", "shares": 1, "price": 2.5},
                   {"symbol": "LONGER.SYMBOL-NAME_9", "shares": 1, "price": 3.0}]},
 ]
-RECV_TS = 1_000_000
 MAX_PAYLOAD = 600
 SYMBOLS = ["X", "Y", "W", "EURUSD", "A", "B", "LONGER.SYMBOL-NAME_9", "ZZZ", "X" * 33]
-
-
-class Reference:
-    """Every payload decoded in Python (orjson, the standard library for 1e400, then
-    ``decode_tick_full``), staged as seven columns and applied ``capacity`` ticks at a time."""
-
-    def __init__(self, book: PriceBook, capacity: int, spike_pct: float = 0.0):
-        self.book, self.capacity, self.spike_frac = book, capacity, spike_pct / 100.0
-        self.counts = np.zeros(N_CODES, dtype=np.int64)
-        self.staged: list[tuple] = []
-
-    def decode(self, payload: bytes, topic: str | None) -> None:
-        nan = math.nan
-        if len(payload) > MAX_PAYLOAD:
-            return self._stage((OVERSIZE_PAYLOAD, -1, 0.0, nan, nan, 0, 0))
-        items, ok = decode_payload(payload)
-        if not ok:
-            return self._stage((MALFORMED_JSON, -1, 0.0, nan, nan, 0, 0))
-        default = topic_symbol(topic, "ticks") if topic else None
-        for item in items:
-            self._stage(decode_tick_full(item, default, RECV_TS, self.book.index))
-
-    def _stage(self, row: tuple) -> None:
-        self.staged.append(row)
-        if len(self.staged) >= self.capacity:
-            self.flush()
-
-    def columns(self) -> list[np.ndarray]:
-        """(slot, price, bid, ask, status, ts, code) of the staged ticks."""
-        code, security, price, bid, ask, status, ts = zip(*self.staged) if self.staged else [()] * 7
-        return [np.array(security, dtype=np.int64), np.array(price, dtype=np.float64),
-                np.array(bid, dtype=np.float64), np.array(ask, dtype=np.float64),
-                np.array(status, dtype=np.int64), np.array(ts, dtype=np.int64),
-                np.array(code, dtype=np.int64)]
-
-    def flush(self) -> None:
-        if not self.staged:
-            return
-        security, price, bid, ask, status, ts, code = self.columns()
-        apply_book_nb(security, price, bid, ask, status, ts, code, code.size, *self.book.arrays(),
-                      self.spike_frac, 3)
-        self.counts += np.bincount(code, minlength=N_CODES)
-        self.staged.clear()
 
 
 def staged_columns(intake: TickIntake) -> list[np.ndarray]:
@@ -104,7 +59,7 @@ def staged_columns(intake: TickIntake) -> list[np.ndarray]:
     return [column[:intake.pending].copy() for column in intake._columns]  # noqa: SLF001
 
 
-def assert_same_state(intake: TickIntake, reference: Reference) -> None:
+def assert_same_state(intake: TickIntake, reference: ReferenceIntake) -> None:
     for got, want in zip(staged_columns(intake), reference.columns()):
         np.testing.assert_array_equal(got, want)
     assert intake.counts.tolist() == reference.counts.tolist()
@@ -112,11 +67,11 @@ def assert_same_state(intake: TickIntake, reference: Reference) -> None:
         np.testing.assert_array_equal(got, want)
 
 
-def pair(capacity: int = 65_536, spike_pct: float = 0.0) -> tuple[TickIntake, Reference]:
+def pair(capacity: int = 65_536, spike_pct: float = 0.0) -> tuple[TickIntake, ReferenceIntake]:
     universe = build_universe(PCF)
     intake = TickIntake(PriceBook(universe), capacity=capacity, max_payload_bytes=MAX_PAYLOAD,
                         spike_pct=spike_pct)
-    return intake, Reference(PriceBook(universe), capacity, spike_pct)
+    return intake, ReferenceIntake(PriceBook(universe), capacity, spike_pct, max_payload=MAX_PAYLOAD)
 
 
 def scan(payload: bytes, book: PriceBook, topic_slot: int = NO_TOPIC_SYMBOL) -> tuple[int, list[np.ndarray]]:
