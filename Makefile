@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 INTERVAL ?= 15
 TICKS_PER_S ?= 500
 
-.PHONY: setup servers run test test-slow bench bench-quick check-pcf demo-universe clean
+.PHONY: setup servers run lint test test-slow bench bench-quick check-pcf demo-universe clean
 
 setup: $(STAMP) servers
 
@@ -29,7 +29,13 @@ servers:
 run: setup
 	$(BIN)/iopv demo --interval $(INTERVAL) --ticks-per-s $(TICKS_PER_S)
 
-test: setup
+# The architecture and style rules, checked rather than remembered: imports only go down the
+# layers (import-linter, contracts in pyproject.toml), and ruff's lint rules and import order.
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check iopv tests bench
+
+test: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
@@ -45,7 +51,7 @@ check-pcf: setup
 	$(BIN)/iopv check-pcf config/pcf/*.json
 
 demo-universe: setup
-	$(BIN)/python -m iopv.demo_universe --out config/pcf/demo.json
+	$(BIN)/python -m iopv.demo.universe --out config/pcf/demo.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -34,7 +34,7 @@ def _section(name: str):
 
 
 def run_universes(ctx: Context) -> dict:
-    from bench import universes as U
+    from iopv.testing import universes as U
     check = U.check_direct_layout()
     ctx.universe("demo")
     ctx.universe("us")
@@ -54,7 +54,7 @@ def _git() -> dict:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def main(argv: list[str] | None = None) -> int:

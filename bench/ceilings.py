@@ -12,14 +12,15 @@ import orjson
 
 from bench.common import REPO, python_env
 
+
 async def _ceilings(mosquitto, symbols_file: str, universe, duration_s: float, blast_rate: float,
                     publish_n: int) -> dict:
     """aiomqtt receive loop alone, the real feed + intake, and an aiomqtt publisher, in-process."""
     from bench.common import engine_settings
-    from iopv.book import PriceBook
-    from iopv.feeds.mqtt import MqttTickFeed
-    from iopv.intake import TickIntake
-    from iopv.mqtt_client import make_client
+    from iopv.adapters.mqtt.client import make_client
+    from iopv.adapters.mqtt.feed import MqttTickFeed
+    from iopv.engine.book import PriceBook
+    from iopv.engine.intake import TickIntake
 
     settings = engine_settings(mqtt={"url": mosquitto.url}).mqtt
     out = {}

@@ -8,13 +8,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import orjson
 
-from bench import universes as U
+from iopv.testing import universes as U
 
 
 def summarize_ns(samples_ns, scale: float = 1e-6, prefix: str = "", unit: str = "ms") -> dict:

@@ -28,13 +28,13 @@ import orjson
 
 from bench.common import Context, engine_settings, interleaved, summarize_ns
 from bench.ingest import make_ticks
-from iopv import gcpolicy
-from iopv.clock import BoundaryClock
-from iopv.engine import Engine
-from iopv.publication import build_publication
-from iopv.servers import local_servers
-from iopv.sinks.mqtt import MqttSink
-from iopv.sinks.redis import RedisSink
+from iopv.adapters.mqtt.sink import MqttSink
+from iopv.adapters.redis.sink import RedisSink
+from iopv.engine import gcpolicy
+from iopv.engine.clock import BoundaryClock
+from iopv.engine.cycle import Engine
+from iopv.engine.publication import build_publication
+from iopv.testing.servers import local_servers
 
 TICKS_PER_CYCLE = 5_000
 JITTER_INTERVAL_S = 0.02

@@ -31,8 +31,8 @@ def _print(profile: cProfile.Profile, title: str) -> None:
 
 def intake(ctx: Context) -> None:
     from bench.ingest import encode_batched, encode_single, make_ticks
-    from iopv.book import PriceBook
-    from iopv.intake import TickIntake
+    from iopv.engine.book import PriceBook
+    from iopv.engine.intake import TickIntake
     universe = ctx.universe("us")
     book = PriceBook(universe)
     ticks = make_ticks(universe, ctx.rng(21), 100_000)
@@ -51,8 +51,8 @@ def intake(ctx: Context) -> None:
 
 def valuer(ctx: Context) -> None:
     from bench.valuation import price_books
-    from iopv.book import PriceBook
-    from iopv.valuation import Valuer
+    from iopv.engine.book import PriceBook
+    from iopv.engine.valuer import Valuer
     universe = ctx.universe("us")
     books = price_books(universe, ctx.rng(11))
     book = PriceBook(universe)
@@ -69,8 +69,8 @@ def valuer(ctx: Context) -> None:
 
 def replay(ctx: Context) -> None:
     from bench.replay import INTERVAL_NS, make_tape
-    from iopv.feeds.tape import decode_tape
-    from iopv.replay import replay as run_replay
+    from iopv.engine.replay import replay as run_replay
+    from iopv.engine.tape import decode_tape
     universe = ctx.universe("us")
     data = make_tape(universe, ctx.rng(41), 100_000, 300.0)
     profile = cProfile.Profile()
@@ -85,10 +85,10 @@ def replay(ctx: Context) -> None:
 def feed(ctx: Context) -> None:
     from bench.common import REPO, python_env
     from bench.end_to_end import write_inputs
-    from iopv.book import PriceBook
-    from iopv.feeds.mqtt import MqttTickFeed
-    from iopv.intake import TickIntake
-    from iopv.servers import local_servers
+    from iopv.adapters.mqtt.feed import MqttTickFeed
+    from iopv.engine.book import PriceBook
+    from iopv.engine.intake import TickIntake
+    from iopv.testing.servers import local_servers
     _, symbols_file, _ = write_inputs(ctx)
     with local_servers(redis=False) as (mosquitto, _):
         settings = engine_settings(mqtt={"url": mosquitto.url}).mqtt
@@ -122,7 +122,7 @@ def feed(ctx: Context) -> None:
 
 def sinks(ctx: Context) -> None:
     from bench.cycle import isolated_cycles
-    from iopv.servers import local_servers
+    from iopv.testing.servers import local_servers
     universe = ctx.universe("us")
     with local_servers() as (mosquitto, redis_server):
         for sink in ("mqtt", "redis"):

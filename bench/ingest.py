@@ -8,7 +8,7 @@ Workloads (US-scale book, ~48k symbols, every tick well formed and in order):
 - ``batched_100`` / ``batched_1000``: JSON arrays of 100 / 1,000 ticks on ``ticks/_batch``, one
   ``decode`` and one ``flush`` per payload (the feed flushes whenever its queue runs dry).
 
-The engine's route: every bytes payload goes to the compiled scanner (``iopv.tickscan``, one
+The engine's route: every bytes payload goes to the compiled scanner (``iopv.kernels.scanner``, one
 kernel call per message into the staging columns), ``flush`` applies the batch in one more.
 
 Baseline (the obvious alternative): ``orjson.loads`` and a Python loop applying the same
@@ -33,12 +33,12 @@ import numpy as np
 import orjson
 
 from bench.common import Context
-from iopv import codec
-from iopv.book import PriceBook
-from iopv.intake import TickIntake
-from iopv.tickscan import N_FLOAT_ROWS, N_INT_ROWS, TOPIC_UNRESOLVED, scan_payload_nb, symbol_table
+from iopv.core.constants import MAX_TS, N_FLOAT_ROWS, N_INT_ROWS
+from iopv.engine import codec
+from iopv.engine.book import PriceBook
+from iopv.engine.intake import TickIntake
+from iopv.kernels.scanner import TOPIC_UNRESOLVED, scan_payload_nb, symbol_table
 
-MAX_TS = 2**63 - 1
 SESSION_START_NS = 1_711_978_200_000_000_000  # 2024-04-01 13:30:00 UTC
 FLUSH_EVERY_SINGLE = 1_000
 

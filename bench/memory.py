@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 
-from bench.common import Context, rss_bytes
-from bench.common import REPO, python_env
+from bench.common import REPO, Context, python_env, rss_bytes
 
 
 def _arrays_of(*objects) -> list:
@@ -81,9 +80,9 @@ def _release() -> None:
 
 def probe_memory() -> dict:
     """Child process: build the US-scale engine state and report its memory."""
-    from bench import universes as U
     from bench.common import engine_settings
-    from iopv.engine import Engine
+    from iopv.engine.cycle import Engine
+    from iopv.testing import universes as U
     # Load the kernels first (numba/LLVM take tens of MB that do not scale with the universe).
     Engine(U.to_universe(U.generate(U.Spec("tiny", 10, 500, 400, seed=1))), engine_settings()).warm_up()
     _release()
@@ -117,8 +116,8 @@ def probe_startup(pcf: str) -> dict:
     """Child process: time imports, basket load and kernel warm-up."""
     t0 = time.perf_counter()
     from bench.common import engine_settings
-    from iopv.engine import Engine
-    from iopv.pcf import load_pcf
+    from iopv.core.universe import load_pcf
+    from iopv.engine.cycle import Engine
     t1 = time.perf_counter()
     universe = load_pcf(pcf)
     t2 = time.perf_counter()
@@ -152,7 +151,7 @@ def _child(args: list[str], env: dict | None = None, timeout_s: float = 300) -> 
 
 
 def run(ctx: Context) -> dict:
-    from bench import universes as U
+    from iopv.testing import universes as U
     memory = _child(["--probe", "memory"])
     ctx.universe("us")  # full mode: writes the US basket file (ctx.us_pcf_path)
     demo_pcf = str(U.DEMO_PCF)

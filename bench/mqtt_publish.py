@@ -30,12 +30,12 @@ import numpy as np
 import orjson
 import uvloop
 
-from iopv import mqtt_wire
+from iopv.adapters.mqtt import wire as mqtt_wire
+from iopv.adapters.mqtt.client import make_client
+from iopv.adapters.mqtt.sink import QUICKACK, MqttSink
 from iopv.config import load_settings
-from iopv.mqtt_client import make_client
-from iopv.publication import Publication
-from iopv.servers import local_servers
-from iopv.sinks.mqtt import QUICKACK, MqttSink
+from iopv.engine.publication import Publication
+from iopv.testing.servers import local_servers
 
 
 def publication(funds: int, seed: int = 7) -> Publication:

@@ -3,7 +3,7 @@ process, no broker; the broker hop is the end_to_end section's).
 
 Single-tick JSON messages are scheduled at a fixed rate (20,000 ticks/s). The loop mirrors the
 live feed: every message due by now is decoded, then the batch is applied in one kernel call,
-after which ``iopv.realtime.RealtimePublisher`` updates the running sums of every fund the batch
+after which ``iopv.engine.realtime.RealtimePublisher`` updates the running sums of every fund the batch
 moved and publishes the due ones to a counting sink. Latencies run from a tick's *scheduled*
 arrival -- not from when the loop got round to it, so a stall delays every tick queued behind
 it (no coordinated omission):
@@ -26,10 +26,10 @@ import numpy as np
 import orjson
 
 from bench.common import Context
-from iopv import gcpolicy
 from iopv.config import load_settings
-from iopv.engine import Engine
-from iopv.realtime import RealtimePublisher
+from iopv.engine import gcpolicy
+from iopv.engine.cycle import Engine
+from iopv.engine.realtime import RealtimePublisher
 
 OFFERED_TICKS_PER_S = 20_000
 

@@ -5,8 +5,8 @@ pairs), in time order over 30 minutes (quick: 5), seeded; 0.1% name unknown symb
 carry a zero or negative price (both are counted, neither moves a value). Interval 15 s, 4
 decimals.
 
-- Engine: ``iopv.feeds.tape.decode_tape`` (one compiled pass over the bytes into arrays,
-  ``iopv.tickscan.scan_tape_nb``) then ``iopv.replay.replay`` (the ``replay_nb`` event loop,
+- Engine: ``iopv.engine.tape.decode_tape`` (one compiled pass over the bytes into arrays,
+  ``iopv.kernels.scanner.scan_tape_nb``) then ``iopv.engine.replay.replay`` (the ``replay_nb`` event loop,
   values rounded exactly, near ties resolved in ``Decimal``), timed as decode + kernel. The
   Python line-by-line decoder (``decode_tape_python``, the route the scanner's fallback lines
   take) is timed once on the same bytes and its tape checked identical.
@@ -32,10 +32,10 @@ import pandas as pd
 from bench.common import Context
 from bench.ingest import SESSION_START_NS
 from bench.valuation import Contenders
-from iopv.clock import boundary_at_or_after
-from iopv.codes import REASONS
-from iopv.feeds.tape import decode_tape, decode_tape_python
-from iopv.replay import replay
+from iopv.core.constants import REASONS
+from iopv.engine.clock import boundary_at_or_after
+from iopv.engine.replay import replay
+from iopv.engine.tape import decode_tape, decode_tape_python
 
 INTERVAL_NS = 15_000_000_000
 DECIMALS = 4

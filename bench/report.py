@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: (name, key path, target text, check). A check gets the results and returns (value, passed).
 TARGETS: list[tuple[str, str, str, Callable[[dict], tuple[Any, bool]]]] = []

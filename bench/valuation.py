@@ -2,11 +2,11 @@
 
 Contenders, timed call by call in alternation on the same price books:
 
-- ``engine``: ``iopv.kernels.value_packed_nb`` (one pass over the packed holdings,
+- ``engine``: ``iopv.kernels.valuation.value_packed_nb`` (one pass over the packed holdings,
   ``Universe.packed``: 8 bytes per holding, a uint32 of book slot and FX code plus a float32
   share count; each term is shares x price[security] x fx, two funds summed side by side; it
   also writes the error bound).
-- ``engine_plain``: ``iopv.kernels.value_funds_nb``, the same pass over the plain CSR arrays
+- ``engine_plain``: ``iopv.kernels.valuation.value_funds_nb``, the same pass over the plain CSR arrays
   (16 bytes per holding: int32 slot, float64 shares, int32 FX slot), one fund after the other.
   Its values must equal the engine's bit for bit.
 - ``scipy``: the obvious sparse formulation. ``A`` is a CSR matrix (funds x book slots) with
@@ -32,10 +32,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.common import Context, interleaved, summarize_ns
-from bench.universes import describe
-from iopv.book import PriceBook
-from iopv.kernels import round_half_up_nb, value_funds_nb, value_packed_nb
-from iopv.valuation import Valuer
+from iopv.engine.book import PriceBook
+from iopv.engine.valuer import Valuer
+from iopv.kernels.valuation import round_half_up_nb, value_funds_nb, value_packed_nb
+from iopv.testing.universes import describe
 
 N_BOOKS = 8  # distinct price books cycled through, so caches and near ties vary like live
 

@@ -12,13 +12,14 @@ import logging
 import os
 import sys
 from collections import Counter
-from typing import Any, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import numpy as np
 
-from iopv.codes import REASONS, REJECTIONS, counts_by_reason
 from iopv.config import ConfigError, Settings, load_settings
-from iopv.pcf import PcfError, load_pcf
+from iopv.core.constants import REASONS, REJECTIONS, counts_by_reason
+from iopv.core.universe import PcfError, load_pcf
 
 log = logging.getLogger("iopv")
 
@@ -48,14 +49,14 @@ def _settings(args: argparse.Namespace, **engine: Any) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iopv.service import Service
+    from iopv.service.live import Service
 
     settings = _settings(args)
     return run_async(Service(settings).run())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from iopv.demo import demo
+    from iopv.demo.run import demo
 
     settings = _settings(args, calendar="always")  # the simulator ticks around the clock
     return demo(settings,
@@ -66,9 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from iopv.feeds.tape import read_tape
-    from iopv.publication import build_publication, static_fields
-    from iopv.replay import replay_frames
+    from iopv.engine.publication import build_publication, static_fields
+    from iopv.engine.replay import replay_frames
+    from iopv.engine.tape import read_tape
 
     settings = _settings(args, decimals=args.decimals, calendar=args.calendar)
     universe = load_pcf(settings.engine.pcf_path)

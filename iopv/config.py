@@ -11,9 +11,10 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "IOPV_"
@@ -63,7 +64,7 @@ class EngineSettings:
                 raise ConfigError(f"engine.{name}: expected a fraction 0..1, got {value!r}")
         if self.spike_confirm_ticks < 2:
             raise ConfigError(f"engine.spike_confirm_ticks: expected >= 2, got {self.spike_confirm_ticks!r}")
-        from iopv.calendar import CalendarError, SessionCalendar
+        from iopv.core.calendar import CalendarError, SessionCalendar
 
         try:
             SessionCalendar(self.calendar)
@@ -224,7 +225,7 @@ class Settings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         for section in SECTIONS:
             getattr(self, section).validate()
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iopv.servers import MosquittoServer, RedisServer, local_servers
+from iopv.testing.servers import MosquittoServer, RedisServer, local_servers
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,14 @@ def mosquitto(servers) -> MosquittoServer:
 @pytest.fixture(scope="session")
 def redis_server(servers) -> RedisServer:
     return servers[1]
+
+
+# Markers follow the folders: tests/integration needs real servers, tests/soak is also slow.
+_FOLDER_MARKERS = {"integration": ("integration",), "soak": ("integration", "slow")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = item.path.parent.name
+        for marker in _FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)

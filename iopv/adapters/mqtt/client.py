@@ -1,0 +1,132 @@
+"""aiomqtt client construction shared by the tick feed and the value publisher, and the few
+private aiomqtt/paho internals the value publisher relies on, in one place.
+
+aiomqtt owns each connection (connect, TLS, credentials, will, keepalive, reconnect); the value
+publisher writes its own pre-encoded PUBLISH packets through the paho client inside it
+(iopv/sinks/mqtt.py). That needs, from the pinned range (aiomqtt >=2.5,<3 on paho-mqtt 2.x):
+aiomqtt's ``Client._client`` (the paho client) and ``Client._disconnected`` (the future that
+ends the current connection); paho's ``Client._mid_generate`` (its packet id counter),
+``Client._out_messages`` (its unacknowledged messages), ``Client._packet_queue`` (its outgoing
+packet queue) and ``MQTTMessageInfo._set_as_published`` (called once a packet is written).
+``paho_client`` checks them when a sink connects and fails loudly if any has gone;
+tests/test_mqtt_publish.py exercises every one against a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from iopv.adapters.mqtt.wire import MAX_PACKET_ID, PUBLISH
+from iopv.config import MqttSettings
+
+
+def tls_context(ca_file: str, cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
+    """A verifying client TLS context: the given CA (or the system's), optional client certificate."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
+def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
+    """A client for the configured broker (created once, re-entered by the reconnect loop)."""
+    client = aiomqtt.Client(
+        settings.hostname,
+        settings.port,
+        username=settings.username,
+        password=settings.password,
+        identifier=identifier,
+        keepalive=settings.keepalive_s,
+        will=will,
+        max_inflight_messages=1000,
+        timeout=10,
+        tls_context=(tls_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+                     if settings.tls else None),
+        logger=logging.getLogger(f"iopv.mqtt.{identifier}"),
+    )
+    # A cycle publishes one message per fund concurrently: thousands in flight are expected,
+    # not a warning sign (aiomqtt warns above 10 by default).
+    client.pending_calls_threshold = 1_000_000
+    return client
+
+
+_PAHO_INTERNALS = ("_mid_generate", "_out_messages", "_packet_queue", "_protocol", "on_socket_open")
+
+
+def paho_client(client: aiomqtt.Client) -> paho.Client:
+    """The paho client inside an aiomqtt client, checked for the internals this module uses."""
+    inner = getattr(client, "_client", None)
+    missing = [name for name in _PAHO_INTERNALS if not hasattr(inner, name)]
+    if not isinstance(inner, paho.Client) or missing or not hasattr(client, "_disconnected") \
+            or not hasattr(paho.MQTTMessageInfo, "_set_as_published"):
+        raise RuntimeError(
+            f"aiomqtt {getattr(aiomqtt, '__version__', '?')} / paho-mqtt {getattr(paho, '__version__', '?')} "
+            f"no longer have the internals the MQTT value publisher writes through (missing: "
+            f"{missing or 'Client._client, Client._disconnected or MQTTMessageInfo._set_as_published'}); "
+            "pinned aiomqtt >=2.5,<3: see iopv/mqtt_client.py")
+    if inner._protocol != paho.MQTTv311:  # noqa: SLF001 -- MQTT 5 packets carry properties
+        raise RuntimeError("the MQTT value publisher writes MQTT 3.1.1 packets only")
+    return inner
+
+
+def connection_lost(client: aiomqtt.Client) -> asyncio.Future:
+    """aiomqtt's future for the end of the current connection: an exception on a lost
+    connection, a result on a clean disconnect. Replaced by aiomqtt on every connect."""
+    return client._disconnected  # noqa: SLF001
+
+
+def reserve_packet_ids(inner: paho.Client, count: int) -> list[int]:
+    """``count`` packet ids from paho's own counter -- the one its publish and subscribe draw
+    from -- so an id is not handed out again on this connection for 65,535 allocations; ids of
+    paho's own unacknowledged messages (the retained status) are skipped."""
+    in_use = inner._out_messages  # noqa: SLF001
+    if count > MAX_PACKET_ID - len(in_use) - 1:
+        raise ValueError(f"cannot have {count} packet ids in flight (max {MAX_PACKET_ID - len(in_use) - 1})")
+    generate = inner._mid_generate  # noqa: SLF001
+    ids = []
+    while len(ids) < count:
+        packet_id = generate()
+        if packet_id not in in_use:
+            ids.append(packet_id)
+    return ids
+
+
+class _Written(paho.MQTTMessageInfo):
+    """paho calls ``_set_as_published`` once every byte of a QoS 0 PUBLISH is written, or with
+    ``rc`` = ``MQTT_ERR_CONN_LOST`` when it resets the connection first; possibly from
+    aiomqtt's connect thread, hence ``call_soon_threadsafe``."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future):
+        super().__init__(0)
+        self._future = future
+
+    def _set_as_published(self) -> None:
+        super()._set_as_published()
+        future = self._future
+        future.get_loop().call_soon_threadsafe(_resolve, future, self.rc)
+
+
+def _resolve(future: asyncio.Future, rc: int) -> None:
+    if not future.done():
+        future.set_result(rc)
+
+
+def write_packets(inner: paho.Client, data: bytes, written: asyncio.Future | None = None) -> None:
+    """Queue ``data`` (whole packets) on paho's outgoing queue, as one packet: paho writes it in
+    order with its own packets (never inside one), resumes partial writes when the socket is
+    writable again, over TLS too, and drops it if the connection resets. ``written`` gets
+    paho's return code (``MQTT_ERR_SUCCESS`` = all written) -- needed for QoS 0, whose only
+    completion is the write. The packet id 0 is never a real one (ids are 1-65535), so paho's
+    on_publish for it (aiomqtt's) finds nothing to complete."""
+    view = memoryview(data)  # paho slices from the written position on: no copy of the rest
+    if written is None:
+        inner._packet_queue(PUBLISH, view, 0, 1, None)  # noqa: SLF001 -- "QoS 1": no callback
+    else:
+        inner._packet_queue(PUBLISH, view, 0, 0, _Written(written))  # noqa: SLF001

@@ -1,0 +1,388 @@
+"""Redis publisher: hash ``<prefix>:<FUND>`` (latest value) and capped stream
+``<prefix>:<FUND>:history`` (one entry per boundary), a whole cycle in a handful of commands.
+
+``redis.write_mode = "script"`` (default): a publication is written in chunks of
+``SCRIPT_CHUNK_FUNDS`` funds, each one ``EVALSHA`` of ``WRITE_SCRIPT``. It gets every key in
+KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per
+chunk), and runs per fund ``HSET key f v ...`` and ``XADD key:history MAXLEN ~ <history_maxlen>
+* f v ...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the
+same byte for byte. At US scale (3,500 funds) that is 7 commands instead of 7,000: redis-py's
+per-command Python work was most of the cycle. The next chunk's arguments are built while the
+server runs the current one. The script is loaded with ``EVAL`` on connect, which also checks
+that the user may run it (a missing ACL rule fails at start, naming the fix), and again
+whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A script blocks other
+clients of the server while it runs, a few ms per chunk. (Redis Cluster could not run it, its
+keys spanning hash slots; but the client is not a cluster client in either mode.)
+
+``redis.write_mode = "pipeline"``: pipelines of ``CHUNK_FUNDS`` funds (2 commands each), for
+servers where scripting is not allowed. Same keys, fields, order and error handling.
+
+In both modes a key of the wrong type (``WRONGTYPE``: someone else wrote it) does not stop the
+other funds: that write is skipped, logged and counted (``RedisSink.skipped_writes``). Any other
+error stops the chunk at the fund it hit and is raised naming the key (a lost connection:
+reconnect and resume; anything else fails the sink task, as it always did). The retry starts at
+the first fund not written -- in pipeline mode the commands after the failed one ran too, but
+such errors (OOM, READONLY, ...) fail them all -- and publications written before it in the
+same batch are not written again, so each fund gets one history entry per boundary. The one
+exception: a connection lost after the server ran a chunk and before its reply arrived; nothing
+can tell, and that chunk is written again. Between chunks the writer yields to the event loop,
+so tick intake, the clock and the MQTT sink never wait for a whole cycle.
+
+While Redis is away the queue holds up to ``redis.history_queue_cycles`` publications, which are
+flushed in order on reconnect, so the history has no gap unless that bound is exceeded (the
+oldest are then dropped, counted and logged). The engine's restart state (``iopv.engine.restart``)
+rides with the last chunk: only its latest snapshot is kept, so it never grows.
+
+Commands are packed by hiredis in C (``iopv.adapters.redis.client``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from iopv.adapters.backoff import Backoff
+from iopv.adapters.queued import QueuedSink
+from iopv.adapters.redis.client import close_client, redis_client
+from iopv.config import RedisSettings
+from iopv.engine.publication import Publication
+
+log = logging.getLogger(__name__)
+
+#: Funds per pipeline (2 commands each), pipeline mode. Small enough that packing and parsing
+#: one chunk blocks the loop for a few ms; large enough that the round trips between chunks cost little.
+CHUNK_FUNDS = 64
+#: Funds per script call, script mode. Building one chunk's arguments blocks the event loop, and
+#: the script blocks the server, for a few ms each (bench/cycle.py); US scale is 7 calls.
+SCRIPT_CHUNK_FUNDS = 500
+
+#: One chunk of a publication, server-side. KEYS: per fund its hash and its history stream, then
+#: the state key when ARGV[2] is "1". ARGV: the history maxlen; that flag; the number of distinct
+#: field-name lists, then each as its length and its names; then per fund the index (from 1) of
+#: its list and its values; then the state value. (Names go once per chunk, not once per fund:
+#: packing arguments is the larger part of the client's work.) Per fund it runs HSET and XADD
+#: with the names and values interleaved: the arguments ``field_args`` gives pipeline mode.
+#: Returns {funds written, index in KEYS of the key that stopped it or 0, its error or "",
+#: then index, error of each write skipped}. A WRONGTYPE key is skipped (HSET and XADD are
+#: separate writes); any other error stops the chunk at that fund, which is then not counted.
+WRITE_SCRIPT = """
+local maxlen = ARGV[1]
+local out = {0, 0, ''}
+local function stops(k, reply)
+  if string.sub(reply.err, 1, 10) == 'WRONGTYPE ' then
+    out[#out + 1] = k
+    out[#out + 1] = reply.err
+    return false
+  end
+  out[2] = k
+  out[3] = reply.err
+  return true
+end
+local lists, a = {}, 4
+for s = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[a])
+  lists[s] = {unpack(ARGV, a + 1, a + n)}
+  a = a + 1 + n
+end
+local args = {}
+for f = 1, math.floor(#KEYS / 2) do
+  local k = 2 * f - 1
+  local names = lists[tonumber(ARGV[a])]
+  local n = #names
+  for j = 1, n do
+    args[2 * j - 1] = names[j]
+    args[2 * j] = ARGV[a + j]
+  end
+  local reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n))
+  if type(reply) == 'table' and reply.err and stops(k, reply) then return out end
+  reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(args, 1, 2 * n))
+  if type(reply) == 'table' and reply.err and stops(k + 1, reply) then return out end
+  out[1] = f
+  a = a + 1 + n
+end
+if ARGV[2] == '1' then
+  local reply = redis.pcall('SET', KEYS[#KEYS], ARGV[a])
+  if type(reply) == 'table' and reply.err then
+    out[2] = #KEYS
+    out[3] = reply.err
+  end
+end
+return out
+"""
+WRITE_SCRIPT_SHA1 = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
+
+
+class _Chunk(NamedTuple):
+    """Funds ``start:end`` of ``publication``; ``final``: the batch's last chunk, which carries
+    ``state``, the engine state snapshot pending when it was made."""
+
+    publication: Publication
+    start: int
+    end: int
+    final: bool
+    state: bytes | None
+
+
+#: What writing one chunk did: funds written (from its start), the error that stopped it (None:
+#: the whole chunk is written), and the writes skipped as (key, error).
+ChunkResult = tuple[int, Exception | None, list[tuple[str, str]]]
+
+
+def field_args(record: dict[str, Any]) -> list[Any]:
+    """A record as flat Redis hash/stream field arguments ``[name, value, ...]``: the same fields
+    (strings as they are, anything else as its JSON text; the fund is in the key), with JSON kept
+    as bytes so nothing is decoded and re-encoded."""
+    args: list[Any] = []
+    append = args.append
+    dumps = orjson.dumps
+    for key, value in record.items():
+        if key != "fund":
+            append(key)
+            append(value if type(value) is str else dumps(value))
+    return args
+
+
+def field_values(record: dict[str, Any]) -> list[Any]:
+    """The values of ``field_args(record)`` alone, in the same order and encoding."""
+    dumps = orjson.dumps
+    return [value if type(value) is str else dumps(value) for key, value in record.items() if key != "fund"]
+
+
+class RedisSink(QueuedSink):
+    """Writes the latest value and appends to the history of every fund."""
+
+    name = "redis"
+
+    def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
+                 snapshot: Callable[[int], bytes] | None = None):
+        super().__init__(max_queued=max_queued,
+                         backoff=Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
+        self.settings = settings
+        self.state_key = state_key
+        #: ``snapshot(boundary_ns)`` -> the restart state to write with that boundary's values
+        #: (``iopv.engine.restart.snapshot`` of the engine's book); None writes no state.
+        self.snapshot = snapshot if state_key else None
+        #: Latest restart state not yet written (taken in ``offer``, written with the last chunk).
+        self.pending_state: bytes | None = None
+        #: Restart states taken since start.
+        self.snapshots = 0
+        #: Writes skipped because their key held another type (WRONGTYPE), since start.
+        self.skipped_writes = 0
+        #: (publication, funds already written) when a send failed part-way through it.
+        self._resume: tuple[Publication, int] | None = None
+        self._keys_of: tuple[tuple[str, ...], list[str]] | None = None  # (funds, their keys)
+
+    def offer(self, publication: Publication) -> None:
+        """Queue a publication with the restart state as of its boundary: the state is taken now,
+        after the boundary's ticks were applied and before the next ones, so it matches the
+        values it is written with."""
+        if self.snapshot is not None:
+            self.pending_state = self.snapshot(publication.ts_ns)
+            self.snapshots += 1
+        super().offer(publication)
+
+    @contextlib.asynccontextmanager
+    async def connect(self):
+        client = redis_client(self.settings)
+        try:
+            await client.ping()
+            yield client
+        finally:
+            await close_client(client)
+
+    async def on_connect(self, client: aioredis.Redis) -> None:
+        if self.settings.write_mode != "script":
+            return
+        # Load the script (a run with no funds) and find out now whether this user may run it.
+        try:
+            await client.execute_command("EVAL", WRITE_SCRIPT, 0, self.settings.history_maxlen, 0, 0)
+        except redis.exceptions.ResponseError as exc:
+            if not (isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc)):
+                raise
+            raise type(exc)(f"{exc} -- redis.write_mode = \"script\" needs EVAL and EVALSHA "
+                            "(see config/security/redis-users.acl); where scripting is not "
+                            "allowed, set redis.write_mode = \"pipeline\"") from exc
+
+    def is_connection_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                                redis.exceptions.BusyLoadingError)) or super().is_connection_error(exc)
+
+    async def send(self, client: aioredis.Redis, batch: list[Publication]) -> None:
+        if self.settings.write_mode == "script":
+            await self._send_scripts(client, self._chunks(batch, SCRIPT_CHUNK_FUNDS))
+        else:
+            await self._send_pipelines(client, self._chunks(batch, CHUNK_FUNDS))
+
+    def _chunks(self, batch: list[Publication], chunk_funds: int) -> Iterator[_Chunk]:
+        """The chunks of ``batch`` in order, from where a failed send left off: a failed batch
+        comes back whole, and the publications before the one it failed in were written."""
+        resume, last = self._resume, len(batch) - 1
+        first = 0
+        if resume is not None:
+            first = next((p for p, publication in enumerate(batch) if publication is resume[0]), 0)
+        for p in range(first, len(batch)):
+            publication = batch[p]
+            start = resume[1] if resume is not None and resume[0] is publication else 0
+            stop_at = len(publication.funds)
+            while True:
+                end = min(start + chunk_funds, stop_at)
+                final = p == last and end == stop_at
+                yield _Chunk(publication, start, end, final, self.pending_state if final else None)
+                if end == stop_at:
+                    break
+                start = end
+
+    def _chunk_written(self, chunk: _Chunk, result: ChunkResult) -> None:
+        """Account for a chunk's reply; raises the error that stopped it, if any."""
+        done, error, skipped = result
+        if skipped:
+            self.skipped_writes += len(skipped)
+            key, message = skipped[0]
+            log.warning("redis: %d write(s) skipped at boundary %d, their keys hold another type "
+                        "(%d since start); first: %s: %s", len(skipped), chunk.publication.ts_ns,
+                        self.skipped_writes, key, message)
+        if error is not None:
+            # Stopped at fund ``start + done``: resume there (its HSET, if it was written, is
+            # idempotent; its XADD, the last write of a fund, was not written).
+            self._resume = (chunk.publication, chunk.start + done)
+            raise error
+        self._resume = None
+        if chunk.final and self.pending_state is chunk.state:
+            self.pending_state = None
+
+    async def _send_scripts(self, client: aioredis.Redis, chunks: Iterator[_Chunk]) -> None:
+        """One script call per chunk, on one connection. The next chunk's arguments are built
+        while the server runs the current one; it is sent once the current reply is checked."""
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            chunk = next(chunks, None)
+            args = self._script_args(chunk) if chunk is not None else []
+            while chunk is not None:
+                following, following_args, build_error = next(chunks, None), [], None
+                try:
+                    await connection.send_packed_command(connection.pack_command("EVALSHA", WRITE_SCRIPT_SHA1, *args))
+                    if following is not None:
+                        try:
+                            following_args = self._script_args(following)
+                        except Exception as exc:  # noqa: BLE001 - raised once this chunk's reply is in
+                            build_error = exc
+                    try:
+                        reply = await connection.read_response()
+                    except redis.exceptions.NoScriptError:
+                        # The server lost its scripts (restart, failover, SCRIPT FLUSH); nothing
+                        # of the chunk ran. EVAL runs it and caches the script again.
+                        await connection.send_packed_command(connection.pack_command("EVAL", WRITE_SCRIPT, *args))
+                        reply = await connection.read_response()
+                except BaseException:
+                    # Resume from this chunk: the ones before it must not get a second entry.
+                    self._resume = (chunk.publication, chunk.start)
+                    raise
+                self._chunk_written(chunk, _script_result(args, reply))
+                if build_error is not None:
+                    self._resume = (following.publication, following.start)
+                    raise build_error
+                chunk, args = following, following_args
+                if chunk is not None:
+                    await asyncio.sleep(0)  # let ticks, the clock and the other sink in
+        finally:
+            await pool.release(connection)
+
+    def _script_args(self, chunk: _Chunk) -> list[Any]:
+        """``numkeys, *KEYS, *ARGV`` of ``WRITE_SCRIPT`` for ``chunk``."""
+        publication = chunk.publication
+        state = chunk.state if self.state_key else None
+        keys = self._keys(publication.funds)[2 * chunk.start:2 * chunk.end]
+        lists: dict[tuple[str, ...], int] = {}
+        names_args: list[Any] = []
+        values: list[Any] = []
+        add_value, add_values = values.append, values.extend
+        for record in publication.records[chunk.start:chunk.end]:
+            names = tuple(record)
+            index = lists.get(names)
+            if index is None:
+                index = lists[names] = len(lists) + 1
+                fields = [name for name in names if name != "fund"]
+                names_args.append(len(fields))
+                names_args.extend(fields)
+            add_value(index)
+            add_values(field_values(record))
+        if state is not None:
+            keys.append(self.state_key)
+            add_value(state)
+        return [len(keys), *keys, self.settings.history_maxlen, 0 if state is None else 1, len(lists),
+                *names_args, *values]
+
+    def _keys(self, funds: tuple[str, ...]) -> list[str]:
+        """Hash and stream key of every fund in ``funds``, made once per universe."""
+        if self._keys_of is None or self._keys_of[0] is not funds:
+            prefix, keys = self.settings.key_prefix, []
+            for fund in funds:
+                key = f"{prefix}:{fund}"
+                keys += (key, key + ":history")
+            self._keys_of = (funds, keys)
+        return self._keys_of[1]
+
+    async def _send_pipelines(self, client: aioredis.Redis, chunks: Iterator[_Chunk]) -> None:
+        """One pipeline per chunk, 2 commands a fund."""
+        for i, chunk in enumerate(chunks):
+            if i:
+                await asyncio.sleep(0)  # let ticks, the clock and the other sink in
+            try:
+                result = await self._pipeline(client, chunk)
+            except BaseException:
+                self._resume = (chunk.publication, chunk.start)
+                raise
+            self._chunk_written(chunk, result)
+
+    async def _pipeline(self, client: aioredis.Redis, chunk: _Chunk) -> ChunkResult:
+        """``chunk`` as HSET + XADD per fund (and SET of the state) in one non-transactional
+        pipeline; its replies read as the script's are."""
+        prefix, maxlen = self.settings.key_prefix, self.settings.history_maxlen
+        funds = chunk.publication.funds
+        pipe = client.pipeline(transaction=False)
+        for fund, record in zip(funds[chunk.start:chunk.end], chunk.publication.records[chunk.start:chunk.end]):
+            fields = field_args(record)
+            key = f"{prefix}:{fund}"
+            pipe.execute_command("HSET", key, *fields)
+            pipe.execute_command("XADD", f"{key}:history", "MAXLEN", "~", maxlen, "*", *fields)
+        if chunk.state is not None and self.state_key:
+            pipe.set(self.state_key, chunk.state)
+        replies = await pipe.execute(raise_on_error=False)
+        skipped: list[tuple[str, str]] = []
+        for i, reply in enumerate(replies):
+            if not isinstance(reply, Exception):
+                continue
+            if i < 2 * (chunk.end - chunk.start):
+                key = f"{prefix}:{funds[chunk.start + i // 2]}" + (":history" if i % 2 else "")
+            else:
+                key = self.state_key
+            if str(reply).startswith("WRONGTYPE "):
+                skipped.append((key, str(reply)))
+                continue
+            # Resume at this fund. Unlike the script, the pipeline ran the commands after it
+            # too; but an error that is not about one key (OOM, READONLY...) fails them all.
+            reply.args = (f"{key}: {reply.args[0] if reply.args else reply}", *reply.args[1:])
+            return i // 2, reply, skipped
+        return chunk.end - chunk.start, None, skipped
+
+
+def _script_result(args: list[Any], reply: list[Any]) -> ChunkResult:
+    """``WRITE_SCRIPT``'s reply for the call with ``args``, keys named (KEYS are ``args[1:]``)."""
+    done, stopped_at, error = reply[0], reply[1], reply[2]
+    skipped = [(args[reply[i]], _text(reply[i + 1])) for i in range(3, len(reply), 2)]
+    if stopped_at:
+        return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {_text(error)}"), skipped
+    return done, None, skipped
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -1,0 +1,1 @@
+"""The demo: the engine on the demo universe with a live tick simulator and a terminal table."""

@@ -1,0 +1,53 @@
+"""Dissemination boundaries: multiples of the interval since the epoch (UTC), in int64 ns.
+
+With the default 15 s interval the boundaries fall at :00, :15, :30 and :45 of every minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+
+def boundary_at_or_after(ts_ns: int, interval_ns: int) -> int:
+    """The first boundary >= ts_ns."""
+    return -(-ts_ns // interval_ns) * interval_ns
+
+
+def boundary_after(ts_ns: int, interval_ns: int) -> int:
+    """The first boundary > ts_ns."""
+    return (ts_ns // interval_ns + 1) * interval_ns
+
+
+class BoundaryClock:
+    """Sleeps until each wall-clock boundary and yields it.
+
+    When the process wakes after more than one boundary has passed (a stalled event loop, a
+    suspended machine) it yields only the latest, because earlier states can no longer be
+    reconstructed; the skipped boundaries are counted in ``missed``. ``lateness_ns`` holds the
+    last wake-up's delay after its boundary (scheduler jitter)."""
+
+    def __init__(self, interval_ns: int, now_ns: Callable[[], int] = time.time_ns):
+        self.interval_ns = interval_ns
+        self.now_ns = now_ns
+        self.missed = 0
+        self.lateness_ns = 0
+
+    async def boundaries(self, stop: asyncio.Event) -> AsyncIterator[int]:
+        target = boundary_after(self.now_ns(), self.interval_ns)
+        while not stop.is_set():
+            now = self.now_ns()
+            while now < target:
+                try:
+                    await asyncio.wait_for(stop.wait(), (target - now) / 1e9)
+                    return
+                except TimeoutError:
+                    now = self.now_ns()
+            latest = now // self.interval_ns * self.interval_ns
+            if latest > target:
+                self.missed += (latest - target) // self.interval_ns
+                target = latest
+            self.lateness_ns = now - target
+            yield target
+            target += self.interval_ns

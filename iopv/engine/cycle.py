@@ -1,0 +1,136 @@
+"""The cycle: at each boundary, swap in a staged basket if any, apply pending ticks, value and
+grade every fund in one kernel call, encode once, and hand the publication to every sink (which
+never blocks the clock). Boundaries outside the calendar's sessions publish nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Protocol
+
+from iopv.config import Settings
+from iopv.core.calendar import SessionCalendar
+from iopv.core.constants import counts_by_reason
+from iopv.core.universe import Universe
+from iopv.engine import gcpolicy
+from iopv.engine.book import PriceBook
+from iopv.engine.clock import BoundaryClock
+from iopv.engine.intake import TickIntake
+from iopv.engine.publication import Publication, build_publication, static_fields
+from iopv.engine.reload import BasketReloader, PreparedBasket
+from iopv.engine.valuer import Valuer
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+
+    def offer(self, publication: Publication) -> None: ...
+
+
+class Engine:
+    """Owns the book, the intake and the valuer of one universe."""
+
+    def __init__(self, universe: Universe, settings: Settings, sinks: list[Sink] | tuple = ()):
+        e = settings.engine
+        self.universe = universe
+        self.settings = settings
+        self.book = PriceBook(universe)
+        self.intake = TickIntake(self.book, capacity=settings.intake.batch_capacity,
+                                 topic_prefix=settings.mqtt.tick_topic_prefix,
+                                 spike_pct=e.spike_pct, spike_confirm_ticks=e.spike_confirm_ticks)
+        self.calendar = SessionCalendar(e.calendar)
+        self.valuer = self._valuer(universe)
+        self.static = static_fields(universe)
+        self.reloader = BasketReloader(e.pcf_path, e.pcf_watch_s)
+        self._staged: PreparedBasket | None = None
+        self.sinks = list(sinks)
+        self.cycles = 0
+        self.outside_session = 0  # boundaries skipped because the market was closed
+        self.last_cycle_ms = 0.0
+        self.last_publication: Publication | None = None
+        #: Called after every cycle with its publication (service metrics hook).
+        self.after_cycle: list = []
+
+    def _valuer(self, universe: Universe) -> Valuer:
+        e = self.settings.engine
+        return Valuer(universe, e.decimals, stale_after_ns=round(e.stale_after_s * 1e9),
+                      min_coverage=e.min_coverage, halted_weight=e.halted_weight)
+
+    def warm_up(self) -> None:
+        """Compile (or load from cache) every live kernel now, not on the first tick."""
+        self.intake.flush()
+        self.valuer.frame(self.book, 0, 0)
+
+    def request_reload(self) -> None:
+        """Reload the basket file (validated off the clock, swapped in at a boundary)."""
+        self.reloader.request()
+
+    def stage_basket(self, prepared: PreparedBasket) -> None:
+        """Hand over a validated basket; the next cycle swaps it in before valuing."""
+        self._staged = prepared
+
+    def swap_basket(self, prepared: PreparedBasket) -> None:
+        """Swap in a validated basket now: flush ticks decoded against the old layout, remap
+        the book in place keeping the live state of the symbols that remain."""
+        self.intake.flush()
+        old = self.universe
+        gcpolicy.thaw_and_refreeze_soon()  # the old basket's objects must be collectable
+        self.book.remap(prepared.universe, prepared.carry)
+        self.universe = prepared.universe
+        self.valuer = self._valuer(prepared.universe)
+        self.static = static_fields(prepared.universe)
+        self.reloader.loaded += 1
+        log.info("basket swapped: %s version %s -> %s: %d funds, %d holdings, %d symbols kept",
+                 prepared.universe.source, old.version, prepared.universe.version,
+                 len(prepared.universe.funds), prepared.universe.holdings, prepared.carry[0].size)
+
+    def cycle(self, boundary_ns: int) -> Publication | None:
+        """Value every fund as of now and offer the publication to every sink; None (nothing
+        published) when the boundary is outside the calendar's sessions."""
+        started = time.perf_counter_ns()
+        if self._staged is not None:
+            prepared, self._staged = self._staged, None
+            self.swap_basket(prepared)
+        self.intake.flush()
+        session = self.calendar.session_at(boundary_ns)
+        if session is None:
+            self.outside_session += 1
+            return None
+        frame = self.valuer.frame(self.book, boundary_ns, session[0])
+        publication = build_publication(self.universe, boundary_ns, frame, static=self.static)
+        self.last_publication = publication
+        for sink in self.sinks:
+            sink.offer(publication)
+        self.cycles += 1
+        self.last_cycle_ms = (time.perf_counter_ns() - started) / 1e6
+        for hook in self.after_cycle:
+            hook(publication)
+        return publication
+
+    async def run(self, clock: BoundaryClock, stop: asyncio.Event) -> None:
+        """Run a cycle at every boundary until ``stop`` is set; SIGHUP reloads the baskets."""
+        loop = asyncio.get_running_loop()
+        hup = False
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            hup = True
+        reloader = asyncio.create_task(self.reloader.run(self, stop), name="engine.reload")
+        try:
+            async for boundary in clock.boundaries(stop):
+                if reloader.done() and not reloader.cancelled() and reloader.exception():
+                    raise reloader.exception()
+                if self.cycle(boundary) is None:
+                    continue
+                log.info("cycle ts=%d funds=%d took=%.2fms late=%.2fms ticks=%s",
+                         boundary, len(self.universe.funds), self.last_cycle_ms,
+                         clock.lateness_ns / 1e6, counts_by_reason(self.intake.counts))
+        finally:
+            reloader.cancel()
+            await asyncio.gather(reloader, return_exceptions=True)
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)

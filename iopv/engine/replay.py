@@ -1,0 +1,104 @@
+"""Offline replay: the engine driven by a tape's own timestamps (the deterministic core).
+
+Semantics: ticks are processed in file order; every well-formed tick (accepted, unknown symbol,
+out of order, spike held, halted, status) moves the replay clock, rejected ticks do not. Before
+a tick with ts > the next boundary T is applied, every boundary up to it is valued with the book
+as it stands, so the value at T reflects exactly the ticks with ts <= T that came before it in
+the file. The first boundary is the first multiple of the interval >= the first well-formed
+tick's ts; after the last tick, the next boundary (>= the last ts) is valued too. Boundaries
+outside the calendar's sessions are not published. The book rules (quotes, halts, spike filter)
+and the valuation are the live engine's kernels, run in one compiled loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from iopv.core.calendar import ALWAYS, SessionCalendar
+from iopv.core.constants import (
+    ACCEPTED,
+    N_COUNTS,
+    N_RATIOS,
+    N_SIDES,
+    NON_FINITE_PRICE,
+    NON_POSITIVE_PRICE,
+    SIDE_VALUE,
+)
+from iopv.core.universe import Universe
+from iopv.engine.book import PriceBook
+from iopv.engine.clock import boundary_at_or_after
+from iopv.engine.tape import Tape
+from iopv.engine.valuer import Frame, Valuer
+from iopv.kernels.valuation import replay_nb
+
+#: Output values per kernel call; bounds replay memory whatever the tape's time span.
+CHUNK_VALUES = 1 << 20
+
+
+def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals: int = 4,
+                  book: PriceBook | None = None, calendar: str = ALWAYS, stale_after_ns: int = 0,
+                  min_coverage: float = 0.0, halted_weight: float = 0.5, spike_pct: float = 0.0,
+                  spike_confirm_ticks: int = 3) -> Iterator[tuple[int, Frame]]:
+    """Yield ``(boundary_ns, Frame)`` for every published boundary of the tape.
+
+    ``tape.code`` is updated in place with every tick's final outcome."""
+    book = book or PriceBook(universe)
+    valuer = Valuer(universe, decimals, stale_after_ns=stale_after_ns, min_coverage=min_coverage,
+                    halted_weight=halted_weight)
+    status_only = (tape.status != 0) & np.isnan(tape.price)
+    well_formed = (tape.code == ACCEPTED) & ((np.isfinite(tape.price) & (tape.price > 0)) | status_only)
+    if not well_formed.any():
+        # Nothing moves the clock, so the kernel never runs: give the ticks whose only fault is
+        # their price value the verdict the kernel would have (never leave them "accepted").
+        pending = (tape.code == ACCEPTED) & ~status_only
+        tape.code[pending & ~np.isfinite(tape.price)] = NON_FINITE_PRICE
+        tape.code[pending & np.isfinite(tape.price) & (tape.price <= 0)] = NON_POSITIVE_PRICE
+        return
+    first_ts = int(tape.ts[np.argmax(well_formed)])
+    next_boundary = boundary_at_or_after(first_ts, interval_ns)
+    sessions = SessionCalendar(calendar)
+    opens, closes = sessions.sessions(first_ts, int(tape.ts[well_formed].max()) + 2 * interval_ns)
+    n_funds = len(universe.funds)
+    rows = max(1, min(4096, CHUNK_VALUES // max(1, N_SIDES * n_funds)))
+    out_boundary = np.empty(rows, dtype=np.int64)
+    out_value = np.empty((rows, N_SIDES, n_funds), dtype=np.float64)
+    out_error = np.empty((rows, N_SIDES, n_funds), dtype=np.float64)
+    out_rounded = np.empty((rows, N_SIDES, n_funds), dtype=np.float64)
+    out_near = np.empty((rows, N_SIDES, n_funds), dtype=np.bool_)
+    out_ratio = np.empty((rows, N_RATIOS, n_funds), dtype=np.float64)
+    out_count = np.empty((rows, N_COUNTS, n_funds), dtype=np.int64)
+    out_market = np.empty((rows, n_funds), dtype=np.float64)
+    u = universe
+    p = u.packed
+    position = 0
+    while position < len(tape):
+        position, written, next_boundary = replay_nb(
+            tape.security, tape.price, tape.bid, tape.ask, tape.status, tape.ts, tape.code,
+            position, next_boundary, interval_ns, *book.arrays(), spike_pct / 100.0,
+            spike_confirm_ticks, u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots,
+            p.fund_fx_offsets, p.fund_fx_codes, u.fund_cash, u.fund_creation_unit, u.fund_basis,
+            u.fund_market, opens, closes, stale_after_ns, min_coverage, halted_weight, decimals,
+            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds, out_boundary,
+            out_value, out_error, out_rounded, out_near, out_ratio, out_count, out_market)
+        if written and out_near[written - 1].any():
+            # The kernel stops right after a row with a near tie, so the book is still as it
+            # was at that boundary.
+            valuer.resolve_near_ties(out_rounded[written - 1], out_near[written - 1],
+                                     (book.prices, book.bid, book.ask))
+        for row in range(written):
+            yield int(out_boundary[row]), Frame(out_rounded[row].copy(), out_ratio[row].copy(),
+                                                out_count[row].copy(), out_market[row].copy())
+    session = sessions.session_at(next_boundary)
+    if session is not None:
+        yield next_boundary, valuer.frame(book, next_boundary, session[0])
+
+
+def replay(universe: Universe, tape: Tape, *, interval_ns: int, decimals: int = 4,
+           book: PriceBook | None = None, **rules) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(boundary_ns, rounded values per fund)`` for every boundary of the tape (the
+    contract's ``iopv`` only; ``replay_frames`` gives every published field)."""
+    for boundary, frame in replay_frames(universe, tape, interval_ns=interval_ns,
+                                         decimals=decimals, book=book, **rules):
+        yield boundary, frame.rounded[SIDE_VALUE].copy()

@@ -1,0 +1,92 @@
+"""Restart recovery: the session's last prices and tick times, saved to Redis every cycle and
+restored at start, so a restarted engine publishes what it would have published without the restart.
+
+The snapshot holds every per-slot array of the book (price, quote, tick time, halt flag, spike
+filter state: ``book.ARRAYS``) for the slots that changed this session; the others still hold
+the basket file's previous close. The Redis sink takes it when the engine offers it a publication
+-- after the ticks of that boundary were applied -- and writes it with that publication's last
+chunk, so the saved state always matches a published value (``iopv.adapters.redis.state`` reads
+it back). Only the latest snapshot is kept (key ``<redis.key_prefix>:_state:<instance>``).
+
+A snapshot is restored only on the same UTC day it was taken (one trading session): the next
+session starts from the new basket file's previous closes. ``--clean-start`` (``ops.restore_state
+= false``) skips restoring. Every symbol is looked up in the current book: unknown symbols and
+invalid numbers are skipped and counted, never trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import orjson
+
+from iopv.core.constants import DAY_NS
+from iopv.engine.book import ARRAYS, NEVER, PriceBook
+
+VERSION = 1
+
+
+def _slot_names(book: PriceBook) -> dict[int, str]:
+    return {slot: symbol for symbol, slot in book.index.items()}
+
+
+def snapshot(book: PriceBook, boundary_ns: int) -> bytes:
+    """Every per-slot array of the slots that changed this session, as JSON (floats round-trip
+    exactly; NaN, e.g. a bid never quoted, is written as null)."""
+    names = _slot_names(book)
+    # A halt or a held spike can come before any accepted price: those slots changed too.
+    touched = (book.last_ts != NEVER) | (book.flags != 0) | (book.pending_count != 0)
+    slots = [slot for slot in np.flatnonzero(touched).tolist() if slot in names]
+    return orjson.dumps({
+        "version": VERSION,
+        "ts": boundary_ns,
+        "symbols": [names[slot] for slot in slots],
+        **{name: getattr(book, name)[slots].tolist() for name in ARRAYS},
+    })
+
+
+def _valid(name: str, value) -> bool:
+    if name == "prices":
+        return type(value) is float and math.isfinite(value) and value > 0
+    if name == "last_ts":
+        return type(value) is int and (value >= 0 or value == NEVER)
+    if value is None:  # NaN written as null
+        return True
+    return type(value) in (int, float)
+
+
+def restore(book: PriceBook, data: bytes, now_ns: int | None = None) -> tuple[int, int]:
+    """Apply a snapshot to ``book``; returns (symbols restored, entries skipped).
+
+    Raises ValueError for a snapshot that is unreadable or from another session."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    names = ARRAYS
+    try:
+        state = orjson.loads(data)
+        version, ts, symbols = state["version"], state["ts"], state["symbols"]
+        columns = {name: state[name] for name in names}
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable state: {exc}") from None
+    if version != VERSION or type(ts) is not int:
+        raise ValueError(f"unsupported state version {version!r}")
+    if ts // DAY_NS != now_ns // DAY_NS:
+        raise ValueError("state is from another session (UTC day)")
+    if not (isinstance(symbols, list) and all(isinstance(c, list) and len(c) == len(symbols)
+                                              for c in columns.values())):
+        raise ValueError("state arrays malformed")
+    restored = skipped = 0
+    for k, symbol in enumerate(symbols):
+        slot = book.index.get(symbol) if type(symbol) is str else None
+        row = {name: columns[name][k] for name in names}
+        if slot is None or not all(_valid(name, value) for name, value in row.items()):
+            skipped += 1
+            continue
+        if row["last_ts"] < book.last_ts[slot]:  # never move a symbol backwards
+            skipped += 1
+            continue
+        for name, value in row.items():
+            getattr(book, name)[slot] = math.nan if value is None else value
+        restored += 1
+    return restored, skipped

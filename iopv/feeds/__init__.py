@@ -1,1 +1,0 @@
-"""Tick sources: ``mqtt`` (live) and ``tape`` (recorded JSON lines, for replay)."""

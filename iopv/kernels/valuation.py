@@ -1,0 +1,509 @@
+"""Numba kernels: apply ticks, value every fund, round for publication, replay a tape.
+
+Contract (as in vectorbt's ``nb.py``): only NumPy arrays and numba-friendly scalars in; kernels
+are pure ``@njit(cache=True)`` functions with a ``_nb`` suffix; they write into ``out`` arrays the
+caller allocated, never allocate per tick, never log. Python crosses into them once per batch of
+ticks and once per cycle.
+
+Array layouts are described in ``iopv.core.universe`` (the universe, CSR by fund), ``iopv.core.packed``
+(its packed copy, ``PackedHoldings``) and ``iopv.engine.book`` (prices and last tick times indexed by book slot).
+``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are the engine's kernels (methodology:
+docs/methodology.md); ``value_packed_nb`` is the price-only valuation (the benchmark's figure
+against scipy) and ``value_funds_nb`` the same over the plain arrays (the book's fund-ticker seed,
+and the reference the packed kernels are tested against).
+
+What bounds a pass over 2M holdings (measured, bench/README.md "Valuation"): not memory
+bandwidth but the chain of dependent float additions of a running sum (one add latency per
+holding), the loads per holding, and numba's negative-index fix-up on signed indices. Hence the
+packed kernels index with unsigned integers, read the FX factor from a per-call table of a few
+entries, and ``value_packed_nb`` runs two funds side by side. Every fund's terms are still added
+one by one in holding order, so each value is bit-identical to the plain kernels'.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, uint64
+
+from iopv.core.constants import (
+    ACCEPTED,
+    BOOK_HALTED,
+    COUNT_FLAGS,
+    COUNT_HALTED,
+    COUNT_STALE,
+    COUNT_STATUS,
+    DAY_NS,
+    FLAG_FUND_HALTED,
+    FLAG_HALTED,
+    FLAG_LOW_COVERAGE,
+    FLAG_SIDE_FALLBACK,
+    FLAG_STALE,
+    FUND_DEGRADED,
+    FUND_OK,
+    FUND_SUSPENDED,
+    HALTED,
+    N_TERM,
+    NEVER_TS,
+    NON_FINITE_PRICE,
+    NON_POSITIVE_PRICE,
+    OUT_OF_ORDER,
+    RATIO_COVERAGE,
+    RATIO_HALTED,
+    SIDE_ASK,
+    SIDE_BID,
+    SIDE_VALUE,
+    SLOTBIT_HALTED,
+    SLOTBIT_QUOTE_MISSING,
+    SLOTBIT_STALE,
+    SLOTBIT_TICKED,
+    SPIKE_HELD,
+    STATUS,
+    TERM_ASK,
+    TERM_BID,
+    TERM_LAST,
+    TRADING_HALT,
+    TRADING_RESUME,
+    UNIT_ROUNDOFF,
+    UNKNOWN_SYMBOL,
+)
+
+
+@njit(cache=True)
+def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
+                   fund_creation_unit, prices, out_value, out_error):
+    """Per-share value of every fund: (sum shares * price * fx + cash) / creation unit.
+
+    ``out_error`` receives a bound on the float64 rounding error of each value (from the gross
+    magnitude of the terms), which publication rounding uses to find values too close to a tie
+    to round from the float."""
+    for f in range(fund_offsets.size - 1):
+        total = 0.0
+        gross = abs(fund_cash[f])
+        start = fund_offsets[f]
+        stop = fund_offsets[f + 1]
+        for h in range(start, stop):
+            term = holding_shares[h] * prices[holding_security[h]] * prices[holding_fx[h]]
+            total += term
+            gross += abs(term)
+        unit = fund_creation_unit[f]
+        value = (total + fund_cash[f]) / unit
+        out_value[f] = value
+        # Each term carries <= 3 roundings, the running sum <= n more, the division one.
+        out_error[f] = (stop - start + 5) * 2.0 * UNIT_ROUNDOFF * gross / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+
+
+@njit(cache=True, inline="always")
+def _packed_term_nb(holding, shares, prices, fx_value, h, shift, mask):
+    """shares x price x fx of packed holding ``h`` (unsigned indices: no negative-index fix-up)."""
+    packed = holding[h]
+    return shares[h] * prices[packed >> shift] * fx_value[packed & mask]
+
+
+@njit(cache=True, inline="always")
+def _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error):
+    """Value and error bound of fund ``f`` from the sum of its terms (``value_funds_nb``'s
+    bound; every term is >= 0, so the sum is also the gross magnitude of the terms)."""
+    unit = fund_creation_unit[f]
+    cash = fund_cash[f]
+    value = (total + cash) / unit
+    out_value[f] = value
+    n = fund_offsets[f + 1] - fund_offsets[f]
+    out_error[f] = (n + 5) * 2.0 * UNIT_ROUNDOFF * (total + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+
+
+@njit(cache=True)
+def _finish_lane_nb(f, stop_fund, h, total, fund_offsets, holding, shares, prices, fx_value, shift,
+                    mask, fund_cash, fund_creation_unit, out_value, out_error):
+    """Funds ``f`` .. ``stop_fund - 1`` one after the other, fund ``f`` resumed at holding ``h``
+    with ``total`` summed so far."""
+    while f < stop_fund:
+        stop = uint64(fund_offsets[f + 1])
+        for k in range(h, stop):
+            total += _packed_term_nb(holding, shares, prices, fx_value, k, shift, mask)
+        _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+        total = 0.0
+        h = stop
+        f += 1
+
+
+@njit(cache=True)
+def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, fund_creation_unit,
+                    prices, out_value, out_error):
+    """``value_funds_nb`` over ``PackedHoldings`` (``holding``, ``shares``, ``shift``,
+    ``fx_slots``): bit-identical values, in ~40% of the time at US scale.
+
+    A fund's sum is a chain of dependent additions (one add latency per holding), so the funds
+    are split in two lanes at the middle holding and the lanes advance together, holding by
+    holding: two independent chains overlap. Each fund's own terms are still added in order.
+
+    Requires shares >= 0 and prices > 0 (the loader's and the book's rules): the error bound
+    takes the sum of the terms as their gross magnitude. Returns the number of prices that are
+    not > 0 (0 from any book the engine keeps). Counting them is one sequential read of the
+    prices, which brings them into cache before they are gathered: ~10% faster when they were
+    not (measured on the benchmark's books after a cache flush; no change when they were)."""
+    not_positive = 0
+    for s in range(prices.size):
+        not_positive += not prices[s] > 0.0
+    n_fx = fx_slots.size
+    fx_value = np.empty(n_fx)  # one per FX code, per call: a few entries, always in L1
+    for c in range(n_fx):
+        fx_value[c] = prices[fx_slots[c]]
+    bits = uint64(shift)
+    mask = (uint64(1) << bits) - uint64(1)
+    n_funds = fund_offsets.size - 1
+    middle = min(np.searchsorted(fund_offsets, fund_offsets[n_funds] // 2), n_funds)
+    # Lane a: funds [0, middle); lane b: funds [middle, n_funds). fa/fb: current fund, ha/hb: next
+    # holding, sa/sb: end of the current fund, ta/tb: its sum so far.
+    fa = 0
+    fb = middle
+    ha = uint64(fund_offsets[fa])
+    hb = uint64(fund_offsets[fb])
+    sa = uint64(fund_offsets[fa + 1]) if fa < middle else ha
+    sb = uint64(fund_offsets[fb + 1]) if fb < n_funds else hb
+    ta = 0.0
+    tb = 0.0
+    while fa < middle and fb < n_funds:
+        steps = min(sa - ha, sb - hb)
+        for j in range(steps):
+            ta += _packed_term_nb(holding, shares, prices, fx_value, ha + j, bits, mask)
+            tb += _packed_term_nb(holding, shares, prices, fx_value, hb + j, bits, mask)
+        ha += steps
+        hb += steps
+        if ha == sa:
+            _finish_fund_nb(fa, ta, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+            ta = 0.0
+            fa += 1
+            if fa < middle:
+                sa = uint64(fund_offsets[fa + 1])
+        if hb == sb:
+            _finish_fund_nb(fb, tb, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
+            tb = 0.0
+            fb += 1
+            if fb < n_funds:
+                sb = uint64(fund_offsets[fb + 1])
+    # One lane is done: the other finishes alone.
+    _finish_lane_nb(fa, middle, ha, ta, fund_offsets, holding, shares, prices, fx_value, bits, mask,
+                    fund_cash, fund_creation_unit, out_value, out_error)
+    _finish_lane_nb(fb, n_funds, hb, tb, fund_offsets, holding, shares, prices, fx_value, bits, mask,
+                    fund_cash, fund_creation_unit, out_value, out_error)
+    return not_positive
+
+
+@njit(cache=True)
+def round_half_up_nb(values, errors, decimals, out_rounded, out_near_tie):
+    """Round half away from zero to ``decimals``; flag values whose float error could cross a
+    rounding tie (the caller resolves those exactly). Returns the number flagged."""
+    scale = 10.0**decimals
+    flagged = 0
+    for f in range(values.size):
+        value = values[f]
+        magnitude = abs(value) * scale
+        floor = math.floor(magnitude)
+        fraction = magnitude - floor
+        tolerance = errors[f] * scale * 2.0 + 4.0 * UNIT_ROUNDOFF * magnitude
+        near = abs(fraction - 0.5) <= tolerance
+        out_near_tie[f] = near
+        if near:
+            flagged += 1
+        rounded = floor + 1.0 if fraction >= 0.5 else floor
+        out_rounded[f] = math.copysign(rounded / scale, value) if rounded != 0.0 else 0.0
+    return flagged
+
+
+@njit(cache=True, inline="always")
+def _apply_full_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, last_ts, flags,
+                   pending_price, pending_count, spike_frac, spike_confirm):
+    """Outcome of one decoded tick with quote, trading status and spike filter (see
+    docs/methodology.md); writes the book when the price is accepted."""
+    status_only = status != 0 and math.isnan(price)
+    if not status_only:
+        if not math.isfinite(price):
+            return NON_FINITE_PRICE
+        if price <= 0.0:
+            return NON_POSITIVE_PRICE
+    if security < 0:
+        return UNKNOWN_SYMBOL
+    if ts < last_ts[security]:
+        return OUT_OF_ORDER
+    if status == TRADING_HALT:
+        flags[security] |= BOOK_HALTED
+    elif status == TRADING_RESUME:
+        flags[security] &= ~BOOK_HALTED
+    if status_only:
+        return STATUS
+    if flags[security] & BOOK_HALTED:
+        return HALTED
+    if spike_frac > 0.0:
+        last = prices[security]
+        if math.isfinite(last) and abs(price - last) > spike_frac * last:
+            level = pending_price[security]
+            if pending_count[security] > 0 and abs(price - level) <= spike_frac * level:
+                pending_count[security] += 1
+            else:
+                pending_count[security] = 1
+            pending_price[security] = price
+            if pending_count[security] < spike_confirm:
+                return SPIKE_HELD
+        pending_count[security] = 0
+    prices[security] = price
+    last_ts[security] = ts
+    if not math.isnan(bid_):
+        bid[security] = bid_
+    if not math.isnan(ask_):
+        ask[security] = ask_
+    return ACCEPTED
+
+
+@njit(cache=True)
+def apply_book_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code,
+                  count, prices, bid, ask, last_ts, flags, pending_price, pending_count,
+                  spike_frac, spike_confirm):
+    """Apply ``count`` staged ticks in order (``_apply_full_nb``); ``tick_code`` holds the
+    decoder's verdict and receives the final outcome. Returns the number accepted."""
+    accepted = 0
+    for i in range(count):
+        if tick_code[i] != ACCEPTED:
+            continue
+        code = _apply_full_nb(tick_security[i], tick_price[i], tick_bid[i], tick_ask[i],
+                              tick_status[i], tick_ts[i], prices, bid, ask, last_ts, flags,
+                              pending_price, pending_count, spike_frac, spike_confirm)
+        tick_code[i] = code
+        if code == ACCEPTED:
+            accepted += 1
+    return accepted
+
+
+
+
+@njit(cache=True)
+def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns, stale_after_ns,
+                  out_rows, out_mid, out_bits):
+    """Everything the holding pass needs of a slot, once per slot instead of once per holding:
+    ``out_rows[s]`` = (last, bid or else last, ask or else last), packed so a holding costs one
+    cache line; ``out_mid[s]`` = mid, or last while a side is unknown; ``out_bits[s]`` =
+    ``SLOT_*`` bits."""
+    for s in range(prices.size):
+        p = prices[s]
+        b = bid[s]
+        a = ask[s]
+        missing = math.isnan(b) or math.isnan(a)
+        out_rows[s, TERM_LAST] = p
+        out_mid[s] = p if missing else 0.5 * (b + a)
+        out_rows[s, TERM_BID] = p if math.isnan(b) else b
+        out_rows[s, TERM_ASK] = p if math.isnan(a) else a
+        bits = 0
+        ticked = last_ts[s]
+        if ticked >= session_open_ns:
+            bits |= SLOTBIT_TICKED
+        else:
+            ticked = session_open_ns  # an untouched price ages from the session open
+        if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
+            bits |= SLOTBIT_STALE
+        if flags[s] & BOOK_HALTED:
+            bits |= SLOTBIT_HALTED
+        if missing:
+            bits |= SLOTBIT_QUOTE_MISSING
+        out_bits[s] = bits
+
+
+@njit(cache=True)
+def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets, fund_fx_codes,
+                 fund_cash, fund_creation_unit, fund_basis, fund_market, slot_rows, slot_mid,
+                 slot_bits, min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio,
+                 out_count):
+    """One pass over the packed holdings (``iopv.core.packed.PackedHoldings``) of the funds in
+    ``fund_list`` (after ``slot_terms_nb``): the value at last (or mid) prices, at bids and at
+    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
+    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k
+    describes fund ``fund_list[k]``.
+
+    Every term shares x price x fx is >= 0 (shares >= 0 by the loader, prices > 0 by the book),
+    so a side's gross magnitude -- the sum of abs(term) in holding order -- is bit for bit the
+    side's own sum, and is not summed apart."""
+    n_fx = fx_slots.size
+    # Per FX code: last, bid, ask, mid (flat, 4 per code) and the slot bits; a few entries.
+    fx_rows = np.empty(4 * n_fx)
+    fx_bits = np.empty(n_fx, dtype=np.uint8)
+    for c in range(n_fx):
+        x = fx_slots[c]
+        fx_rows[4 * c] = slot_rows[x, TERM_LAST]
+        fx_rows[4 * c + 1] = slot_rows[x, TERM_BID]
+        fx_rows[4 * c + 2] = slot_rows[x, TERM_ASK]
+        fx_rows[4 * c + 3] = slot_mid[x]
+        fx_bits[c] = slot_bits[x]
+    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_TERM + column, no stride load
+    bits_shift = uint64(shift)
+    mask = (uint64(1) << bits_shift) - uint64(1)
+    width = uint64(N_TERM)
+    for k in range(fund_list.size):
+        f = fund_list[k]
+        mid = fund_basis[f] == 1
+        cash = fund_cash[f]
+        total = 0.0
+        total_bid = 0.0
+        total_ask = 0.0
+        covered = 0.0
+        halted_gross = 0.0
+        stale = 0
+        halted = 0
+        seen = 0
+        start = fund_offsets[f]
+        stop = fund_offsets[f + 1]
+        for h in range(uint64(start), uint64(stop)):
+            packed = holding[h]
+            s = packed >> bits_shift
+            row = s * width
+            fx = (packed & mask) * uint64(4)
+            count = shares[h]
+            if mid:
+                term = count * slot_mid[s] * fx_rows[fx + uint64(3)]
+            else:
+                term = count * rows[row + uint64(TERM_LAST)] * fx_rows[fx]
+            total += term
+            total_bid += count * rows[row + uint64(TERM_BID)] * fx_rows[fx + uint64(1)]
+            total_ask += count * rows[row + uint64(TERM_ASK)] * fx_rows[fx + uint64(2)]
+            # Branch-free: these bits are data-dependent, mispredicted branches would cost more
+            # than the arithmetic (the selects compile to blends).
+            bits = slot_bits[s]
+            seen |= bits
+            covered += term if bits & SLOTBIT_TICKED else 0.0
+            stale += (bits & SLOTBIT_STALE) >> 1
+            is_halted = (bits & SLOTBIT_HALTED) >> 2
+            halted += is_halted
+            halted_gross += term if is_halted else 0.0
+        for j in range(fund_fx_offsets[f], fund_fx_offsets[f + 1]):
+            seen |= fx_bits[fund_fx_codes[j]]  # each FX slot of the fund once
+        gross = total
+        unit = fund_creation_unit[f]
+        n = stop - start
+        # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
+        # division one: the bound below covers them with room to spare.
+        value = (total + cash) / unit
+        out_value[SIDE_VALUE, k] = value
+        out_error[SIDE_VALUE, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        value = (total_bid + cash) / unit
+        out_value[SIDE_BID, k] = value
+        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        value = (total_ask + cash) / unit
+        out_value[SIDE_ASK, k] = value
+        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        coverage = covered / gross if gross > 0.0 else 1.0
+        halted_share = halted_gross / gross if gross > 0.0 else 0.0
+        out_ratio[RATIO_COVERAGE, k] = coverage
+        out_ratio[RATIO_HALTED, k] = halted_share
+        fund_flags = 0
+        if seen & SLOTBIT_QUOTE_MISSING:
+            fund_flags |= FLAG_SIDE_FALLBACK
+        if stale:
+            fund_flags |= FLAG_STALE
+        if halted:
+            fund_flags |= FLAG_HALTED
+        if coverage < min_coverage:
+            fund_flags |= FLAG_LOW_COVERAGE
+        market = fund_market[f]
+        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOTBIT_HALTED):
+            fund_flags |= FLAG_FUND_HALTED
+        out_count[COUNT_STALE, k] = stale
+        out_count[COUNT_HALTED, k] = halted
+        out_count[COUNT_FLAGS, k] = fund_flags
+        if fund_flags & FLAG_FUND_HALTED:
+            out_count[COUNT_STATUS, k] = FUND_SUSPENDED
+        elif fund_flags & (FLAG_STALE | FLAG_HALTED | FLAG_LOW_COVERAGE):
+            out_count[COUNT_STATUS, k] = FUND_DEGRADED
+        else:
+            out_count[COUNT_STATUS, k] = FUND_OK
+
+
+@njit(cache=True)
+def market_prices_nb(fund_market, prices, last_ts, out):
+    """The fund's own last trade (its ticker's slot) when it ticked, else NaN."""
+    for f in range(fund_market.size):
+        slot = fund_market[f]
+        out[f] = prices[slot] if slot >= 0 and last_ts[slot] != NEVER_TS else np.nan
+
+
+@njit(cache=True)
+def round_sides_nb(values, errors, decimals, out_rounded, out_near_tie):
+    """``round_half_up_nb`` over every row (side) of 2-D values. Returns the number flagged."""
+    flagged = 0
+    for k in range(values.shape[0]):
+        flagged += round_half_up_nb(values[k], errors[k], decimals, out_rounded[k], out_near_tie[k])
+    return flagged
+
+
+@njit(cache=True)
+def session_at_nb(boundary_ns, session_close, cursor):
+    """Index of the first session from ``cursor`` on (sorted, disjoint [open, close] pairs)
+    that closes at or after ``boundary_ns``; ``session_close.size`` when none does."""
+    k = cursor
+    while k < session_close.size and session_close[k] < boundary_ns:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code, start,
+              next_boundary, interval_ns, prices, bid, ask, last_ts, flags, pending_price,
+              pending_count, spike_frac, spike_confirm, fund_offsets, holding, shares, shift,
+              fx_slots, fund_fx_offsets, fund_fx_codes, fund_cash, fund_creation_unit, fund_basis,
+              fund_market, session_open, session_close, stale_after_ns, min_coverage,
+              halted_weight, decimals, slot_rows, slot_mid, slot_bits, fund_list, out_boundary,
+              out_value, out_error, out_rounded, out_near_tie, out_ratio, out_count, out_market):
+    """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
+    full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
+    it is valued and rounded into the ``out_*`` rows -- only boundaries inside a session when
+    ``session_open`` is not empty (otherwise always open, each UTC day a session). Returns
+    early, just after a row with a value near a rounding tie, so the caller can resolve it
+    exactly against the book as it is at that boundary. Returns (next tick, rows, next boundary)."""
+    rows = 0
+    capacity = out_boundary.size
+    i = start
+    n = tick_ts.size
+    cursor = 0
+    while i < n:
+        if tick_code[i] != ACCEPTED:
+            i += 1
+            continue
+        price = tick_price[i]
+        if not (tick_status[i] != 0 and math.isnan(price)):
+            if not math.isfinite(price):
+                tick_code[i] = NON_FINITE_PRICE
+                i += 1
+                continue
+            if price <= 0.0:
+                tick_code[i] = NON_POSITIVE_PRICE
+                i += 1
+                continue
+        ts = tick_ts[i]
+        if ts > next_boundary:
+            if rows == capacity:
+                break
+            opened = next_boundary - next_boundary % DAY_NS
+            if session_open.size:
+                cursor = session_at_nb(next_boundary, session_close, cursor)
+                if cursor == session_open.size or session_open[cursor] > next_boundary:
+                    next_boundary += interval_ns  # outside the session: nothing published
+                    continue
+                opened = session_open[cursor]
+            out_boundary[rows] = next_boundary
+            slot_terms_nb(prices, bid, ask, last_ts, flags, next_boundary, opened, stale_after_ns,
+                          slot_rows, slot_mid, slot_bits)
+            value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets,
+                         fund_fx_codes, fund_cash, fund_creation_unit, fund_basis, fund_market,
+                         slot_rows, slot_mid, slot_bits, min_coverage, halted_weight, fund_list,
+                         out_value[rows], out_error[rows], out_ratio[rows], out_count[rows])
+            near = round_sides_nb(out_value[rows], out_error[rows], decimals, out_rounded[rows],
+                                  out_near_tie[rows])
+            market_prices_nb(fund_market, prices, last_ts, out_market[rows])
+            rows += 1
+            next_boundary += interval_ns
+            if near:
+                break
+            continue
+        tick_code[i] = _apply_full_nb(tick_security[i], price, tick_bid[i], tick_ask[i],
+                                      tick_status[i], ts, prices, bid, ask, last_ts, flags,
+                                      pending_price, pending_count, spike_frac, spike_confirm)
+        i += 1
+    return i, rows, next_boundary

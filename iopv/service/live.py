@@ -1,0 +1,164 @@
+"""The live service: tick feed, engine clock and sinks as named tasks, with a clean stop.
+
+Every task is named and kept; an unexpected exception in one is logged and stops the service
+with a non-zero exit, instead of leaving it running half-blind. SIGTERM and SIGINT stop it
+cleanly within 5 s: the clock stops (a cycle in progress is synchronous, so it completes), the
+sinks get a grace period to flush (in parallel), the retained status turns ``offline``, the
+connections close. At start the session's saved prices are restored (``iopv.engine.restart``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Iterable
+
+from iopv.adapters.mqtt.feed import MqttTickFeed
+from iopv.adapters.mqtt.sink import MqttSink
+from iopv.adapters.redis import state as redis_state
+from iopv.adapters.redis.sink import RedisSink
+from iopv.config import Settings, redact_url
+from iopv.core.universe import Universe, load_pcf
+from iopv.engine import gcpolicy, restart
+from iopv.engine.clock import BoundaryClock
+from iopv.engine.cycle import Engine, Sink
+from iopv.engine.realtime import RealtimePublisher
+from iopv.service.health import HealthServer
+from iopv.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: Time the sinks get to flush at shutdown; the whole stop stays well under 5 s.
+DRAIN_TIMEOUT_S = 2.0
+#: Time the offline status gets to reach the broker at shutdown.
+STATUS_TIMEOUT_S = 0.5
+
+
+class Service:
+    """One engine instance with its MQTT feed, its MQTT and Redis sinks, and its health endpoint."""
+
+    def __init__(self, settings: Settings, *, universe: Universe | None = None,
+                 extra_sinks: Iterable[Sink] = ()):
+        self.settings = settings
+        universe = universe or load_pcf(settings.engine.pcf_path)
+        instance = settings.engine.instance
+        self.engine = Engine(universe, settings, [])
+        # The Redis sink writes the restart state with every boundary's values (engine.restart).
+        self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
+                                    state_key=redis_state.state_key(settings),
+                                    snapshot=lambda boundary_ns: restart.snapshot(self.engine.book, boundary_ns))
+        self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
+                                  max_queued=settings.intake.sink_queue_cycles)
+        self.engine.sinks = [self.redis_sink, self.mqtt_sink, *extra_sinks]
+        self.realtime_sink: MqttSink | None = None
+        self.realtime: RealtimePublisher | None = None
+        if settings.realtime.enabled:
+            rt = settings.realtime
+            # A sink (and connection) of its own: real-time traffic never queues boundary values.
+            self.realtime_sink = MqttSink(
+                dataclasses.replace(settings.mqtt, value_topic_prefix=rt.topic_prefix, value_qos=rt.qos),
+                instance=f"{instance}-rt", max_queued=settings.intake.sink_queue_cycles)
+            self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms,
+                                              revalue_s=rt.revalue_s)
+            self.engine.intake.on_applied.append(self.realtime.on_applied)
+            self.realtime_sink.on_connected.append(self.realtime.resend_all)
+        self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
+                                 silence_s=settings.ops.feed_silence_s)
+        self.clock = BoundaryClock(settings.engine.interval_ns)
+        self.metrics = Metrics(self)
+        self.engine.after_cycle.append(
+            lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))
+        self.http = (HealthServer(self, settings.ops.http_host, settings.ops.http_port)
+                     if settings.ops.http_port else None)
+        self.restored_symbols = 0
+        self.stop_event = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    @property
+    def universe(self) -> Universe:
+        """The baskets in use now (a reload swaps the engine's)."""
+        return self.engine.universe
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def restore_state(self) -> None:
+        """Restore the session's last prices from Redis (unless ``ops.restore_state`` is off)."""
+        if not self.settings.ops.restore_state:
+            log.info("state: clean start (previous closes)")
+            return
+        data = await redis_state.load(self.settings)
+        if data is None:
+            return
+        try:
+            self.restored_symbols, skipped = restart.restore(self.engine.book, data)
+        except ValueError as exc:
+            log.info("state: not restored: %s", exc)
+            return
+        log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
+        if self.realtime is not None:  # its running sums follow the book: rebuild them
+            self.realtime.revalue()
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until stopped; returns the process exit code (0 on a requested stop)."""
+        s = self.settings
+        log.info("engine %s: %d funds, %d holdings, %d symbols from %s; interval %.3f s",
+                 s.engine.instance, len(self.universe.funds), self.universe.holdings,
+                 len(self.universe.symbols), self.universe.source, s.engine.interval_s)
+        log.info("mqtt %s, redis %s", redact_url(s.mqtt.url), redact_url(s.redis.url))
+        self.engine.warm_up()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.request_stop)
+        exit_code = 0
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
+        try:
+            await self.restore_state()
+            gcpolicy.freeze_long_lived()  # the universe and warm kernels: off the collector's walk
+            if self.http:
+                await self.http.start()
+            self.tasks = [
+                asyncio.create_task(self.feed.run(), name="feed.mqtt"),
+                asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"),
+                asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
+                asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
+                asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
+            ]
+            if self.realtime_sink:
+                self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
+            done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception() is not None:
+                    log.error("task %s failed; stopping", task.get_name(), exc_info=task.exception())
+                    exit_code = 1
+        finally:
+            self.stop_event.set()
+            await self._shutdown()
+            stopper.cancel()
+            if handle_signals:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        log.info("engine %s stopped (exit %d)", s.engine.instance, exit_code)
+        return exit_code
+
+    async def _shutdown(self) -> None:
+        async def drain(sink) -> None:
+            if sink.connected and not await sink.drain(DRAIN_TIMEOUT_S):
+                log.warning("%s: %d publications not flushed at shutdown", sink.name, sink.queued)
+            elif sink.queued:
+                log.warning("%s: disconnected, %d publications not flushed at shutdown", sink.name, sink.queued)
+
+        if self.realtime:
+            self.realtime.close()
+        mqtt_sinks = [s for s in (self.mqtt_sink, self.realtime_sink) if s is not None]
+        await asyncio.gather(*(drain(sink) for sink in (self.redis_sink, *mqtt_sinks)))
+        # The retained "offline" status is an MQTT message: Redis has no such thing.
+        await asyncio.gather(*(sink.publish_offline(STATUS_TIMEOUT_S) for sink in mqtt_sinks))
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http:
+            await self.http.close()

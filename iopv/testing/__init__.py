@@ -1,0 +1,1 @@
+"""Throwaway servers and synthetic universes, for the tests, the demo and the benchmarks."""
