@@ -67,7 +67,8 @@ def parse_time_ms(text: str, parameter: str) -> int:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise BadParameter(parameter, f"{parameter}: expected ISO-8601 time or epoch milliseconds, got {text!r}")
+        raise BadParameter(parameter, f"{parameter}: expected ISO-8601 time or epoch milliseconds, "
+                                      f"got {text!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     when = when.astimezone(dt.UTC)
@@ -100,6 +101,25 @@ def error(status: int, message: str, **fields: Any) -> web.Response:
     return json_response({"error": message, **fields}, status)
 
 
+class Subscriber:
+    """One stream's bounded queue of events and its wake-up."""
+
+    __slots__ = ("queue", "wakeup")
+
+    def __init__(self):
+        self.queue: collections.deque = collections.deque()
+        self.wakeup = asyncio.Event()
+
+    def put(self, event) -> bool:
+        """Queue ``event``; False when the oldest had to go to make room."""
+        full = len(self.queue) >= STREAM_QUEUE_EVENTS
+        if full:
+            self.queue.popleft()
+        self.queue.append(event)
+        self.wakeup.set()
+        return not full
+
+
 class ValuesHub:
     """The latest record of every fund, and the stream subscribers; fed by the engine after every
     cycle (``on_publication``), which costs a dict update per fund and a queue put per subscriber."""
@@ -110,8 +130,7 @@ class ValuesHub:
         self.interval_s = settings.engine.interval_s
         self.decimals = settings.engine.decimals
         self.latest: dict[str, dict[str, Any]] = {}
-        self.subscribers: set[collections.deque] = set()
-        self._wakeups: dict[int, asyncio.Event] = {}
+        self.subscribers: set[Subscriber] = set()
         self.dropped = 0
         self.events = 0
         self.redis = None  # the web server's client for history reads (set at its start)
@@ -153,18 +172,15 @@ class ValuesHub:
             return
         self.events += 1
         event = (publication.ts_ns // 1_000_000, publication.records)
-        for queue in self.subscribers:
-            if len(queue) >= STREAM_QUEUE_EVENTS:
-                queue.popleft()
+        for subscriber in self.subscribers:
+            if not subscriber.put(event):
                 self.dropped += 1
-            queue.append(event)
-            self._wakeups[id(queue)].set()
 
     def close(self) -> None:
         """End every stream (at shutdown)."""
-        for queue in self.subscribers:
-            queue.append(None)
-            self._wakeups[id(queue)].set()
+        for subscriber in self.subscribers:
+            subscriber.queue.append(None)
+            subscriber.wakeup.set()
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -214,17 +230,16 @@ class ValuesHub:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        queue: collections.deque = collections.deque()
-        wakeup = asyncio.Event()
-        self._wakeups[id(queue)] = wakeup
-        self.subscribers.add(queue)
+        subscriber = Subscriber()
+        queue = subscriber.queue
+        self.subscribers.add(subscriber)
         try:
             await response.write(b"retry: 2000\n\n")
             while True:
                 if not queue:
-                    wakeup.clear()
+                    subscriber.wakeup.clear()
                     try:
-                        await asyncio.wait_for(wakeup.wait(), KEEPALIVE_S)
+                        await asyncio.wait_for(subscriber.wakeup.wait(), KEEPALIVE_S)
                     except TimeoutError:
                         await response.write(b": keep-alive\n\n")
                         continue
@@ -240,6 +255,5 @@ class ValuesHub:
         except ConnectionError:  # the subscriber went away
             pass
         finally:
-            self.subscribers.discard(queue)
-            self._wakeups.pop(id(queue), None)
+            self.subscribers.discard(subscriber)
         return response

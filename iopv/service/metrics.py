@@ -45,7 +45,8 @@ class ServiceCollector:
                                   value=float(sum(counts[code] for code in sorted(REJECTIONS))))
         yield CounterMetricFamily("iopv_tick_messages", "MQTT tick messages decoded",
                                   value=float(engine["tick_messages"]))
-        yield GaugeMetricFamily("iopv_tick_staged", "Ticks decoded, not yet applied", value=float(engine["tick_staged"]))
+        yield GaugeMetricFamily("iopv_tick_staged", "Ticks decoded, not yet applied",
+                                value=float(engine["tick_staged"]))
         yield CounterMetricFamily("iopv_cycles", "Valuation cycles run", value=float(engine["cycles"]))
         yield CounterMetricFamily("iopv_boundaries_missed", "Boundaries skipped after a stall",
                                   value=float(c.clock.stats()["boundaries_missed"]))
