@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         if urls:
             p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
             p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
-            p.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics on this port "
-                           "(ops.http_port; 0 = off)")
+            p.add_argument("--http-port", type=int, help="web server (board, /api, /healthz /readyz /metrics) "
+                           "on this port (ops.http_port; 0 = off; the demo then picks a free port)")
             p.add_argument("--clean-start", action="store_true",
                            help="start from previous closes, not the saved session state (ops.restore_state)")
 
