@@ -40,7 +40,8 @@ READ_TABLE = """
 const out = {};
 for (const tr of document.querySelectorAll('#board tbody tr')) {
   out[tr.dataset.fund] = [tr.dataset.ts, tr.querySelector('td.iopv').textContent,
-                          tr.querySelector('td.status').textContent];
+                          tr.querySelector('td.status').textContent, tr.querySelector('td.premium').textContent,
+                          tr.querySelector('td.alerts').textContent, tr.className];
 }
 return out;
 """
@@ -75,6 +76,8 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
     settings = settings_for(tmp_path, document, mosquitto, redis_server, calendar="always", interval_s=1.0)
     settings = dataclasses.replace(settings, ops=dataclasses.replace(settings.ops, http_port=free_port()))
     symbol = document[0]["holdings"][0]["symbol"]
+    halted_symbol = next(h["symbol"] for h in document[1]["holdings"]
+                         if all(h["symbol"] != g["symbol"] for g in document[0]["holdings"]))
     topic = f"{settings.mqtt.tick_topic_prefix}/{symbol}"
     url = f"http://127.0.0.1:{settings.ops.http_port}/"
     shot = tmp_path / "board.png"
@@ -93,8 +96,16 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
         try:
             await asyncio.wait_for(subscribed.wait(), 10)
             await asyncio.wait_for(service.feed.subscribed.wait(), 10)
-            await publish_all("127.0.0.1", mosquitto.port, [(topic, orjson.dumps(tick(symbol, 123.25, time.time_ns())))])
-            await wait_for(lambda: service.engine.book.ticked >= 1, 10, "tick applied")
+            now = time.time_ns()
+            await publish_all("127.0.0.1", mosquitto.port, [
+                (topic, orjson.dumps(tick(symbol, 123.25, now))),
+                # F0's own market price (premium column) and a halted holding of F1 (stands out).
+                (f"{settings.mqtt.tick_topic_prefix}/F0", orjson.dumps(tick("F0", 150.0, now))),
+                (f"{settings.mqtt.tick_topic_prefix}/{halted_symbol}",
+                 orjson.dumps({"symbol": halted_symbol, "status": "halted", "ts": now}))])
+            await wait_for(lambda: service.engine.intake.messages >= 3, 10, "ticks received")
+            cycles = service.engine.cycles
+            await wait_for(lambda: service.engine.cycles > cycles, 10, "ticks applied at a boundary")
             await wait_for(lambda: service.http is not None and service.redis_sink.published >= 1, 10, "first values")
             await asyncio.to_thread(driver.get, url)
             # The table fills from /api/board, then follows the stream.
@@ -124,7 +135,7 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
             canvas = await asyncio.to_thread(driver.find_elements, "css selector", "#chart canvas")
             await asyncio.sleep(1.2)  # one more boundary, so the chart has a line and ages tick
             await asyncio.to_thread(driver.save_screenshot, str(shot))
-            wanted = {(fund, int(ts)) for snapshot in (first, second) for fund, (ts, _v, _s) in snapshot.items()}
+            wanted = {(fund, int(ts)) for snapshot in (first, second) for fund, (ts, *_rest) in snapshot.items()}
             await wait_for(lambda: wanted <= set(seen), 10, "MQTT values of the boundaries shown")
             client = aioredis.Redis.from_url(redis_server.url)
             history = {}
@@ -147,11 +158,15 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
     assert code == 0
     assert len(first) == len(document)
     for snapshot in (first, second):
-        for fund, (ts, text, status) in snapshot.items():
+        for fund, (ts, text, status, premium, alerts, classes) in snapshot.items():
             published = seen[(fund, int(ts))]
             assert text == f"{published['iopv']:.4f}", (fund, ts)  # MQTT at that boundary
             assert history[(fund, int(ts))] == published["iopv"]  # Redis at that boundary
             assert status == published["status"]
+            assert premium == (f"{published['premium_bps']:+.1f}" if "premium_bps" in published else "")
+        assert "F0" in {f for f, row in snapshot.items() if row[3]}  # F0's market price ticked
+        assert "halted" in snapshot["F1"][4].split() and "alert-halted" in snapshot["F1"][5].split()
+        assert "halted" not in snapshot["F0"][4]
     assert first["F0"][1] == exact(document, {symbol: Decimal("123.25")})["F0"]
     assert second["F0"][1] == exact(document, {symbol: Decimal("140.5")})["F0"] != first["F0"][1]
     assert int(second["F0"][0]) > int(first["F0"][0])

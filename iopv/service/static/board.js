@@ -43,7 +43,7 @@ function render(row, fresh) {
   }
   tr.dataset.ts = String(row.ts);
   cell(tr, "fund", row.fund);
-  cell(tr, "name", state.names[row.fund] || "");
+  cell(tr, "name", state.names[row.fund] || "").title = state.names[row.fund] || "";
   cell(tr, "iopv", fmt(row.iopv, state.decimals), true);
   const change = cell(tr, "change", fmt(row.change, state.decimals, true), true);
   const bps = cell(tr, "change-bps", fmt(row.change_bps, 1, true), true);
