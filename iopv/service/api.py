@@ -13,7 +13,9 @@
 - ``GET /api/stream``: Server-Sent Events. At every boundary one ``values`` event whose data is
   the JSON list of the records published (``id`` = the boundary in epoch ms); with ``?board=1``
   also a ``board`` event with the rows of those records. A comment line every
-  ``KEEPALIVE_S`` keeps proxies from closing an idle stream.
+  ``KEEPALIVE_S`` keeps proxies from closing an idle stream. With ``?realtime=1`` (and
+  ``realtime.enabled``) also a ``realtime`` event per real-time publication, its data the list of
+  the real-time records published (README "Real-time values").
 
 Records are exactly the published JSON records (README "Outputs"): the API serves what the
 engine handed its sinks (latest values) and what the Redis sink wrote (history).
@@ -104,11 +106,12 @@ def error(status: int, message: str, **fields: Any) -> web.Response:
 class Subscriber:
     """One stream's bounded queue of events and its wake-up."""
 
-    __slots__ = ("queue", "wakeup")
+    __slots__ = ("queue", "wakeup", "realtime")
 
-    def __init__(self):
+    def __init__(self, *, realtime: bool = False):
         self.queue: collections.deque = collections.deque()
         self.wakeup = asyncio.Event()
+        self.realtime = realtime  # also wants the real-time records
 
     def put(self, event) -> bool:
         """Queue ``event``; False when the oldest had to go to make room."""
@@ -171,9 +174,16 @@ class ValuesHub:
         if not self.subscribers:
             return
         self.events += 1
-        event = (publication.ts_ns // 1_000_000, publication.records)
+        event = (b"values", publication.ts_ns // 1_000_000, publication.records)
         for subscriber in self.subscribers:
             if not subscriber.put(event):
+                self.dropped += 1
+
+    def on_realtime(self, publication: Publication) -> None:
+        """A real-time publication: to the subscribers that asked for them."""
+        event = (b"realtime", publication.ts_ns // 1_000_000, publication.records)
+        for subscriber in self.subscribers:
+            if subscriber.realtime and not subscriber.put(event):
                 self.dropped += 1
 
     def close(self) -> None:
@@ -227,10 +237,11 @@ class ValuesHub:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         board = request.query.get("board", "") in ("1", "true", "yes")
+        realtime = request.query.get("realtime", "") in ("1", "true", "yes")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        subscriber = Subscriber()
+        subscriber = Subscriber(realtime=realtime)
         queue = subscriber.queue
         self.subscribers.add(subscriber)
         try:
@@ -246,9 +257,9 @@ class ValuesHub:
                 event = queue.popleft()
                 if event is None:
                     break
-                ts_ms, records = event
-                chunk = b"id: %d\nevent: values\ndata: %s\n\n" % (ts_ms, orjson.dumps(records))
-                if board:
+                kind, ts_ms, records = event
+                chunk = b"id: %d\nevent: %s\ndata: %s\n\n" % (ts_ms, kind, orjson.dumps(records))
+                if board and kind == b"values":
                     rows = {"now_ns": time.time_ns(), "interval_s": self.interval_s, "rows": self.rows(records)}
                     chunk += b"id: %d\nevent: board\ndata: %s\n\n" % (ts_ms, orjson.dumps(rows))
                 await response.write(chunk)

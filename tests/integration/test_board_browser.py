@@ -24,6 +24,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from iopv.engine import view
 from iopv.service.live import Service
 from iopv.testing.servers import free_port
 from tests.support.live import exact, make_basket, publish_all, settings_for, tick, wait_for
@@ -164,6 +165,10 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
             assert history[(fund, int(ts))] == published["iopv"]  # Redis at that boundary
             assert status == published["status"]
             assert premium == (f"{published['premium_bps']:+.1f}" if "premium_bps" in published else "")
+            # The alerts are the engine's rule (iopv.engine.view), "late" aside (it depends on when we looked).
+            expected = view.alerts(published, now_ns=int(ts), interval_s=1.0)
+            assert [a for a in alerts.split() if a != "late"] == expected
+            assert all(f"alert-{a}" in classes.split() for a in expected)
         assert "F0" in {f for f, row in snapshot.items() if row[3]}  # F0's market price ticked
         assert "halted" in snapshot["F1"][4].split() and "alert-halted" in snapshot["F1"][5].split()
         assert "halted" not in snapshot["F0"][4]

@@ -69,7 +69,10 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
             stream = await http.get(base + "/api/stream?board=1")
             events: list = []
             reader = asyncio.create_task(read_events(stream, events))
-            await wait_for(lambda: len(service.hub.subscribers) == 1, what="stream subscribed")
+            rt_stream = await http.get(base + "/api/stream?realtime=1")
+            rt_events: list = []
+            rt_reader = asyncio.create_task(read_events(rt_stream, rt_events))
+            await wait_for(lambda: len(service.hub.subscribers) == 2, what="streams subscribed")
 
             async def cycle_at(ts, prices):
                 before = service.engine.intake.messages
@@ -84,6 +87,13 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
             await wait_for(lambda: service.redis_sink.published >= 2 and service.mqtt_sink.published >= 2,
                            what="both publications written")
             await wait_for(lambda: sum(e[0] == "values" for e in events) >= 2, what="stream events")
+            f0_rt = exact(document, {s: Decimal(p) for s, p in prices2.items()})["F0"]
+
+            def last_f0_realtime():
+                records = [r for e in rt_events if e[0] == "realtime" for r in e[2] if r["fund"] == "F0"]
+                return records and f"{records[-1]['iopv']:.4f}" == f0_rt
+
+            await wait_for(last_f0_realtime, what=f"F0's real-time value {f0_rt} on the stream")
             out["values"] = await get("/api/values")
             out["one"] = await get("/api/values/F1")
             out["mqtt"] = await read_retained("127.0.0.1", mosquitto.port, settings.mqtt.value_topic_prefix,
@@ -106,8 +116,10 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
                 out["uplot"] = response.status, len(await response.read())
             service.request_stop()
             out["code"] = await asyncio.wait_for(task, 5)
-            await asyncio.wait_for(reader, 5)  # the stream ends at shutdown
+            await asyncio.wait_for(asyncio.gather(reader, rt_reader), 5)  # the streams end at shutdown
             stream.close()
+            rt_stream.close()
+        out["rt_events"] = rt_events
         out["events"] = events
         return pub1, pub2, out
 
@@ -137,6 +149,10 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
     board_events = [e for e in out["events"] if e[0] == "board"]
     assert [[r["iopv"] for r in e[2]["rows"]] for e in board_events] == [
         [r["iopv"] for r in pub1.records], [r["iopv"] for r in pub2.records]]
+    # Real-time records only to the stream that asked for them, with the boundary values too.
+    assert "realtime" not in {e[0] for e in out["events"]}
+    assert {e[0] for e in out["rt_events"]} == {"values", "realtime"}
+    assert all(r["realtime"] is True for e in out["rt_events"] if e[0] == "realtime" for r in e[2])
     board = out["board"][1]
     assert [r["fund"] for r in board["rows"]] == [r["fund"] for r in pub2.records]
     assert board["rows"][0]["reference"] is not None and board["interval_s"] == 3600.0
