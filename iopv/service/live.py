@@ -78,11 +78,13 @@ class Service:
         self.engine.after_cycle.append(
             lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))
         self.hub = ValuesHub(settings, lambda: self.engine.universe)
-        self.engine.after_cycle.append(self.hub.on_publication)
-        if self.realtime is not None:
-            self.realtime.after_publish.append(self.hub.on_realtime)
-        self.http = (WebServer(settings, self.components, self.metrics, self.hub, settings.ops.http_host,
-                               settings.ops.http_port) if settings.ops.http_port else None)
+        self.http: WebServer | None = None
+        if settings.ops.http_port:  # the web server, fed after every cycle (and real-time publication)
+            self.http = WebServer(settings, self.components, self.metrics, self.hub, settings.ops.http_host,
+                                  settings.ops.http_port)
+            self.engine.after_cycle.append(self.hub.on_publication)
+            if self.realtime is not None:
+                self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
