@@ -104,3 +104,17 @@ def test_the_terminal_table_shows_the_columns_and_marks_alerts():
     line_b = next(line for line in text.splitlines() if "BBB" in line)
     assert "9.5000" in line_b and "halted" in line_b
     assert np.isclose(rows[0]["change_bps"], 123.4)
+
+
+def test_on_a_terminal_the_table_is_redrawn_in_place_not_scrolled():
+    out = io.StringIO()
+    table_view = TableView(out, force_terminal=True)
+    for value in (10.1234, 10.5678):
+        rows = [view.row(record(fund="AAA", iopv=value), now_ns=TS, interval_s=15, reference=10.0)]
+        table_view.show(values_table(rows, decimals=4, title="T"))
+    table_view.close()
+    text = out.getvalue()
+    assert "10.1234" in text and "10.5678" in text
+    # The second table replaces the first: the cursor goes back up over it and erases it (rich Live).
+    after_first = text[text.index("10.1234"):]
+    assert "\x1b[1A" in after_first and "\x1b[2K" in after_first
