@@ -1,4 +1,4 @@
-"""Command line: ``iopv run | replay | demo | check-pcf``.
+"""Command line: ``iopv run | replay | demo | tail | check-pcf``.
 
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -116,6 +117,18 @@ def cmd_check_pcf(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    from iopv.demo.tail import Tail
+
+    settings = load_settings(args.config, overrides={"engine": {"interval_s": args.interval},
+                                                     "mqtt": {"url": args.mqtt_url}})
+    universe = load_pcf(args.pcf) if args.pcf else None
+    tail = Tail(settings, args.funds, realtime=args.realtime, as_json=args.json, universe=universe)
+    with contextlib.suppress(KeyboardInterrupt):
+        return run_async(tail.run(count=args.count, duration_s=args.duration))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
@@ -129,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         if urls:
             p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
             p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
-            p.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics on this port "
-                           "(ops.http_port; 0 = off)")
+            p.add_argument("--http-port", type=int, help="web server (board, /api, /healthz /readyz /metrics) "
+                           "on this port (ops.http_port; 0 = off; the demo then picks a free port)")
             p.add_argument("--clean-start", action="store_true",
                            help="start from previous closes, not the saved session state (ops.restore_state)")
 
@@ -153,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--calendar", default=None,
                         help="sessions: 'always' or an exchange code such as XNYS (engine.calendar)")
     replay.set_defaults(handler=cmd_replay)
+
+    tail = commands.add_parser("tail", help="live table of the published values (any subscriber); --json: raw records")
+    tail.add_argument("funds", nargs="*", metavar="FUND", help="funds to show (default: every fund)")
+    tail.add_argument("--mqtt-url", help="broker, mqtt://[user:pass@]host[:port] (mqtt.url)")
+    tail.add_argument("--realtime", action="store_true",
+                      help="also follow the real-time values (realtime.topic_prefix)")
+    tail.add_argument("--json", action="store_true", help="print the records as received, one per line")
+    tail.add_argument("--config", help="TOML settings file (topic prefixes, interval, decimals)")
+    tail.add_argument("--pcf", help="basket file: fund names, and the previous closes for the change column")
+    tail.add_argument("--interval", type=float, help="the engine's interval, for the age rule (engine.interval_s)")
+    tail.add_argument("--count", type=int, help="stop after this many records")
+    tail.add_argument("--duration", type=float, help="stop after this many seconds")
+    tail.set_defaults(handler=cmd_tail)
 
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
     check.add_argument("files", nargs="+")
