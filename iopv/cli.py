@@ -1,4 +1,4 @@
-"""Command line: ``iopv run | replay | demo | check-pcf``.
+"""Command line: ``iopv run | replay | demo | check-pcf | history | import-holdings``.
 
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback.
@@ -116,6 +116,68 @@ def cmd_check_pcf(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    import csv
+
+    import orjson
+    import redis.exceptions
+
+    from iopv.adapters.redis.client import close_client, redis_client
+    from iopv.adapters.redis.history import UnknownFund, parse_time_ns, read_history
+    from iopv.config import redact_url
+
+    settings = _settings(args)
+    try:
+        from_ns = None if args.from_time is None else parse_time_ns(args.from_time)
+        to_ns = None if args.to_time is None else parse_time_ns(args.to_time)
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to: {exc}") from None
+    if from_ns is not None and to_ns is not None and from_ns > to_ns:
+        raise ConfigError(f"--from {args.from_time} is after --to {args.to_time}")
+
+    async def fetch() -> list[dict[str, Any]]:
+        client = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            return await read_history(client, settings.redis.key_prefix, args.fund, from_ns=from_ns, to_ns=to_ns,
+                                      limit=args.limit)
+        finally:
+            await close_client(client)
+
+    try:
+        records = run_async(fetch())
+    except (UnknownFund, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    except (redis.exceptions.RedisError, OSError) as exc:
+        print(f"iopv history: Redis at {redact_url(settings.redis.url)}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    out = sys.stdout
+    if args.format == "json":
+        for record in records:
+            out.write(orjson.dumps(record).decode() + "\n")
+    else:
+        columns = ["fund", "ts", "time"]
+        for record in records:
+            columns += [name for name in record if name not in columns]
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for record in records:
+            record["time"] = _iso_utc(record["ts"])
+            writer.writerow(["" if (value := record.get(name)) is None
+                             else orjson.dumps(value).decode() if isinstance(value, list | dict) else value
+                             for name in columns])
+    out.flush()
+    print(f"history: {len(records)} value(s) of {args.fund}", file=sys.stderr)
+    return 0
+
+
+def _iso_utc(ts_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1_000_000:03d}Z"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
@@ -157,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
     check.add_argument("files", nargs="+")
     check.set_defaults(handler=cmd_check_pcf)
+
+    history = commands.add_parser("history", help="a fund's published values from the Redis history, by time")
+    history.add_argument("fund", help="fund ticker")
+    history.add_argument("--config", help="TOML settings file (default config/default.toml or $IOPV_CONFIG)")
+    history.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+    history.add_argument("--from", dest="from_time", metavar="T",
+                         help="first boundary: ISO-8601 (no offset = UTC) or epoch ms (default: the oldest)")
+    history.add_argument("--to", dest="to_time", metavar="T",
+                         help="last boundary, inclusive, same forms (default: the newest)")
+    history.add_argument("--format", choices=("csv", "json"), default="csv",
+                         help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
+    history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
+    history.set_defaults(handler=cmd_history)
     return parser
 
 
