@@ -171,6 +171,39 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_holdings(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+    from pathlib import Path
+
+    import orjson
+
+    from iopv.core.universe import build_universe
+    from iopv.tools.holdings import import_holdings, read_prices
+    from iopv.tools.layouts import HoldingsError
+
+    try:
+        unit = None if args.creation_unit is None else Decimal(args.creation_unit.replace(",", ""))
+    except InvalidOperation:
+        raise ConfigError(f"--creation-unit: expected a number, got {args.creation_unit!r}") from None
+    try:
+        prices = read_prices(args.prices) if args.prices else None
+        result = import_holdings(args.file, args.format, creation_unit=unit, prices=prices,
+                                 allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency)
+    except HoldingsError as exc:
+        raise ConfigError(str(exc)) from None
+    data = orjson.dumps(result.document, option=orjson.OPT_INDENT_2) + b"\n"
+    build_universe(orjson.loads(data), source=args.out)  # what check-pcf and the engine will load
+    out = Path(args.out)
+    report = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+    try:
+        out.write_bytes(data)
+        report.write_bytes(orjson.dumps(result.report(), option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename}: cannot write: {exc.strerror or exc}") from None
+    print(f"{result.summary()}\nwrote {out} and {report}", file=sys.stderr)
+    return 0
+
+
 def _iso_utc(ts_ns: int) -> str:
     from datetime import UTC, datetime
 
@@ -232,6 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
     history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
     history.set_defaults(handler=cmd_history)
+
+    holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file")
+    holdings.add_argument("file", help="the issuer's holdings download (CSV, or XLSX for ssga)")
+    holdings.add_argument("--format", required=True, choices=("ishares", "invesco", "ssga"), help="the file's layout")
+    holdings.add_argument("--out", required=True, help="basket file to write (JSON, README 'Basket files')")
+    holdings.add_argument("--creation-unit", help="shares the holdings are for (default: the file's shares "
+                          "outstanding; required for invesco and ssga)")
+    holdings.add_argument("--prices", help="CSV of symbol,close: previous closes (needed for ssga; "
+                          "wins over the file's)")
+    holdings.add_argument("--allow-unpriced", action="store_true",
+                          help="leave rows that cannot be priced out of the basket (listed in the report) "
+                          "instead of failing")
+    holdings.add_argument("--fund", help="fund ticker (default: from the file)")
+    holdings.add_argument("--currency", default="USD", help="fund currency (default USD)")
+    holdings.add_argument("--report", help="JSON report of rows not in the basket or put in cash "
+                          "(default: OUT with .report.json)")
+    holdings.set_defaults(handler=cmd_import_holdings)
     return parser
 
 
