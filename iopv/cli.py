@@ -134,6 +134,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from/--to: {exc}") from None
     if from_ns is not None and to_ns is not None and from_ns > to_ns:
         raise ConfigError(f"--from {args.from_time} is after --to {args.to_time}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit: expected a number >= 1, got {args.limit}")
 
     async def fetch() -> list[dict[str, Any]]:
         client = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)

@@ -64,7 +64,7 @@ def test_csv_lists_every_boundary_with_the_published_values(captured, redis_serv
 def test_json_between_bounds_equals_the_mqtt_records(captured, redis_server, history):
     published = mqtt_boundary_values(captured, "F0")
     stamps = [ts for ts in captured.boundaries if ts in published]
-    first, second = stamps[0], stamps[1]
+    first, second = stamps[-2], stamps[-1]  # after the ticks (market price) were applied
     iso = datetime.fromtimestamp(second // 10**9, UTC).isoformat().replace("+00:00", "Z")
     iso = iso[:-1] + f".{(second % 10**9) // 10**6:03d}Z"
     code, out, err = history("F0", "--redis-url", redis_server.url, "--format", "json",
@@ -76,6 +76,15 @@ def test_json_between_bounds_equals_the_mqtt_records(captured, redis_server, his
     assert records[0]["market_price"] == 12.34 and records[0]["as_of"] == "2024-12-06"
 
 
+def test_settings_from_a_config_file(captured, redis_server, tmp_path, capsys):
+    config = tmp_path / "reader.toml"
+    config.write_text(f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "{captured.settings.redis.key_prefix}"\n')
+    assert main(["history", "F1", "--config", str(config), "--format", "json", "--limit", "2"]) == 0
+    records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["ts"] for r in records] == [int(fields["ts"]) for _, fields in captured.streams["F1"][:2]]
+    assert all(r["fund"] == "F1" for r in records)
+
+
 def test_bad_input_is_one_clear_line(captured, redis_server, history):
     code, out, err = history("NOPE", "--redis-url", redis_server.url)
     assert (code, out) == (2, "") and err.count("\n") == 1
@@ -84,6 +93,8 @@ def test_bad_input_is_one_clear_line(captured, redis_server, history):
     assert code == 2 and "'yesterday': expected ISO-8601" in err and err.count("\n") == 1
     code, _, err = history("F0", "--redis-url", redis_server.url, "--from", "2024-01-02", "--to", "2024-01-01")
     assert code == 2 and "is after --to" in err
+    code, _, err = history("F0", "--redis-url", redis_server.url, "--limit", "0")
+    assert code == 2 and "--limit: expected a number >= 1" in err
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
