@@ -13,7 +13,7 @@ from itertools import groupby
 from iopv.core.constants import REASONS
 from iopv.core.universe import build_universe
 from iopv.engine.book import PriceBook
-from iopv.engine.replay import replay
+from iopv.engine.replay import replay, replay_frames
 from iopv.engine.tape import decode_tape
 from tests.support.realdata import djia_basket, djia_days, lean_closes, lean_trade_tape
 from tests.support.reference import reference_replay_full, reference_value
@@ -21,7 +21,7 @@ from tests.support.reference import reference_replay_full, reference_value
 S = 1_000_000_000
 
 
-def engine_replay(pcf_text: str, lines: list[str], interval_ns: int, decimals: int):
+def engine_replay(pcf_text: str, lines: list[str], interval_ns: int, decimals: int):  # as test_replay_reference
     universe = build_universe(json.loads(pcf_text))
     book = PriceBook(universe)
     tape = decode_tape(("\n".join(lines) + "\n").encode(), book.index)
@@ -53,6 +53,8 @@ def test_djia_as_a_fund_reproduces_the_official_closes():
             if day["reproduces"]:
                 assert Decimal(f"{value:.2f}") == Decimal(day["official"]), day["date"]
                 official += 1
+            else:  # a vendor close is off by a cent or more: the data say so, and it shows
+                assert Decimal(f"{value:.2f}") != Decimal(day["official"]), day["date"]
             checked += 1
     assert (checked, official) == (199, 159)  # README: 150 + 9 days reproduce the official close
 
@@ -86,3 +88,26 @@ def test_real_trades_replayed_every_boundary_equals_the_exact_reference():
     assert got[0][0] == 1381152615 * S and got[-1][0] == 1381176060 * S
     ibm = [value for _, fund, value in got if fund == "IBM1"]
     assert min(ibm) > 181 and max(ibm) < 184  # IBM traded 181.xx-183.xx that day
+
+
+def test_real_trades_with_the_nyse_calendar_publish_only_in_the_session():
+    """The same day with ``engine.calendar = XNYS``: boundaries from the 09:30 open to the 16:00
+    close only (not 16:00:15, though trades go on), each the value the always-open replay gives."""
+    closes = lean_closes()
+    document = [{"fund": "IBM1", "creation_unit": 1, "currency": "USD", "cash": 0,
+                 "holdings": [{"symbol": "IBM", "shares": 1, "price": float(closes["IBM"][0])}]}]
+    lines = lean_trade_tape()
+    data = ("\n".join(lines) + "\n").encode()
+    results = {}
+    for calendar in ("always", "XNYS"):
+        universe = build_universe(document)
+        book = PriceBook(universe)
+        tape = decode_tape(data, book.index)
+        results[calendar] = {boundary: frame.rounded[0][0] for boundary, frame in replay_frames(
+            universe, tape, interval_ns=15 * S, decimals=4, book=book, calendar=calendar)}
+    session = results["XNYS"]
+    open_ns, close_ns = 1381152600 * S, 1381176000 * S  # 09:30 and 16:00 ET, 2013-10-07
+    assert min(session) == open_ns + 15 * S and max(session) == close_ns
+    assert set(session) == {b for b in results["always"] if b <= close_ns}
+    assert all(session[b] == results["always"][b] for b in session)
+    assert f"{session[close_ns]:.4f}" == "182.0000"  # the last regular trade; the official close is 182.01
