@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -158,15 +159,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         for record in records:
             out.write(orjson.dumps(record).decode() + "\n")
     else:
-        columns = ["fund", "ts", "time"]
+        columns = dict.fromkeys(("fund", "ts", "time"))
         for record in records:
-            columns += [name for name in record if name not in columns]
+            if not columns.keys() >= record.keys():
+                columns.update(dict.fromkeys(record))
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for record in records:
             record["time"] = _iso_utc(record["ts"])
             writer.writerow(["" if (value := record.get(name)) is None
-                             else orjson.dumps(value).decode() if isinstance(value, list | dict) else value
+                             else orjson.dumps(value).decode() if type(value) is list or type(value) is dict else value
                              for name in columns])
     out.flush()
     print(f"history: {len(records)} value(s) of {args.fund}", file=sys.stderr)
@@ -207,10 +209,9 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
 
 
 def _iso_utc(ts_ns: int) -> str:
-    from datetime import UTC, datetime
-
+    """``ts`` (ns) as ISO-8601 UTC to the millisecond."""
     seconds, nanos = divmod(ts_ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1_000_000:03d}Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"
 
 
 def build_parser() -> argparse.ArgumentParser:
