@@ -10,6 +10,8 @@ from collections import Counter
 from decimal import Decimal
 from itertools import groupby
 
+import pytest
+
 from iopv.core.constants import REASONS
 from iopv.core.universe import build_universe
 from iopv.engine.book import PriceBook
@@ -111,3 +113,22 @@ def test_real_trades_with_the_nyse_calendar_publish_only_in_the_session():
     assert set(session) == {b for b in results["always"] if b <= close_ns}
     assert all(session[b] == results["always"][b] for b in session)
     assert f"{session[close_ns]:.4f}" == "182.0000"  # the last regular trade; the official close is 182.01
+
+
+def test_fixtures_are_what_cut_py_makes_of_the_shared_data(tmp_path):
+    """Provenance: where shared/realdata sits beside the repository (as in CI), cutting it again
+    gives the committed fixtures byte for byte. The other tests never read shared/."""
+    import importlib.util
+
+    from tests.support.realdata import DATA
+
+    source = DATA.parents[3] / "shared" / "realdata"
+    if not (source / "djia" / "djia_member_closes.csv").is_file():
+        pytest.skip(f"no shared data at {source}")
+    spec = importlib.util.spec_from_file_location("cut", DATA / "cut.py")
+    cut = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cut)
+    cut.cut_trades(source, tmp_path)
+    cut.cut_djia(source, tmp_path)
+    for name in ("lean_trades_20131007.csv.gz", "lean_daily_closes.csv", "djia_closes.csv"):
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name

@@ -39,7 +39,7 @@ def _zip_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(io.TextIOWrapper(archive.open(name), encoding="ascii")))
 
 
-def cut_trades(source: Path) -> None:
+def cut_trades(source: Path, out: Path = HERE) -> None:
     trades = []
     for index, symbol in enumerate(SYMBOLS):
         for row in _zip_rows(source / "lean" / f"lean_{symbol.lower()}_20131007_trade.zip"):
@@ -54,8 +54,8 @@ def cut_trades(source: Path) -> None:
         lines.append(f"{ms - previous},{index},{price}")
         previous = ms
     data = ("\n".join(lines) + "\n").encode()
-    (HERE / "lean_trades_20131007.csv.gz").write_bytes(gzip.compress(data, 9, mtime=0))
-    with (HERE / "lean_daily_closes.csv").open("w", newline="") as handle:
+    (out / "lean_trades_20131007.csv.gz").write_bytes(gzip.compress(data, 9, mtime=0))
+    with (out / "lean_daily_closes.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["symbol", "close_20131004", "close_20131007"])
         for symbol in SYMBOLS:
@@ -64,12 +64,12 @@ def cut_trades(source: Path) -> None:
     print(f"{len(trades)} trades -> lean_trades_20131007.csv.gz")
 
 
-def cut_djia(source: Path) -> None:
+def cut_djia(source: Path, out: Path = HERE) -> None:
     days: dict[str, list[dict]] = {}
     with (source / "djia" / "djia_member_closes.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             days.setdefault(row["date"], []).append(row)
-    with (HERE / "djia_closes.csv").open("w", newline="") as handle:
+    with (out / "djia_closes.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["date", "divisor", "djia_official_close", "vendor_closes_reproduce_official", "members"])
         for date, rows in days.items():
