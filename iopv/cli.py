@@ -189,10 +189,22 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
         unit = None if args.creation_unit is None else Decimal(args.creation_unit.replace(",", ""))
     except InvalidOperation:
         raise ConfigError(f"--creation-unit: expected a number, got {args.creation_unit!r}") from None
+    fx = {}
+    for item in args.fx or ():
+        ccy, _, text = item.partition("=")
+        ccy = ccy.strip().upper()
+        try:
+            rate = Decimal(text)
+        except InvalidOperation:
+            rate = None
+        if len(ccy) != 3 or not ccy.isalpha() or rate is None or not (rate.is_finite() and rate > 0):
+            raise ConfigError(f"--fx: expected CCY=RATE ({args.currency} per unit of CCY, > 0), got {item!r}")
+        fx[ccy] = rate
     try:
         prices = read_prices(args.prices) if args.prices else None
         result = import_holdings(args.file, args.format, creation_unit=unit, prices=prices,
-                                 allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency)
+                                 allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency,
+                                 fx=fx)
     except HoldingsError as exc:
         raise ConfigError(str(exc)) from None
     data = orjson.dumps(result.document, option=orjson.OPT_INDENT_2) + b"\n"
@@ -282,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "instead of failing")
     holdings.add_argument("--fund", help="fund ticker (default: from the file)")
     holdings.add_argument("--currency", default="USD", help="fund currency (default USD)")
+    holdings.add_argument("--fx", action="append", metavar="CCY=RATE",
+                          help="fund currency per unit of CCY (repeatable); default: the file's FX Rate (ishares)")
     holdings.add_argument("--report", help="JSON report of rows not in the basket or put in cash "
                           "(default: OUT with .report.json)")
     holdings.set_defaults(handler=cmd_import_holdings)

@@ -11,6 +11,12 @@ the engine load.
   value is the day's variation margin) and are listed in the report as not valued intraday.
 - A row that cannot be priced or has no usable ticker is never dropped silently: it is in the
   report, and the import fails unless ``allow_unpriced`` (then it is left out of the basket).
+- Holdings in another currency keep their local price and get ``currency`` and a seed rate in
+  the basket's ``fx`` (fund currency per unit of it): from ``--fx CCY=RATE``, else from the
+  file's ``FX Rate`` (iShares), whichever way it is quoted -- the convention is the one under
+  which quantity x price x rate reproduces the row's market value (within 0.5 %); a row that
+  reconciles under neither is reported. Cash in another currency: iShares gives its market
+  value in the fund currency already; SSGA's cash line is converted at ``--fx``.
 - Tickers with ``/`` or spaces (``BRK/B``, ``BF B``) are written with ``.`` (``BRK.B``). The same
   ticker twice: shares are added when the prices agree, else it is an error naming both lines.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +101,32 @@ def _symbol(ticker: str) -> str:
     return re.sub(r"[/ ]+", ".", ticker.strip())
 
 
+#: Largest relative gap between quantity x price x rate and a row's market value for a file's
+#: FX rate to be read in that convention (market values are rounded to the cent, rates to a few digits).
+FX_TOLERANCE = Decimal("0.005")
+#: Significant digits of a rate inverted from the file's (1 / 151.26 = 0.00661113314822...).
+RATE_DIGITS = Context(prec=12)
+
+
+def _file_rate(row: Row) -> Decimal | None:
+    """Fund currency per unit of ``row.currency`` from the row's own FX rate, in whichever
+    convention reproduces its market value; None when neither does."""
+    if not (row.fx_rate and row.price and row.shares and row.market_value) or row.value_currency:
+        return None
+    local = row.shares * row.price
+    best = min((abs(local * rate - row.market_value) / abs(row.market_value), rate)
+               for rate in (row.fx_rate, 1 / row.fx_rate))
+    return RATE_DIGITS.plus(best[1]) if best[0] <= FX_TOLERANCE else None
+
+
 def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | None = None,
                     prices: dict[str, Decimal] | None = None, allow_unpriced: bool = False,
-                    fund: str | None = None, currency: str = "USD") -> ImportResult:
+                    fund: str | None = None, currency: str = "USD",
+                    fx: dict[str, Decimal] | None = None) -> ImportResult:
     """Read ``path`` in ``layout`` (ishares, invesco, ssga) and build the basket document.
-    Raises ``HoldingsError`` naming file and line for a bad row, and listing the unpriced rows
-    when there are any and ``allow_unpriced`` is false."""
+    ``fx``: {currency: rate in fund currency per unit}, winning over the file's rates. Raises
+    ``HoldingsError`` naming file and line for a bad row, and listing the unpriced rows when
+    there are any and ``allow_unpriced`` is false."""
     if layout not in READERS:
         raise HoldingsError(f"--format: expected one of {', '.join(READERS)}, got {layout!r}")
     holdings = READERS[layout](Path(path))
@@ -118,6 +144,16 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
     cash = Decimal(0)
     seen: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}
+    rates: dict[str, Decimal] = dict(fx or {})
+    used_rates: dict[str, Decimal] = {}
+
+    def rate_of(row: Row, ccy: str) -> Decimal | None:
+        if ccy in rates:
+            return rates[ccy]
+        rate = _file_rate(row)
+        if rate is not None:
+            rates[ccy] = rate  # one seed rate per currency for the whole file
+        return rate
 
     def exclude(row: Row, reason: str) -> None:
         result.excluded.append({"line": row.line, "symbol": row.symbol, "name": row.name, "reason": reason,
@@ -125,10 +161,13 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
 
     for row in holdings.rows:
         if row.kind in (CASH, FUTURE):
-            if row.currency and row.currency != currency:
-                exclude(row, f"cash in {row.currency}, not the fund currency {currency}")
-                continue
-            cash += row.market_value or Decimal(0)
+            amount = row.market_value or Decimal(0)
+            if row.value_currency and row.value_currency != currency:
+                if row.value_currency not in rates:
+                    exclude(row, f"cash in {row.value_currency}: give --fx {row.value_currency}=RATE")
+                    continue
+                amount *= rates[row.value_currency]
+            cash += amount
             result.to_cash.append({"line": row.line, "name": row.name, "kind": row.kind,
                                    "market_value": float(row.market_value or 0)})
             continue
@@ -137,9 +176,14 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
         if not symbol or not SYMBOL.fullmatch(symbol):
             exclude(row, f"no usable ticker ({row.symbol!r})")
             continue
-        if row.currency and row.currency != currency:
-            exclude(row, f"priced in {row.currency}: the basket needs an fx rate (not imported)")
-            continue
+        foreign = row.currency if row.currency and row.currency != currency else ""
+        if foreign:
+            rate = rate_of(row, foreign)
+            if rate is None:
+                exclude(row, f"priced in {foreign}: no FX rate that reproduces its market value; "
+                        f"give --fx {foreign}=RATE ({currency} per {foreign})")
+                continue
+            used_rates[foreign] = rate
         price = prices.get(symbol, prices.get(row.symbol, row.price))
         if price is None or price <= 0:
             exclude(row, "no price: give it in --prices" if price is None else f"price {price} is not > 0")
@@ -155,6 +199,8 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
             entry["shares"] = _plain(Decimal(repr(entry["shares"])) + row.shares)
             continue
         entry = {"symbol": symbol, "shares": _plain(row.shares), "price": _plain(price)}
+        if foreign:
+            entry["currency"] = foreign
         seen[symbol] = entry
         first_line[symbol] = row.line
     if result.excluded and not allow_unpriced:
@@ -168,7 +214,10 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
     if holdings.as_of:
         document["as_of"] = holdings.as_of
     document.update({"creation_unit": _plain(unit), "currency": currency,
-                     "cash": float(cash.quantize(Decimal("0.01"))), "holdings": list(seen.values())})
+                     "cash": float(cash.quantize(Decimal("0.01")))})
+    if used_rates:
+        document["fx"] = {ccy: float(rate) for ccy, rate in sorted(used_rates.items())}
+    document["holdings"] = list(seen.values())
     if holdings.shares_outstanding is not None:
         document["shares_outstanding"] = _plain(holdings.shares_outstanding)
     result.document = [document]

@@ -40,8 +40,10 @@ class HoldingsError(ValueError):
 
 @dataclass(slots=True)
 class Row:
-    """One holding line. ``shares``: quantity held; ``price``: the issuer's price or None;
-    ``market_value``: in the fund currency, or None."""
+    """One holding line. ``shares``: quantity held; ``price``: the issuer's price or None, in
+    ``currency`` (empty: the fund currency); ``market_value``: in ``value_currency`` (empty: the
+    fund currency), or None; ``fx_rate``: the file's exchange rate for ``currency`` as printed
+    (either convention), or None."""
 
     line: int
     kind: str
@@ -52,6 +54,8 @@ class Row:
     market_value: Decimal | None
     currency: str = ""
     asset_class: str = ""
+    value_currency: str = ""
+    fx_rate: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -161,7 +165,8 @@ def read_ishares(path: Path) -> Holdings:
             shares=number(get(quantity), where, quantity, empty_ok=kind != EQUITY) or Decimal(0),
             price=number(get("Price"), where, "Price", empty_ok=True),
             market_value=number(get("Market Value"), where, "Market Value", empty_ok=kind == EQUITY),
-            currency=get("Market Currency") if "Market Currency" in col else "", asset_class=asset_class))
+            currency=get("Market Currency") if "Market Currency" in col else "", asset_class=asset_class,
+            fx_rate=number(get("FX Rate"), where, "FX Rate", empty_ok=True) if "FX Rate" in col else None))
     return out
 
 
@@ -264,6 +269,7 @@ def read_ssga(path: Path) -> Holdings:
         out.rows.append(Row(line=index + 1, kind=CASH if is_cash else EQUITY,
                             symbol="" if is_cash else ticker, name=name, shares=shares, price=None,
                             market_value=shares if is_cash else None, currency=currency,
+                            value_currency=currency if is_cash else "",
                             asset_class=fields[5].strip()))
     return out
 

@@ -145,3 +145,35 @@ def test_bad_rows_name_file_and_line(tmp_path, capsys):
     code, err = run(capsys, "--format", "ssga", tmp_path / "bad.xlsx", "--out", tmp_path / "x.json",
                     "--creation-unit", "1", "--prices", prices)
     assert code == 2 and f"{prices}:2: close: expected a number > 0" in err
+
+
+def test_foreign_holdings_get_the_files_fx_rate_in_either_convention(tmp_path, capsys):
+    """The file quotes JPY and EUR per USD; the basket wants USD per unit: the convention is the
+    one under which quantity x price x rate gives the row's market value."""
+    out = tmp_path / "intl.json"
+    code, err = run(capsys, "--format", "ishares", DATA / "ishares_intl.csv", "--fund", "IINT", "--out", out)
+    assert code == 0, err
+    basket = load(out)
+    assert basket["fx"] == {"EUR": 1.05618926912, "JPY": 0.00661113314822}  # 1 / 0.9468, 1 / 151.26 (12 digits)
+    assert basket["holdings"][0] == {"symbol": "7203", "shares": 10000, "price": 2776.5, "currency": "JPY"}
+    assert basket["holdings"][3] == {"symbol": "AAPL", "shares": 100, "price": 242.01}
+    assert basket["cash"] == 1000.0  # iShares gives the JPY cash's market value in USD
+    assert main(["check-pcf", str(out)]) == 0
+    capsys.readouterr()
+    # at the file's prices the value is the market values over the shares outstanding
+    total = Decimal("183558.11") + Decimal("87822.29") + Decimal("202820.03") + Decimal("24201.00") + Decimal(1000)
+    assert abs(Decimal(exact([basket], {})["IINT"]) - total / 500_000) <= Decimal("0.0001")
+    # --fx wins over the file
+    code, err = run(capsys, "--format", "ishares", DATA / "ishares_intl.csv", "--fund", "IINT", "--out", out,
+                    "--fx", "JPY=0.0066")
+    assert code == 0, err
+    assert load(out)["fx"]["JPY"] == 0.0066
+    code, err = run(capsys, "--format", "ishares", DATA / "ishares_intl.csv", "--fund", "IINT", "--out", out,
+                    "--fx", "JPY=-1")
+    assert code == 2 and "--fx: expected CCY=RATE" in err
+    # a rate that reproduces the market value neither way is reported, not guessed
+    text = (DATA / "ishares_intl.csv").read_text(encoding="utf-8-sig").replace('"0.9468"', '"1.2345"')
+    bad = tmp_path / "bad_fx.csv"
+    bad.write_text(text, encoding="utf-8-sig")
+    code, err = run(capsys, "--format", "ishares", bad, "--fund", "IINT", "--out", out)
+    assert code == 2 and "line 8: ASML 'ASML HOLDING NV': priced in EUR: no FX rate that reproduces" in err
