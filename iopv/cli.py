@@ -182,7 +182,7 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
     import orjson
 
     from iopv.core.universe import build_universe
-    from iopv.tools.holdings import import_holdings, read_prices
+    from iopv.tools.holdings import UnpricedRows, import_holdings, read_prices
     from iopv.tools.layouts import HoldingsError
 
     try:
@@ -200,22 +200,28 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
         if len(ccy) != 3 or not ccy.isalpha() or rate is None or not (rate.is_finite() and rate > 0):
             raise ConfigError(f"--fx: expected CCY=RATE ({args.currency} per unit of CCY, > 0), got {item!r}")
         fx[ccy] = rate
+    out = Path(args.out)
+    report = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+
+    def write(path: Path, document: Any) -> None:
+        try:
+            path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
     try:
         prices = read_prices(args.prices) if args.prices else None
         result = import_holdings(args.file, args.format, creation_unit=unit, prices=prices,
                                  allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency,
                                  fx=fx)
+    except UnpricedRows as exc:
+        write(report, exc.result.report())  # the rows to fix, in full; no basket is written
+        raise ConfigError(f"{exc}\nreport: {report}; no basket written") from None
     except HoldingsError as exc:
         raise ConfigError(str(exc)) from None
-    data = orjson.dumps(result.document, option=orjson.OPT_INDENT_2) + b"\n"
-    build_universe(orjson.loads(data), source=args.out)  # what check-pcf and the engine will load
-    out = Path(args.out)
-    report = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
-    try:
-        out.write_bytes(data)
-        report.write_bytes(orjson.dumps(result.report(), option=orjson.OPT_INDENT_2) + b"\n")
-    except OSError as exc:
-        raise ConfigError(f"{exc.filename}: cannot write: {exc.strerror or exc}") from None
+    build_universe(result.document, source=args.out)  # what check-pcf and the engine will load
+    write(out, result.document)
+    write(report, result.report())
     print(f"{result.summary()}\nwrote {out} and {report}", file=sys.stderr)
     return 0
 

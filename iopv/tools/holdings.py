@@ -35,6 +35,15 @@ from iopv.tools.layouts import CASH, EQUITY, FUTURE, READERS, Holdings, Holdings
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+class UnpricedRows(HoldingsError):
+    """Rows could not be put in the basket and leaving them out was not allowed; ``result``
+    holds what was read (for the report)."""
+
+    def __init__(self, message: str, result: ImportResult):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class ImportResult:
     """The basket document (a list of one fund) and what was not put in it."""
@@ -203,11 +212,6 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
             entry["currency"] = foreign
         seen[symbol] = entry
         first_line[symbol] = row.line
-    if result.excluded and not allow_unpriced:
-        raise HoldingsError(f"{path}: {len(result.excluded)} row(s) cannot be put in the basket "
-                            "(give prices with --prices, or --allow-unpriced to leave them out):"
-                            + "".join(f"\n  line {r['line']}: {r['symbol'] or '-'} {r['name']!r}: {r['reason']}"
-                                      for r in result.excluded))
     document: dict[str, Any] = {"fund": ticker}
     if holdings.name:
         document["name"] = holdings.name
@@ -221,4 +225,9 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
     if holdings.shares_outstanding is not None:
         document["shares_outstanding"] = _plain(holdings.shares_outstanding)
     result.document = [document]
+    if result.excluded and not allow_unpriced:
+        raise UnpricedRows(f"{path}: {len(result.excluded)} row(s) cannot be put in the basket "
+                           "(give prices with --prices, rates with --fx, or --allow-unpriced to leave them out):"
+                           + "".join(f"\n  line {r['line']}: {r['symbol'] or '-'} {r['name']!r}: {r['reason']}"
+                                     for r in result.excluded), result)
     return result

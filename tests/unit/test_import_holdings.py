@@ -80,6 +80,9 @@ def test_unpriced_rows_fail_unless_allowed_and_are_reported(tmp_path, capsys):
     code, err = run(capsys, "--format", "ishares", source, "--fund", "OLD", "--out", out)
     assert code == 2 and not out.exists()
     assert f"{source}: 1 row(s) cannot be put in the basket" in err
+    assert f"report: {tmp_path / 'old.report.json'}; no basket written" in err
+    failed = orjson.loads((tmp_path / "old.report.json").read_bytes())
+    assert [(r["line"], r["reason"]) for r in failed["excluded"]] == [(17, "no usable ticker ('')")]
     assert "line 17: - 'PRIVATE PLACEMENT XYZ': no usable ticker ('')" in err
     code, err = run(capsys, "--format", "ishares", source, "--fund", "OLD", "--out", out, "--allow-unpriced")
     assert code == 0, err
