@@ -192,7 +192,6 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
                 exclude(row, f"priced in {foreign}: no FX rate that reproduces its market value; "
                         f"give --fx {foreign}=RATE ({currency} per {foreign})")
                 continue
-            used_rates[foreign] = rate
         price = prices.get(symbol, prices.get(row.symbol, row.price))
         if price is None or price <= 0:
             exclude(row, "no price: give it in --prices" if price is None else f"price {price} is not > 0")
@@ -210,6 +209,7 @@ def import_holdings(path: str | Path, layout: str, *, creation_unit: Decimal | N
         entry = {"symbol": symbol, "shares": _plain(row.shares), "price": _plain(price)}
         if foreign:
             entry["currency"] = foreign
+            used_rates[foreign] = rates[foreign]
         seen[symbol] = entry
         first_line[symbol] = row.line
     document: dict[str, Any] = {"fund": ticker}
