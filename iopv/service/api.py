@@ -4,8 +4,8 @@
 - ``GET /api/values/<FUND>``: that fund's latest record; 404 with ``{"error", "fund"}`` for a fund
   not in the baskets or not yet valued.
 - ``GET /api/history/<FUND>?from=&to=``: the fund's records from the Redis history stream
-  ``<redis.key_prefix>:<FUND>:history``, oldest first, by the entries' time (``XRANGE`` with
-  millisecond bounds; ``from``/``to`` are ISO-8601, e.g. ``2026-11-30T14:30:00Z`` (no zone =
+  ``<redis.key_prefix>:<FUND>:history``, oldest first, by the records' ``ts`` (read by
+  ``iopv.adapters.redis.history``, as ``iopv history`` reads it; ``from``/``to`` are ISO-8601, e.g. ``2026-11-30T14:30:00Z`` (no zone =
   UTC), or epoch milliseconds; both optional, both inclusive). A bad parameter is a 400 with
   ``{"error", "parameter"}`` naming it.
 - ``GET /api/board``: the board's rows (``iopv.engine.view``): ``{"now_ns", "interval_s",
@@ -28,11 +28,8 @@ behind loses its oldest events, counted in ``ValuesHub.dropped``, and never slow
 from __future__ import annotations
 
 import asyncio
-import calendar
 import collections
-import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +37,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from iopv.adapters.redis import history
 from iopv.config import Settings
 from iopv.core.universe import Universe
 from iopv.engine import view
@@ -51,9 +49,6 @@ log = logging.getLogger(__name__)
 STREAM_QUEUE_EVENTS = 64
 #: Seconds between keep-alive comments on an idle stream.
 KEEPALIVE_S = 15.0
-#: Record fields stored in Redis as plain strings (every other field is JSON text).
-STRING_FIELDS = frozenset({"status", "basket", "as_of"})
-_EPOCH_MS = re.compile(r"\d{1,15}")
 
 
 class BadParameter(ValueError):
@@ -62,38 +57,16 @@ class BadParameter(ValueError):
         self.parameter = parameter
 
 
-def parse_time_ms(text: str, parameter: str) -> int:
-    """``text`` (ISO-8601, naive = UTC, or epoch milliseconds) as epoch milliseconds."""
-    text = text.strip()
-    if _EPOCH_MS.fullmatch(text):
-        return int(text)
+def parse_time_ns(text: str, parameter: str) -> int:
+    """``text`` (ISO-8601, naive = UTC, or epoch milliseconds) as epoch ns: the one parser of
+    ``iopv history`` (``adapters.redis.history``), with the bad parameter named for a 400."""
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BadParameter(parameter, f"{parameter}: expected ISO-8601 time or epoch milliseconds, "
-                                      f"got {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    when = when.astimezone(dt.UTC)
-    ms = calendar.timegm(when.timetuple()) * 1000 + when.microsecond // 1000
-    if ms < 0:
-        raise BadParameter(parameter, f"{parameter}: before the epoch: {text!r}")
-    return ms
-
-
-def record_from_entry(fund: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A history stream entry as the published record (the fund is in the key)."""
-    record: dict[str, Any] = {"fund": fund}
-    for key, value in fields.items():
-        name = key.decode()
-        if name in STRING_FIELDS:
-            record[name] = value.decode()
-        else:
-            try:
-                record[name] = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                record[name] = value.decode("utf-8", "replace")
-    return record
+        ns = history.parse_time_ns(text)
+    except ValueError as exc:
+        raise BadParameter(parameter, f"{parameter}: {exc}") from None
+    if ns < 0:
+        raise BadParameter(parameter, f"{parameter}: before the epoch: {text.strip()!r}")
+    return ns
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -238,13 +211,13 @@ class ValuesHub:
 
     async def history(self, request: web.Request) -> web.Response:
         fund = request.match_info["fund"]
-        bounds = {}
+        bounds: dict[str, int | None] = {}
         try:
-            for parameter, default in (("from", "-"), ("to", "+")):
+            for parameter in ("from", "to"):
                 text = request.query.get(parameter, "")
-                bounds[parameter] = str(parse_time_ms(text, parameter)) if text else default
-            if bounds["from"] != "-" and bounds["to"] != "+" and int(bounds["from"]) > int(bounds["to"]):
-                raise BadParameter("from", f"from ({bounds['from']} ms) is after to ({bounds['to']} ms)")
+                bounds[parameter] = parse_time_ns(text, parameter) if text else None
+            if bounds["from"] is not None and bounds["to"] is not None and bounds["from"] > bounds["to"]:
+                raise BadParameter("from", f"from ({request.query['from']}) is after to ({request.query['to']})")
         except BadParameter as exc:
             return error(400, str(exc), parameter=exc.parameter)
         if fund not in self.known():
@@ -252,14 +225,16 @@ class ValuesHub:
         redis = self.redis
         if redis is None:
             return error(503, "redis client not started")
-        key = f"{self.settings.redis.key_prefix}:{fund}:history"
         try:
-            entries = await redis.xrange(key, bounds["from"], bounds["to"])
+            records = await history.read_history(redis, self.settings.redis.key_prefix, fund,
+                                                 from_ns=bounds["from"], to_ns=bounds["to"])
+        except history.UnknownFund:
+            records = []  # in the baskets, not valued yet
         except (OSError, ConnectionError, TimeoutError) as exc:
             return error(503, f"redis unavailable: {type(exc).__name__}")
         except Exception as exc:  # noqa: BLE001 - redis-py's errors: report, never crash the server
             return error(503, f"redis error: {exc}")
-        return json_response([record_from_entry(fund, fields) for _id, fields in entries])
+        return json_response(records)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         board = request.query.get("board", "") in ("1", "true", "yes")
