@@ -62,6 +62,9 @@ def test_every_kernel_module_depends_on_the_constants_and_what_it_imports():
                  for p in cache.dependency_files(module.__file__, module.__name__)}
         assert {"core/constants.py", Path(module.__file__).relative_to(PACKAGE).as_posix()} <= files
         assert all(name.startswith(("core/", "kernels/")) for name in files)  # the layers below only
+    # The real-time kernels inline the side fallbacks of the valuation kernels: an edit there counts.
+    assert "kernels/valuation.py" in {Path(p).relative_to(PACKAGE).as_posix()
+                                      for p in cache.dependency_files(realtime.__file__, realtime.__name__)}
 
 
 def test_only_kernels_get_the_locator_and_it_keeps_numbas_cache_directory():
