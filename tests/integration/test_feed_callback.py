@@ -37,6 +37,8 @@ def test_aiomqtt_still_keeps_its_paho_client_in_a_private_attribute():
     ``_protocol``: the feed's direct callback depends on them (pinned aiomqtt >=2.5,<3)."""
     major, minor = (int(x) for x in version("aiomqtt").split(".")[:2])
     assert (2, 5) <= (major, minor) < (3, 0)
+    major, minor = (int(x) for x in version("paho-mqtt").split(".")[:2])
+    assert (2, 1) <= (major, minor) < (2, 3)  # the range pinned in pyproject.toml
     client = asyncio.run(_make_client())  # aiomqtt needs a running loop to construct
     inner = paho_client(client)
     assert isinstance(inner, paho.Client)

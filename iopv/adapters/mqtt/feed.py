@@ -81,6 +81,7 @@ class TickSocket(PacketSocket):
 
     def _split(self, buffer: bytes) -> tuple[bytes, int]:
         on_publish = self._on_publish
+        limit = self._max_payload
         others = []
         end_of_data = len(buffer)
         position = 0
@@ -99,7 +100,7 @@ class TickSocket(PacketSocket):
                     break  # its size is known with the topic's length
                 topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
                 if topic_end <= end:
-                    if end - topic_end > self._max_payload:
+                    if end - topic_end > limit:
                         if self._on_oversize is not None:
                             self._on_oversize()
                         if end > end_of_data:
