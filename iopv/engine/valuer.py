@@ -94,6 +94,8 @@ def _side_prices(arrays, slots: np.ndarray, side: int, mid: bool) -> tuple[list[
     ask side's price as the kernels choose it (``side_prices_nb``: a missing side falls back to
     the last price); on the value side, the last price, or for a mid-priced fund (bid + ask) / 2
     where both sides are quoted, computed exactly."""
+    if side == SIDE_VALUE and not mid:
+        return _decimal_parts(arrays[0][slots])
     bid_side, ask_side, quoted = _sides(arrays, slots)
     if side == SIDE_BID:
         return _decimal_parts(bid_side)
@@ -223,22 +225,30 @@ class Valuer:
         None). A bid or ask side whose every price is the value side's (no quote differs from
         the last price) takes that side's exact result."""
         done: dict[int, float] = {}
+        same: dict[int, tuple[bool, bool]] = {}  # per fund: its bid side, its ask side = its value side
         for side, column in zip(*np.nonzero(near_tie)):
             fund = int(column) if funds is None else int(funds[column])
-            if side != SIDE_VALUE and fund in done and self._same_as_value(arrays, fund, int(side)):
-                rounded[side, column] = done[fund]
-                continue
+            if side != SIDE_VALUE and fund in done:
+                if fund not in same:
+                    same[fund] = self._sides_same_as_value(arrays, fund)
+                if same[fund][side - SIDE_BID]:
+                    rounded[side, column] = done[fund]
+                    continue
             rounded[side, column] = round_half_up(exact_value(self.universe, arrays, fund, int(side)),
                                                   self.decimals)
             if side == SIDE_VALUE:
                 done[fund] = rounded[side, column]
                 self.exact_resolved += 1
 
-    def _same_as_value(self, arrays, fund: int, side: int) -> bool:
+    def _sides_same_as_value(self, arrays, fund: int) -> tuple[bool, bool]:
+        """Whether the fund's bid side, and its ask side, price every holding as its value side
+        does (a last-priced fund whose quotes are missing or equal to the last prices)."""
         u = self.universe
         if u.fund_basis[fund] == BASIS_MID:
-            return False
+            return False, False
         start, stop = u.fund_offsets[fund], u.fund_offsets[fund + 1]
         slots = np.concatenate((u.holding_security[start:stop], u.holding_fx[start:stop]))
-        side_prices = _sides(arrays, slots)[0 if side == SIDE_BID else 1]
-        return bool(np.array_equal(side_prices, arrays[0][slots], equal_nan=True))
+        bid_side, ask_side, _ = _sides(arrays, slots)
+        last = arrays[0][slots]
+        return (bool(np.array_equal(bid_side, last, equal_nan=True)),
+                bool(np.array_equal(ask_side, last, equal_nan=True)))
