@@ -95,28 +95,27 @@ class TickSocket(PacketSocket):
                 position = end_of_data
                 break
             end = index + length
-            if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
-                if index + 2 > end_of_data:
-                    break  # its size is known with the topic's length
-                topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
-                if topic_end <= end:
-                    if end - topic_end > limit:
-                        if self._on_oversize is not None:
+            if end <= end_of_data:  # the whole packet is here
+                if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
+                    topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                    if topic_end <= end:
+                        if end - topic_end <= limit:
+                            on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
+                        elif self._on_oversize is not None:
                             self._on_oversize()
-                        if end > end_of_data:
-                            self.skip(end - end_of_data)
-                            end = end_of_data
                         position = end
                         continue
-                    if end > end_of_data:
-                        break
-                    on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
-                    position = end
-                    continue
-            if end > end_of_data:
-                break
-            others.append(buffer[position:end])
-            position = end
+                others.append(buffer[position:end])
+                position = end
+                continue
+            if first & 0xF6 == 0x30 and length >= 2 and index + 2 <= end_of_data:  # an oversize PUBLISH?
+                topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                if topic_end <= end and end - topic_end > limit:
+                    if self._on_oversize is not None:
+                        self._on_oversize()
+                    self.skip(end - end_of_data)  # the rest, as it arrives
+                    position = end_of_data
+            break
         return b"".join(others), position
 
     def _needed(self, partial: bytearray) -> int:
