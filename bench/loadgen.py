@@ -81,7 +81,8 @@ def generate(host: str, port: int, *, rate: float, duration_s: float, symbols: l
     total = int(rate * duration_s)
     rng = np.random.default_rng(seed)
     which = rng.integers(0, len(symbols), total)
-    cents = np.maximum(np.rint(np.asarray(base_prices)[which] * 100 * (1 + rng.normal(0, 0.002, total))), 1).astype(np.int64)
+    moves = 1 + rng.normal(0, 0.002, total)
+    cents = np.maximum(np.rint(np.asarray(base_prices)[which] * 100 * moves), 1).astype(np.int64)
     topics = [f"ticks/{s}".encode() for s in symbols]
     heads = [b'{"symbol":"' + s.encode() + b'","price":' for s in symbols]
     probe_topic = f"ticks/{probe_symbol}".encode()

@@ -2,7 +2,7 @@
 3,500 retained messages of ~400 bytes, until the broker has acknowledged every one (QoS 1).
 
 - ``aiomqtt``: ``aiomqtt.Client.publish`` with 64 in flight (the sink's path before
-  iopv/mqtt_wire.py, and its QoS 2 path still);
+  iopv/adapters/mqtt/wire.py, and its QoS 2 path still);
 - ``paho``: paho's ``Client.publish`` called directly on the loop's thread, completions counted
   in ``on_publish`` (paho's in-flight limit off: with it, each PUBACK rescans every message);
 - ``sink``: ``MqttSink.send`` -- pre-encoded packets through paho's queue, PUBACKs taken out of
@@ -31,7 +31,7 @@ import orjson
 import uvloop
 
 from iopv.adapters.mqtt import wire as mqtt_wire
-from iopv.adapters.mqtt.client import make_client
+from iopv.adapters.mqtt.client import make_client, paho_client
 from iopv.adapters.mqtt.sink import QUICKACK, MqttSink
 from iopv.config import load_settings
 from iopv.engine.publication import Publication
@@ -77,7 +77,7 @@ async def aiomqtt_windowed(url: str, pub: Publication, rounds: int) -> list[tupl
 async def paho_direct(url: str, pub: Publication, rounds: int) -> list[tuple[float, float]]:
     settings = mqtt_settings(url, 1)
     client = make_client(settings, f"bench-p-{uuid.uuid4().hex[:6]}")
-    inner = client._client  # noqa: SLF001
+    inner = paho_client(client)
     inner.max_inflight_messages_set(0)  # before connecting; otherwise each PUBACK rescans all
     out = []
     async with client:

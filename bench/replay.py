@@ -144,7 +144,8 @@ def run(ctx: Context) -> dict:
     e = sorted(engine_times, key=lambda t: t["total_s"])[len(engine_times) // 2]  # the median run
     p = sorted(pandas_times, key=lambda t: t["total_s"])[len(pandas_times) // 2]
     return {"replay": {
-        "ticks": n, "repetitions": reps, "tape_mb": round(len(data) / 1e6, 1), "span_s": span_s, "interval_s": INTERVAL_NS / 1e9,
+        "ticks": n, "repetitions": reps, "tape_mb": round(len(data) / 1e6, 1), "span_s": span_s,
+        "interval_s": INTERVAL_NS / 1e9,
         "funds": len(universe.funds), "holdings": universe.holdings, "boundaries": int(e_boundaries.size),
         "engine_s": e["total_s"], "engine_s_all": [t["total_s"] for t in engine_times],
         "pandas_s_all": [t["total_s"] for t in pandas_times], "engine_decode_s": e["decode_s"],

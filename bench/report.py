@@ -150,7 +150,8 @@ def render(results: dict) -> str:
         lines.append("\nValuation of every fund (ms per call; p50 / p99)")
         rows = [[r["scale"], r["holdings"], f"{fmt(r['engine_ms_p50'])} / {fmt(r['engine_ms_p99'])}",
                  f"{fmt(r['scipy_ms_p50'])} / {fmt(r['scipy_ms_p99'])}", f"{r['speedup_vs_scipy']:.2f}x",
-                 f"{fmt(r['scipy_split_ms_p50'])} / {fmt(r['scipy_split_ms_p99'])}", f"{r['speedup_vs_scipy_split']:.2f}x",
+                 f"{fmt(r['scipy_split_ms_p50'])} / {fmt(r['scipy_split_ms_p99'])}",
+                 f"{r['speedup_vs_scipy_split']:.2f}x",
                  f"{fmt(r['valuer_ms_p50'])} / {fmt(r['valuer_ms_p99'])}", r["valuer_without_exact_ties_ms_p50"],
                  r["near_ties_per_call"]]
                 for r in results["valuation"]]
@@ -176,9 +177,9 @@ def render(results: dict) -> str:
         lines += _table(["offered/s", "sent/s", "absorbed/s", "delivered", "backlog", "sustained",
                          "lat p50 ms", "lat p99 ms", "missed bnd"], rows)
         t, b = e["tick_to_publish_us"], e["boundary_to_publish_us"]
-        lines.append(f"  tick -> publish at {e['latency_at_msgs_per_s']:,}/s (us): p50 {fmt(t['p50'])}, p99 {fmt(t['p99'])}, "
-                     f"p99.9 {fmt(t['p999'])}, max {fmt(t['max'])}; engine part (boundary -> received): "
-                     f"p50 {fmt(b['p50'])}, p99 {fmt(b['p99'])}")
+        lines.append(f"  tick -> publish at {e['latency_at_msgs_per_s']:,}/s (us): p50 {fmt(t['p50'])}, "
+                     f"p99 {fmt(t['p99'])}, p99.9 {fmt(t['p999'])}, max {fmt(t['max'])}; "
+                     f"engine part (boundary -> received): p50 {fmt(b['p50'])}, p99 {fmt(b['p99'])}")
         c = e["ceilings"]
         lines.append(f"  ceilings in-process (msgs/s): aiomqtt receive loop {fmt(c['aiomqtt_receive_msgs_per_s'])}, "
                      f"MqttTickFeed+TickIntake {fmt(c['feed_intake_msgs_per_s'])}, "
@@ -187,16 +188,20 @@ def render(results: dict) -> str:
         c = results["cycle"]
         lines.append(f"\nCycle at US scale ({c['funds']:,} funds, {c['cycles']} isolated cycles; ms)")
         rows = [["engine cycle (value+round+records)", c["engine_cycle_ms_p50"], c["engine_cycle_ms_p99"]],
-                ["boundary -> last MQTT publish", c["mqtt_boundary_to_last_publish_ms_p50"], c["mqtt_boundary_to_last_publish_ms_p99"]],
-                ["boundary -> last Redis publish", c["redis_boundary_to_last_publish_ms_p50"], c["redis_boundary_to_last_publish_ms_p99"]],
-                ["boundary -> last publish (both)", c["boundary_to_last_publish_ms_p50"], c["boundary_to_last_publish_ms_p99"]]]
+                ["boundary -> last MQTT publish", c["mqtt_boundary_to_last_publish_ms_p50"],
+                 c["mqtt_boundary_to_last_publish_ms_p99"]],
+                ["boundary -> last Redis publish", c["redis_boundary_to_last_publish_ms_p50"],
+                 c["redis_boundary_to_last_publish_ms_p99"]],
+                ["boundary -> last publish (both)", c["boundary_to_last_publish_ms_p50"],
+                 c["boundary_to_last_publish_ms_p99"]]]
         for name, label in (("mqtt", "mqtt sink alone"), ("redis", "redis sink alone"),
                             ("redis_pipeline", "redis sink alone, pipeline mode")):
             if f"{name}_alone_boundary_to_last_publish_ms_p50" in c:
                 rows.append([f"  {label}", c[f"{name}_alone_boundary_to_last_publish_ms_p50"],
                              c[f"{name}_alone_boundary_to_last_publish_ms_p99"]])
         rows.append(["event-loop stall while publishing", None, c["loop_stall_while_publishing_ms_p99"]])
-        rows.append([f"clock jitter ({c['jitter_boundaries']} x {c['jitter_interval_s']} s, demo)", c["jitter_ms_p50"], c["jitter_ms_p99"]])
+        rows.append([f"clock jitter ({c['jitter_boundaries']} x {c['jitter_interval_s']} s, demo)",
+                     c["jitter_ms_p50"], c["jitter_ms_p99"]])
         if "jitter_clock_only_ms_p99" in c:
             rows.append(["  bare clock, idle loop", c["jitter_clock_only_ms_p50"], c["jitter_clock_only_ms_p99"]])
         lines += _table(["", "p50", "p99"], rows)
@@ -208,14 +213,17 @@ def render(results: dict) -> str:
                      f"({mem['rss_delta_bytes_per_holding']:.1f} B/holding)")
         s = results.get("startup", {})
         if "demo_cold" in s:
-            lines.append(f"Start-up (demo): cold JIT {s['demo_cold']['total_s']:.2f} s (warm-up {s['demo_cold']['warm_up_s']:.2f} s), "
-                         f"cached {s['demo_cached']['total_s']:.2f} s (warm-up {s['demo_cached']['warm_up_s']:.2f} s)"
-                         + (f"; US scale cached: load_pcf {s['us_cached']['load_pcf_s']:.1f} s, total {s['us_cached']['total_s']:.1f} s, "
-                            f"peak RSS {s['us_cached']['peak_rss_mb']:.0f} MB" if "us_cached" in s else ""))
+            cold, cached = s["demo_cold"], s["demo_cached"]
+            us = s.get("us_cached")
+            lines.append(f"Start-up (demo): cold JIT {cold['total_s']:.2f} s (warm-up {cold['warm_up_s']:.2f} s), "
+                         f"cached {cached['total_s']:.2f} s (warm-up {cached['warm_up_s']:.2f} s)"
+                         + (f"; US scale cached: load_pcf {us['load_pcf_s']:.1f} s, total {us['total_s']:.1f} s, "
+                            f"peak RSS {us['peak_rss_mb']:.0f} MB" if us else ""))
     if not errored("replay"):
         r = results["replay"]
         lines.append(f"\nReplay ({r['ticks']:,} ticks, {r['boundaries']} boundaries x {r['funds']:,} funds): "
-                     f"engine {r['engine_s']:.2f} s (decode {r['engine_decode_s']:.2f} + kernel {r['engine_kernel_s']:.2f}), "
+                     f"engine {r['engine_s']:.2f} s (decode {r['engine_decode_s']:.2f} "
+                     f"+ kernel {r['engine_kernel_s']:.2f}), "
                      f"pandas {r['pandas_s']:.2f} s (parse {r['pandas_parse_s']:.2f} + pivot {r['pandas_pivot_s']:.2f} "
                      f"+ multiply {r['pandas_multiply_s']:.2f}); engine/pandas speed-up {r['speedup_vs_pandas']:.2f}x; "
                      f"max |diff| {r['max_abs_diff']:.2g}")

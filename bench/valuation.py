@@ -105,7 +105,8 @@ class Contenders:
     def scipy_split(self, prices: np.ndarray) -> np.ndarray:
         u = self.u
         subtotal = (self.split @ prices) * prices[self.row_fx]
-        return (np.bincount(self.row_fund, weights=subtotal, minlength=self.n_funds) + u.fund_cash) / u.fund_creation_unit
+        totals = np.bincount(self.row_fund, weights=subtotal, minlength=self.n_funds)
+        return (totals + u.fund_cash) / u.fund_creation_unit
 
 
 def bench_scale(ctx: Context, scale: str, runs: int, warmup: int) -> dict:

@@ -1,8 +1,8 @@
 """Every code the engine shares between kernels and Python, in one module with distinct names.
 
 Plain ints and bit flags so numba folds them at compile time (hftbacktest's ``types.py`` style).
-A kernel that reads one of these is recompiled when this file changes: the numba cache is keyed on
-the sources of the kernels and of this module (``iopv.kernels.cache``). Families, by prefix:
+A kernel that reads one of these is recompiled when this file changes: a cached kernel is keyed on
+every package source its module imports, this one included (``iopv.kernels.cache``). Families:
 
 - tick outcomes (no prefix): ``ACCEPTED`` .. ``BAD_STATUS``, one small int per tick, counted by
   reason; ``REASONS[code]`` is the name used in logs, metrics and docs.
@@ -18,8 +18,6 @@ docs/methodology.md defines what each published value means for a vendor.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 # --- time and numbers ------------------------------------------------------------------------------
 #: Nanoseconds in a UTC day (an "always open" calendar's session, the restart state's day).
@@ -117,7 +115,6 @@ SIDE_VALUE = 0  # last (or mid, per fund) prices
 SIDE_BID = 1
 SIDE_ASK = 2
 N_SIDES = 3
-SIDE_NAMES = ("iopv", "iopv_bid", "iopv_ask")
 
 RATIO_COVERAGE = 0  # fraction of the holdings' gross value priced by a tick this session
 RATIO_HALTED = 1  # fraction of the holdings' gross value that is halted
@@ -134,15 +131,6 @@ BASIS_LAST = 0
 BASIS_MID = 1
 BASES = {"last": BASIS_LAST, "mid": BASIS_MID}
 
-
-def flag_names(flags: int) -> list[str]:
-    """The names of the bits set in ``flags``."""
-    return [name for bit, name in enumerate(FLAG_NAMES) if flags & (1 << bit)]
-
-
-def status_names(codes: np.ndarray) -> list[str]:
-    """Status names for an array of STATUS_* codes."""
-    return [FUND_STATUS_NAMES[c] for c in codes.tolist()]
 
 # --- per-slot facts of one valuation (``slot_terms_nb``'s ``slot_bits``) ---------------------------
 SLOTBIT_TICKED = 1 << 0  # ticked in the current session

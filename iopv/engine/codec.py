@@ -41,14 +41,6 @@ def topic_symbol(topic: str, prefix: str) -> str | None:
     return tail
 
 
-def decode_tick(obj: Any, default_symbol: str | None, default_ts: int | None,
-                index: dict[str, int]) -> tuple[int, int, float, int]:
-    """(code, book slot or -1, price, ts) for one decoded JSON value (``decode_tick_full``
-    without the quote and status)."""
-    code, security, price, _, _, _, ts = decode_tick_full(obj, default_symbol, default_ts, index)
-    return code, security, price, ts
-
-
 def _quote_side(value: Any) -> float | None:
     """A bid or ask as a float; NAN when absent; None when invalid (not a finite number > 0)."""
     if value is None:

@@ -124,10 +124,10 @@ class TickIntake:
 
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
         """Stage the ticks of one message (a JSON object or array). Never raises on bad input."""
-        self.messages += 1
         if len(payload) > self.max_payload_bytes:
-            self._stage_rejection(OVERSIZE_PAYLOAD)
+            self.reject_oversize()
             return
+        self.messages += 1
         if type(payload) is self._scannable:  # the compiled scanner; most messages end here
             if self.book.index is not self._index:  # the first message, or a basket reload
                 self._index = self.book.index
@@ -147,6 +147,11 @@ class TickIntake:
             if scanned != SCAN_FALLBACK and self._scan_on(payload, topic, recv_ts_ns, scanned):
                 return
         self._decode_python(payload, topic, recv_ts_ns)
+
+    def reject_oversize(self) -> None:
+        """Count one message over ``max_payload_bytes`` (the MQTT feed skips those unread)."""
+        self.messages += 1
+        self._stage_rejection(OVERSIZE_PAYLOAD)
 
     def _scan_on(self, payload: bytes, topic: str | None, recv_ts_ns: int, scanned: int) -> bool:
         """Finish a scan that stopped short: work out the topic's symbol (SCAN_NEED_TOPIC) and

@@ -17,21 +17,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from iopv.core.calendar import ALWAYS, SessionCalendar
-from iopv.core.constants import (
-    ACCEPTED,
-    N_COUNTS,
-    N_RATIOS,
-    N_SIDES,
-    NON_FINITE_PRICE,
-    NON_POSITIVE_PRICE,
-    SIDE_VALUE,
-)
+from iopv.core.constants import ACCEPTED, N_COUNTS, N_RATIOS, N_SIDES, SIDE_VALUE
 from iopv.core.universe import Universe
 from iopv.engine.book import PriceBook
 from iopv.engine.clock import boundary_at_or_after
 from iopv.engine.tape import Tape
 from iopv.engine.valuer import Frame, Valuer
-from iopv.kernels.valuation import replay_nb
+from iopv.kernels.valuation import price_verdicts_nb, replay_nb
 
 #: Output values per kernel call; bounds replay memory whatever the tape's time span.
 CHUNK_VALUES = 1 << 20
@@ -47,15 +39,13 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
     book = book or PriceBook(universe)
     valuer = Valuer(universe, decimals, stale_after_ns=stale_after_ns, min_coverage=min_coverage,
                     halted_weight=halted_weight)
-    status_only = (tape.status != 0) & np.isnan(tape.price)
-    well_formed = (tape.code == ACCEPTED) & ((np.isfinite(tape.price) & (tape.price > 0)) | status_only)
-    if not well_formed.any():
+    verdicts = tape.code.copy()
+    if not price_verdicts_nb(tape.price, tape.status, verdicts):
         # Nothing moves the clock, so the kernel never runs: give the ticks whose only fault is
         # their price value the verdict the kernel would have (never leave them "accepted").
-        pending = (tape.code == ACCEPTED) & ~status_only
-        tape.code[pending & ~np.isfinite(tape.price)] = NON_FINITE_PRICE
-        tape.code[pending & np.isfinite(tape.price) & (tape.price <= 0)] = NON_POSITIVE_PRICE
+        tape.code[:] = verdicts
         return
+    well_formed = verdicts == ACCEPTED
     first_ts = int(tape.ts[np.argmax(well_formed)])
     next_boundary = boundary_at_or_after(first_ts, interval_ns)
     sessions = SessionCalendar(calendar)
@@ -70,18 +60,14 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
     out_ratio = np.empty((rows, N_RATIOS, n_funds), dtype=np.float64)
     out_count = np.empty((rows, N_COUNTS, n_funds), dtype=np.int64)
     out_market = np.empty((rows, n_funds), dtype=np.float64)
-    u = universe
-    p = u.packed
+    ticks = (tape.security, tape.price, tape.bid, tape.ask, tape.status, tape.ts, tape.code)
+    rules = (spike_pct / 100.0, spike_confirm_ticks, stale_after_ns, min_coverage, halted_weight, decimals)
+    scratch = (valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds)
+    out = (out_boundary, out_value, out_error, out_rounded, out_near, out_ratio, out_count, out_market)
     position = 0
     while position < len(tape):
-        position, written, next_boundary = replay_nb(
-            tape.security, tape.price, tape.bid, tape.ask, tape.status, tape.ts, tape.code,
-            position, next_boundary, interval_ns, *book.arrays(), spike_pct / 100.0,
-            spike_confirm_ticks, u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots,
-            p.fund_fx_offsets, p.fund_fx_codes, u.fund_cash, u.fund_creation_unit, u.fund_basis,
-            u.fund_market, opens, closes, stale_after_ns, min_coverage, halted_weight, decimals,
-            valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds, out_boundary,
-            out_value, out_error, out_rounded, out_near, out_ratio, out_count, out_market)
+        position, written, next_boundary = replay_nb(ticks, position, next_boundary, interval_ns, book.arrays(),
+                                                     valuer.basket, (opens, closes), rules, scratch, out)
         if written and out_near[written - 1].any():
             # The kernel stops right after a row with a near tie, so the book is still as it
             # was at that boundary.

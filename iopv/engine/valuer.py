@@ -34,6 +34,7 @@ from iopv.engine.book import NEVER, PriceBook
 from iopv.kernels.valuation import (
     market_prices_nb,
     round_sides_nb,
+    slot_sides_nb,
     slot_terms_nb,
     value_all_nb,
 )
@@ -79,21 +80,33 @@ def _decimal_parts(values: np.ndarray) -> tuple[list[int], list[int]]:
     return mantissas, exponents
 
 
+def _sides(arrays, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bid-side prices, ask-side prices, both sides quoted) of ``slots``, by the kernels' own
+    rule (``side_prices_nb``)."""
+    n = slots.size
+    bid_side, ask_side, quoted = np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_)
+    slot_sides_nb(arrays[0], arrays[1], arrays[2], slots, bid_side, ask_side, quoted)
+    return bid_side, ask_side, quoted
+
+
 def _side_prices(arrays, slots: np.ndarray, side: int, mid: bool) -> tuple[list[int], list[int]]:
-    """Exact prices (``_decimal_parts``) the kernel uses for ``slots`` on ``side`` (the
-    fallbacks of ``kernels.slot_terms_nb``): a missing bid or ask falls back to the last price;
-    a mid-priced fund's value side uses (bid + ask) / 2 where both are known, exactly."""
-    prices, bid, ask = arrays[0][slots], arrays[1][slots], arrays[2][slots]
+    """Exact prices (``_decimal_parts``) the kernel uses for ``slots`` on ``side``: the bid or
+    ask side's price as the kernels choose it (``side_prices_nb``: a missing side falls back to
+    the last price); on the value side, the last price, or for a mid-priced fund (bid + ask) / 2
+    where both sides are quoted, computed exactly."""
+    if side == SIDE_VALUE and not mid:
+        return _decimal_parts(arrays[0][slots])
+    bid_side, ask_side, quoted = _sides(arrays, slots)
     if side == SIDE_BID:
-        return _decimal_parts(np.where(np.isnan(bid), prices, bid))
+        return _decimal_parts(bid_side)
     if side == SIDE_ASK:
-        return _decimal_parts(np.where(np.isnan(ask), prices, ask))
-    mantissas, places = _decimal_parts(prices)
+        return _decimal_parts(ask_side)
+    mantissas, places = _decimal_parts(arrays[0][slots])
     if mid:
-        both = np.flatnonzero(~(np.isnan(bid) | np.isnan(ask))).tolist()
-        bm, bp = _decimal_parts(bid[both])
-        am, ap = _decimal_parts(ask[both])
-        for k, b, kb, a, ka in zip(both, bm, bp, am, ap):
+        both = np.flatnonzero(quoted)
+        bm, bp = _decimal_parts(bid_side[both])
+        am, ap = _decimal_parts(ask_side[both])
+        for k, b, kb, a, ka in zip(both.tolist(), bm, bp, am, ap):
             common = max(kb, ka)  # (b + a) / 2 = 5 (b + a) / 10
             mantissas[k] = 5 * (b * _pow10(common - kb) + a * _pow10(common - ka))
             places[k] = common + 1
@@ -170,6 +183,11 @@ class Valuer:
         self.slot_mid = np.empty(universe.book_size, dtype=np.float64)
         self.slot_bits = np.empty(universe.book_size, dtype=np.uint8)
         self.all_funds = np.arange(n, dtype=np.int64)
+        p = universe.packed
+        #: The universe and its packed holdings in ``value_all_nb``'s argument order.
+        self.basket = (universe.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, p.fund_fx_offsets,
+                       p.fund_fx_codes, universe.fund_cash, universe.fund_creation_unit, universe.fund_basis,
+                       universe.fund_market)
 
     def frame(self, book: PriceBook, boundary_ns: int = 0, session_open_ns: int = NEVER + 1,
               funds: np.ndarray | None = None) -> Frame:
@@ -186,11 +204,8 @@ class Valuer:
         slot_terms_nb(book.prices, book.bid, book.ask, book.last_ts, book.flags, boundary_ns,
                       session_open_ns, self.stale_after_ns, self.slot_rows, self.slot_mid,
                       self.slot_bits)
-        p = u.packed
-        value_all_nb(u.fund_offsets, p.holding, p.shares, p.shift, p.fx_slots, p.fund_fx_offsets,
-                     p.fund_fx_codes, u.fund_cash, u.fund_creation_unit, u.fund_basis,
-                     u.fund_market, self.slot_rows, self.slot_mid, self.slot_bits,
-                     self.min_coverage, self.halted_weight, fund_list, values, errors, ratio, count)
+        value_all_nb(*self.basket, self.slot_rows, self.slot_mid, self.slot_bits, self.min_coverage,
+                     self.halted_weight, fund_list, values, errors, ratio, count)
         rounded = np.empty_like(values)
         if round_sides_nb(values, errors, self.decimals, rounded, near):
             self.resolve_near_ties(rounded, near, (book.prices, book.bid, book.ask), funds)
@@ -210,22 +225,30 @@ class Valuer:
         None). A bid or ask side whose every price is the value side's (no quote differs from
         the last price) takes that side's exact result."""
         done: dict[int, float] = {}
+        same: dict[int, tuple[bool, bool]] = {}  # per fund: its bid side, its ask side = its value side
         for side, column in zip(*np.nonzero(near_tie)):
             fund = int(column) if funds is None else int(funds[column])
-            if side != SIDE_VALUE and fund in done and self._same_as_value(arrays, fund, int(side)):
-                rounded[side, column] = done[fund]
-                continue
+            if side != SIDE_VALUE and fund in done:
+                if fund not in same:
+                    same[fund] = self._sides_same_as_value(arrays, fund)
+                if same[fund][side - SIDE_BID]:
+                    rounded[side, column] = done[fund]
+                    continue
             rounded[side, column] = round_half_up(exact_value(self.universe, arrays, fund, int(side)),
                                                   self.decimals)
             if side == SIDE_VALUE:
                 done[fund] = rounded[side, column]
                 self.exact_resolved += 1
 
-    def _same_as_value(self, arrays, fund: int, side: int) -> bool:
+    def _sides_same_as_value(self, arrays, fund: int) -> tuple[bool, bool]:
+        """Whether the fund's bid side, and its ask side, price every holding as its value side
+        does (a last-priced fund whose quotes are missing or equal to the last prices)."""
         u = self.universe
         if u.fund_basis[fund] == BASIS_MID:
-            return False
+            return False, False
         start, stop = u.fund_offsets[fund], u.fund_offsets[fund + 1]
         slots = np.concatenate((u.holding_security[start:stop], u.holding_fx[start:stop]))
-        quote = arrays[side][slots]
-        return bool(np.all(np.isnan(quote) | (quote == arrays[0][slots])))
+        bid_side, ask_side, _ = _sides(arrays, slots)
+        last = arrays[0][slots]
+        return (bool(np.array_equal(bid_side, last, equal_nan=True)),
+                bool(np.array_equal(ask_side, last, equal_nan=True)))

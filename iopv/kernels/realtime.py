@@ -7,14 +7,11 @@ Same contract as ``iopv.kernels.valuation``: arrays and scalars in, ``out`` arra
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
-from iopv.core.constants import ACCEPTED, UNIT_ROUNDOFF
-
-#: float64 unit roundoff.
+from iopv.core.constants import ACCEPTED, BASIS_MID, UNIT_ROUNDOFF
+from iopv.kernels.valuation import side_prices_nb
 
 
 @njit(cache=True)
@@ -57,23 +54,19 @@ def slot_holding_index(holding_security: np.ndarray, holding_fx: np.ndarray, boo
 
 @njit(cache=True, inline="always")
 def _terms(h, holding_security, holding_shares, holding_fx, mid, prices, bid, ask):
-    """The holding's (value, bid, ask) terms at the book's prices, with the fallbacks of
-    ``kernels.slot_terms_nb`` (a missing side takes the last price; mid needs both sides)."""
+    """The holding's (value, bid, ask) terms at the book's prices, with the side fallbacks of the
+    boundary's valuation (``side_prices_nb``)."""
     s = holding_security[h]
     x = holding_fx[h]
     q = holding_shares[h]
-    ps, bs, as_ = prices[s], bid[s], ask[s]
-    px, bx, ax = prices[x], bid[x], ask[x]
+    b_s, a_s, m_s, _ = side_prices_nb(prices[s], bid[s], ask[s])
+    b_x, a_x, m_x, _ = side_prices_nb(prices[x], bid[x], ask[x])
     if mid:
-        vs = ps if (math.isnan(bs) or math.isnan(as_)) else 0.5 * (bs + as_)
-        vx = px if (math.isnan(bx) or math.isnan(ax)) else 0.5 * (bx + ax)
+        vs = m_s
+        vx = m_x
     else:
-        vs = ps
-        vx = px
-    b_s = ps if math.isnan(bs) else bs
-    b_x = px if math.isnan(bx) else bx
-    a_s = ps if math.isnan(as_) else as_
-    a_x = px if math.isnan(ax) else ax
+        vs = prices[s]
+        vx = prices[x]
     return q * vs * vx, q * b_s * b_x, q * a_s * a_x
 
 
@@ -84,7 +77,7 @@ def revalue_terms_nb(fund_offsets, holding_security, holding_shares, holding_fx,
     from the book, their sums rebuilt, and their accumulated error bounds reset to that of one
     summation pass."""
     for f in range(fund_start, fund_stop):
-        mid = fund_basis[f] == 1
+        mid = fund_basis[f] == BASIS_MID
         t0 = t1 = t2 = 0.0
         g0 = g1 = g2 = 0.0
         for h in range(fund_offsets[f], fund_offsets[f + 1]):
@@ -142,7 +135,7 @@ def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings
         for j in range(slot_offsets[s], slot_offsets[s + 1]):
             h = slot_holdings[j]
             f = holding_fund[h]
-            v, b, a = _terms(h, holding_security, holding_shares, holding_fx, fund_basis[f] == 1,
+            v, b, a = _terms(h, holding_security, holding_shares, holding_fx, fund_basis[f] == BASIS_MID,
                              prices, bid, ask)
             _move_term(0, h, f, v, terms, totals, gross, drift)
             _move_term(1, h, f, b, terms, totals, gross, drift)

@@ -37,9 +37,9 @@ arrays: ``ints[ROW_SLOT | ROW_TS | ROW_CODE | ROW_STATUS (| ROW_LINE)]`` and
 ``floats[ROW_PRICE | ROW_BID | ROW_ASK]``, column k = tick k. Helpers are inlined into the two
 kernels (``_inline``); one object's fields travel as a tuple, never through an array.
 
-The lexer, the symbol table and the kernels share one module on purpose, longer than the house
-few hundred lines: numba's on-disk cache checks only the file of the function it compiled, so an
-inlined helper edited in another module would leave stale kernels in the cache.
+The lexer, the symbol table and the kernels share one module, longer than the house few hundred
+lines: they are one unit. (Splitting it would no longer leave stale kernels in numba's cache: the
+cache follows every package module a kernel module imports, ``iopv.kernels.cache``.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ docs/methodology.md); ``value_packed_nb`` is the price-only valuation (the bench
 against scipy) and ``value_funds_nb`` the same over the plain arrays (the book's fund-ticker seed,
 and the reference the packed kernels are tested against).
 
+Rules more than one kernel applies are written once, as helpers numba inlines: the price verdict
+(``price_verdict_nb``: live intake and replay), the side fallbacks (``side_prices_nb``: the
+boundary valuation, the real-time kernels and, through ``slot_sides_nb``, the exact path in
+``iopv.engine.valuer``) and the float error bound (``error_bound_nb``).
+
 What bounds a pass over 2M holdings (measured, bench/README.md "Valuation"): not memory
 bandwidth but the chain of dependent float additions of a running sum (one add latency per
 holding), the loads per holding, and numba's negative-index fix-up on signed indices. Hence the
@@ -29,6 +34,7 @@ from numba import njit, uint64
 
 from iopv.core.constants import (
     ACCEPTED,
+    BASIS_MID,
     BOOK_HALTED,
     COUNT_FLAGS,
     COUNT_HALTED,
@@ -69,6 +75,67 @@ from iopv.core.constants import (
     UNKNOWN_SYMBOL,
 )
 
+# --- the rules every kernel (and the exact path) shares, each written once -------------------------
+
+
+@njit(cache=True, inline="always")
+def is_status_only_nb(price, status):
+    """A trading-status message: a status and no price (the decoder's NaN)."""
+    return status != 0 and math.isnan(price)
+
+
+@njit(cache=True, inline="always")
+def price_verdict_nb(price, status):
+    """``ACCEPTED``, or why a well-decoded tick's price value is refused: not finite, or not > 0.
+    A status message has no price to judge. The book's rules (order, halts, spikes) come after."""
+    if is_status_only_nb(price, status):
+        return ACCEPTED
+    if not math.isfinite(price):
+        return NON_FINITE_PRICE
+    if price <= 0.0:
+        return NON_POSITIVE_PRICE
+    return ACCEPTED
+
+
+@njit(cache=True, inline="always")
+def side_prices_nb(last, bid, ask):
+    """The prices a slot is valued at on each side, from its last price and quote (NaN = not
+    quoted): ``(bid side, ask side, mid, a side missing)``. A missing bid or ask falls back to
+    the last price on that side; the mid needs both sides, else it is the last price."""
+    missing = math.isnan(bid) or math.isnan(ask)
+    return (last if math.isnan(bid) else bid, last if math.isnan(ask) else ask,
+            last if missing else 0.5 * (bid + ask), missing)
+
+
+@njit(cache=True, inline="always")
+def error_bound_nb(roundings, gross, unit, value):
+    """Bound on the float64 error of ``value`` = (sum of terms + cash) / ``unit``: ``roundings``
+    (a bound on the roundings in any term and in the running sum, the division included) times
+    2u of ``gross`` (the sum of abs(term) and abs(cash)), and the rounding of the value itself."""
+    return roundings * 2.0 * UNIT_ROUNDOFF * gross / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+
+
+@njit(cache=True)
+def price_verdicts_nb(tick_price, tick_status, tick_code):
+    """``price_verdict_nb`` of every tick the decoder accepted, written over its code (replay's
+    view of a tape before any tick is applied). Returns how many stay ``ACCEPTED``."""
+    accepted = 0
+    for i in range(tick_code.size):
+        if tick_code[i] == ACCEPTED:
+            tick_code[i] = price_verdict_nb(tick_price[i], tick_status[i])
+            accepted += tick_code[i] == ACCEPTED
+    return accepted
+
+
+@njit(cache=True)
+def slot_sides_nb(prices, bid, ask, slots, out_bid, out_ask, out_quoted):
+    """``side_prices_nb`` of ``slots`` (for the exact path, ``iopv.engine.valuer``): each slot's
+    bid-side and ask-side price, and whether both sides are quoted (its mid is then theirs)."""
+    for k in range(slots.size):
+        s = slots[k]
+        out_bid[k], out_ask[k], _, missing = side_prices_nb(prices[s], bid[s], ask[s])
+        out_quoted[k] = not missing
+
 
 @njit(cache=True)
 def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, fund_cash,
@@ -91,7 +158,7 @@ def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, f
         value = (total + fund_cash[f]) / unit
         out_value[f] = value
         # Each term carries <= 3 roundings, the running sum <= n more, the division one.
-        out_error[f] = (stop - start + 5) * 2.0 * UNIT_ROUNDOFF * gross / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[f] = error_bound_nb(stop - start + 5, gross, unit, value)
 
 
 @njit(cache=True, inline="always")
@@ -110,7 +177,7 @@ def _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_v
     value = (total + cash) / unit
     out_value[f] = value
     n = fund_offsets[f + 1] - fund_offsets[f]
-    out_error[f] = (n + 5) * 2.0 * UNIT_ROUNDOFF * (total + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+    out_error[f] = error_bound_nb(n + 5, total + abs(cash), unit, value)
 
 
 @njit(cache=True)
@@ -217,12 +284,9 @@ def _apply_full_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, la
                    pending_price, pending_count, spike_frac, spike_confirm):
     """Outcome of one decoded tick with quote, trading status and spike filter (see
     docs/methodology.md); writes the book when the price is accepted."""
-    status_only = status != 0 and math.isnan(price)
-    if not status_only:
-        if not math.isfinite(price):
-            return NON_FINITE_PRICE
-        if price <= 0.0:
-            return NON_POSITIVE_PRICE
+    verdict = price_verdict_nb(price, status)
+    if verdict != ACCEPTED:
+        return verdict
     if security < 0:
         return UNKNOWN_SYMBOL
     if ts < last_ts[security]:
@@ -231,7 +295,7 @@ def _apply_full_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, la
         flags[security] |= BOOK_HALTED
     elif status == TRADING_RESUME:
         flags[security] &= ~BOOK_HALTED
-    if status_only:
+    if is_status_only_nb(price, status):
         return STATUS
     if flags[security] & BOOK_HALTED:
         return HALTED
@@ -283,16 +347,14 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
     """Everything the holding pass needs of a slot, once per slot instead of once per holding:
     ``out_rows[s]`` = (last, bid or else last, ask or else last), packed so a holding costs one
     cache line; ``out_mid[s]`` = mid, or last while a side is unknown; ``out_bits[s]`` =
-    ``SLOT_*`` bits."""
+    ``SLOTBIT_*`` bits (sides: ``side_prices_nb``)."""
     for s in range(prices.size):
         p = prices[s]
-        b = bid[s]
-        a = ask[s]
-        missing = math.isnan(b) or math.isnan(a)
+        bid_side, ask_side, mid, missing = side_prices_nb(p, bid[s], ask[s])
         out_rows[s, TERM_LAST] = p
-        out_mid[s] = p if missing else 0.5 * (b + a)
-        out_rows[s, TERM_BID] = p if math.isnan(b) else b
-        out_rows[s, TERM_ASK] = p if math.isnan(a) else a
+        out_mid[s] = mid
+        out_rows[s, TERM_BID] = bid_side
+        out_rows[s, TERM_ASK] = ask_side
         bits = 0
         ticked = last_ts[s]
         if ticked >= session_open_ns:
@@ -339,7 +401,7 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
     width = uint64(N_TERM)
     for k in range(fund_list.size):
         f = fund_list[k]
-        mid = fund_basis[f] == 1
+        mid = fund_basis[f] == BASIS_MID
         cash = fund_cash[f]
         total = 0.0
         total_bid = 0.0
@@ -382,13 +444,13 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
         out_value[SIDE_VALUE, k] = value
-        out_error[SIDE_VALUE, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_VALUE, k] = error_bound_nb(n + 8, gross + abs(cash), unit, value)
         value = (total_bid + cash) / unit
         out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_BID, k] = error_bound_nb(n + 8, total_bid + abs(cash), unit, value)
         value = (total_ask + cash) / unit
         out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (total_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_ASK, k] = error_bound_nb(n + 8, total_ask + abs(cash), unit, value)
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RATIO_COVERAGE, k] = coverage
@@ -444,19 +506,34 @@ def session_at_nb(boundary_ns, session_close, cursor):
 
 
 @njit(cache=True)
-def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code, start,
-              next_boundary, interval_ns, prices, bid, ask, last_ts, flags, pending_price,
-              pending_count, spike_frac, spike_confirm, fund_offsets, holding, shares, shift,
-              fx_slots, fund_fx_offsets, fund_fx_codes, fund_cash, fund_creation_unit, fund_basis,
-              fund_market, session_open, session_close, stale_after_ns, min_coverage,
-              halted_weight, decimals, slot_rows, slot_mid, slot_bits, fund_list, out_boundary,
-              out_value, out_error, out_rounded, out_near_tie, out_ratio, out_count, out_market):
-    """Run the replay event loop from tick ``start`` until the ticks end or ``out_boundary`` is
+def replay_nb(ticks, start, next_boundary, interval_ns, book, basket, sessions, rules, scratch, out):
+    """Run the replay event loop from tick ``start`` until the ticks end or the output rows are
     full. Before applying a well-formed tick with ts > the next boundary T, every boundary up to
-    it is valued and rounded into the ``out_*`` rows -- only boundaries inside a session when
+    it is valued and rounded into the next row of ``out`` -- only boundaries inside a session when
     ``session_open`` is not empty (otherwise always open, each UTC day a session). Returns
     early, just after a row with a value near a rounding tie, so the caller can resolve it
-    exactly against the book as it is at that boundary. Returns (next tick, rows, next boundary)."""
+    exactly against the book as it is at that boundary. Returns (next tick, rows, next boundary).
+
+    The arguments come in groups (tuples), each in the order of the kernels it feeds:
+
+    - ``ticks``: the tape's columns (security, price, bid, ask, status, ts, code), as
+      ``apply_book_nb`` takes them; ``code`` receives every applied tick's outcome;
+    - ``book``: the price book's arrays (``PriceBook.arrays``);
+    - ``basket``: the universe and its packed holdings, as ``value_all_nb`` takes them
+      (``iopv.engine.valuer.Valuer.basket``);
+    - ``sessions``: (session_open, session_close), sorted [open, close] pairs in ns;
+    - ``rules``: (spike_frac, spike_confirm, stale_after_ns, min_coverage, halted_weight, decimals);
+    - ``scratch``: (slot_rows, slot_mid, slot_bits, fund_list), the valuation's work arrays;
+    - ``out``: per row (boundary, value, error, rounded, near_tie, ratio, count, market), the
+      ``out_*`` arrays of ``value_all_nb``, ``round_sides_nb`` and ``market_prices_nb``."""
+    tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code = ticks
+    prices, bid, ask, last_ts, flags, pending_price, pending_count = book
+    (fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets, fund_fx_codes, fund_cash,
+     fund_creation_unit, fund_basis, fund_market) = basket
+    session_open, session_close = sessions
+    spike_frac, spike_confirm, stale_after_ns, min_coverage, halted_weight, decimals = rules
+    slot_rows, slot_mid, slot_bits, fund_list = scratch
+    out_boundary, out_value, out_error, out_rounded, out_near_tie, out_ratio, out_count, out_market = out
     rows = 0
     capacity = out_boundary.size
     i = start
@@ -467,15 +544,11 @@ def replay_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_t
             i += 1
             continue
         price = tick_price[i]
-        if not (tick_status[i] != 0 and math.isnan(price)):
-            if not math.isfinite(price):
-                tick_code[i] = NON_FINITE_PRICE
-                i += 1
-                continue
-            if price <= 0.0:
-                tick_code[i] = NON_POSITIVE_PRICE
-                i += 1
-                continue
+        verdict = price_verdict_nb(price, tick_status[i])
+        if verdict != ACCEPTED:
+            tick_code[i] = verdict
+            i += 1
+            continue
         ts = tick_ts[i]
         if ts > next_boundary:
             if rows == capacity:

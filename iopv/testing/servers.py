@@ -172,7 +172,8 @@ class MosquittoServer(LocalServer):
 
 
 @contextlib.contextmanager
-def local_servers(*, redis: bool = True, mqtt: bool = True) -> Iterator[tuple[MosquittoServer | None, RedisServer | None]]:
+def local_servers(*, redis: bool = True,
+                  mqtt: bool = True) -> Iterator[tuple[MosquittoServer | None, RedisServer | None]]:
     """Start the requested throwaway servers; stop them and remove their files on exit."""
     directory = Path(tempfile.mkdtemp(prefix="iopv-servers-"))
     started: list[LocalServer] = []

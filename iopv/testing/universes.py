@@ -150,7 +150,8 @@ def generate(spec: Spec) -> Basket:
 
     international = rng.random(f) < spec.international_funds
     fund_currency = np.zeros(f, dtype=np.int8)
-    fund_currency[international & (rng.random(f) < spec.eur_funds / max(spec.international_funds, 1e-9))] = CURRENCIES.index("EUR")
+    eur_share = spec.eur_funds / max(spec.international_funds, 1e-9)
+    fund_currency[international & (rng.random(f) < eur_share)] = CURRENCIES.index("EUR")
     fund_creation_unit = rng.choice([25_000.0, 50_000.0, 100_000.0], size=f, p=[0.2, 0.6, 0.2])
     sizes = _basket_sizes(rng, spec)
     offsets = np.zeros(f + 1, dtype=np.int64)

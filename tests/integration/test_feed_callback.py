@@ -1,7 +1,8 @@
-"""The tick feed's direct path past aiomqtt's message queue (iopv/feeds/mqtt.py): the private
-attributes it relies on still exist, TickSocket splits any byte stream exactly, and against a
+"""The tick feed's direct path past aiomqtt's message queue (iopv/adapters/mqtt/feed.py): the private
+attributes it relies on still exist (and the start-up check names any that goes), TickSocket
+splits any byte stream exactly and skips oversize messages without buffering them, and against a
 real Mosquitto every published tick is counted, the latest wins, hostile payloads are counted
-by reason."""
+by reason, and a 64 MiB message delays no tick behind it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import random
 import socket
 import struct
+import time
 import uuid
 from importlib.metadata import version
 
@@ -17,7 +19,9 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 
-from iopv.adapters.mqtt.feed import MqttTickFeed, TickSocket, paho_client
+from iopv.adapters.mqtt import client as mqtt_client
+from iopv.adapters.mqtt.client import INTERNALS, paho_client
+from iopv.adapters.mqtt.feed import MqttTickFeed, TickSocket
 from iopv.config import load_settings
 from iopv.core.constants import counts_by_reason
 from iopv.core.universe import build_universe
@@ -33,6 +37,8 @@ def test_aiomqtt_still_keeps_its_paho_client_in_a_private_attribute():
     ``_protocol``: the feed's direct callback depends on them (pinned aiomqtt >=2.5,<3)."""
     major, minor = (int(x) for x in version("aiomqtt").split(".")[:2])
     assert (2, 5) <= (major, minor) < (3, 0)
+    major, minor = (int(x) for x in version("paho-mqtt").split(".")[:2])
+    assert (2, 1) <= (major, minor) < (2, 3)  # the range pinned in pyproject.toml
     client = asyncio.run(_make_client())  # aiomqtt needs a running loop to construct
     inner = paho_client(client)
     assert isinstance(inner, paho.Client)
@@ -42,6 +48,42 @@ def test_aiomqtt_still_keeps_its_paho_client_in_a_private_attribute():
     assert hasattr(inner, "_sock")
     with pytest.raises(RuntimeError, match="Client._client"):
         paho_client(object())
+
+
+@pytest.mark.parametrize(("owner", "name"), [(o, n) for o, names in INTERNALS.items() for n in names])
+def test_the_start_up_check_names_any_internal_that_has_gone(owner, name, monkeypatch):
+    """An aiomqtt or paho upgrade that drops one of the eight private attributes fails at the
+    feed's and the sinks' start (``paho_client``), naming it -- not mid-session."""
+    client = asyncio.run(_make_client())
+    inner = client._client  # noqa: SLF001
+    target = {"aiomqtt.Client": client, "paho.Client": inner, "paho.MQTTMessageInfo": paho.MQTTMessageInfo}[owner]
+    if name in vars(target):
+        monkeypatch.delattr(target, name)
+    else:  # a method: gone from the class
+        monkeypatch.delattr(type(target), name)
+    with pytest.raises(RuntimeError, match=f"{owner}.{name}"):
+        paho_client(client)
+
+
+def test_the_feed_checks_the_internals_before_it_connects(monkeypatch):
+    monkeypatch.setitem(mqtt_client.INTERNALS, "paho.Client", ("_sock", "_renamed_in_paho_3"))
+    settings = load_settings(environ={}, overrides={"mqtt": {"url": "mqtt://127.0.0.1:1"}}).mqtt
+    feed = MqttTickFeed(settings, TickIntake(PriceBook(build_universe(PCF))), instance="t")
+    with pytest.raises(RuntimeError, match="_renamed_in_paho_3"):
+        asyncio.run(asyncio.wait_for(feed.run(), 5))
+
+
+def test_only_the_client_module_touches_private_attributes_of_aiomqtt_and_paho():
+    """ruff checks SLF001: every private access is marked ``noqa: SLF001`` at its line. Of the
+    package's modules that use aiomqtt or paho, only iopv/adapters/mqtt/client.py has any."""
+    from pathlib import Path
+
+    import iopv
+
+    root = Path(iopv.__file__).parent
+    marked = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                    if "noqa: SLF001" in (text := path.read_text()) and ("paho" in text or "aiomqtt" in text))
+    assert marked == ["adapters/mqtt/client.py"]
 
 
 async def _make_client() -> aiomqtt.Client:
@@ -134,11 +176,79 @@ def test_tick_socket_reads_at_most_one_chunk_per_readable_event():
         while True:
             wrapped.recv(1)
     first = len(seen)
-    assert 0 < first <= TickSocket._READ_BYTES // 100  # noqa: SLF001
+    assert 0 < first <= TickSocket.read_bytes // 100
     assert wrapped.pending() == 0  # the reader stops; the next readable event reads again
     with pytest.raises(BlockingIOError):
         wrapped.recv(1)
     assert len(seen) > first
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_tick_socket_skips_oversize_publishes_unbuffered_in_any_chunking(seed):
+    """A QoS 0 PUBLISH announcing more than the limit is reported once and skipped, whatever
+    the chunking (its header or topic length split across reads included); nothing of it is
+    buffered, and the packets around it come out exactly."""
+    rng = random.Random(seed)
+    limit = 1_000
+    stream, expected_ticks, expected_paho, oversize = [], [], [], 0
+    for i in range(150):
+        kind = rng.randrange(5)
+        if kind == 0:
+            payload = b"z" * rng.choice([limit + 1, 5_000, 70_000, 300_000])
+            stream.append(publish(b"ticks/_batch", payload))
+            oversize += 1
+        elif kind == 1:
+            data = publish(b"ticks/Q", b"q" * rng.choice([10, 5_000]), qos=1)  # paho's, whatever its size
+            stream.append(data)
+            expected_paho.append(data)
+        else:
+            topic, payload = f"ticks/S{i}".encode(), b"p" * rng.choice([0, 1, limit - 1, limit])
+            stream.append(publish(topic, payload))
+            expected_ticks.append((topic, payload))
+    ticks, reported, held = [], [], []
+    wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng), lambda t, p: ticks.append((t, p)),
+                         max_payload_bytes=limit, on_oversize=lambda: reported.append(1))
+    to_paho = bytearray()
+    while True:
+        try:
+            chunk = wrapped.recv(rng.choice([1, 7, 4096]))
+        except BlockingIOError:
+            wrapped.pending()
+            continue
+        held.append(len(wrapped._partial))  # noqa: SLF001
+        if not chunk:
+            break
+        to_paho += chunk
+        wrapped.pending()
+    assert ticks == expected_ticks
+    assert len(reported) == oversize
+    assert bytes(to_paho) == b"".join(expected_paho)
+    assert max(held) < 5_100  # a partial packet under the limit, or paho's QoS 1 one: never an oversize one
+
+
+def test_tick_socket_reads_a_large_message_under_the_limit_in_linear_time():
+    """A message just under a large limit arrives whole and intact, in 32 KiB reads; joining each
+    read to the whole partial packet (the old buffering) was quadratic: ~46 s for 64 MiB."""
+    payload = bytes(range(256)) * (48 << 12)  # 48 MiB
+    stream = publish(b"ticks/_batch", payload) + publish(b"ticks/S1", b"{}")
+
+    class Whole:
+        position = 0
+
+        def recv(self, size):
+            chunk = stream[self.position:self.position + size]
+            self.position += len(chunk)
+            return chunk
+
+    seen = []
+    wrapped = TickSocket(Whole(), lambda t, p: seen.append((t, p)), max_payload_bytes=len(payload))
+    started = time.perf_counter()
+    while len(seen) < 2:
+        with pytest.raises(BlockingIOError):
+            wrapped.recv(1)
+        wrapped.pending()
+    assert time.perf_counter() - started < 5.0  # ~0.1 s; quadratic buffering took minutes
+    assert seen[0] == (b"ticks/_batch", payload) and seen[1] == (b"ticks/S1", b"{}")
 
 
 def feed_settings(mosquitto):
@@ -203,6 +313,50 @@ async def _feed_scenario(mosquitto):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_64_mib_message_delays_neither_the_next_tick_nor_the_event_loop(mosquitto):
+    """Issue 9, repair 1: a 64 MiB message on ``ticks/_batch``, then one valid tick. The tick must
+    be applied within one boundary interval (1 s here) of being sent, the big message counted
+    ``oversize_payload``, and the event loop (the clock, the sinks) never held up for long. The
+    old TickSocket joined each 32 KiB read to the whole partial packet: ~46 s of CPU for 64 MiB,
+    during which no tick was applied."""
+    asyncio.run(_oversize_scenario(mosquitto))
+
+
+async def _oversize_scenario(mosquitto):
+    interval_s = 1.0
+    book = PriceBook(build_universe(PCF))
+    intake = TickIntake(book)  # max_payload_bytes: 1 MiB
+    feed = MqttTickFeed(feed_settings(mosquitto), intake, instance=f"t{uuid.uuid4().hex[:8]}")
+    task = asyncio.create_task(feed.run())
+    lags = []
+
+    async def loop_lag() -> None:  # how late a 5 ms sleep wakes: the boundary's lateness, roughly
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - started - 0.005)
+
+    probe = asyncio.create_task(loop_lag())
+    try:
+        await asyncio.wait_for(feed.subscribed.wait(), 10)
+        huge = b"[" + b'{"symbol": "S1", "price": 1.5},' * ((64 << 20) // 31) + b"1]"
+        assert len(huge) > 64 << 20
+        tick = orjson.dumps({"symbol": "S5", "price": 77.25, "ts": 1_000})
+        await asyncio.to_thread(raw_publish, mosquitto.port, [("ticks/_batch", huge), ("ticks/S5", tick)])
+        sent = time.perf_counter()
+        while book.price_of("S5") != 77.25:
+            assert time.perf_counter() - sent < interval_s, "the tick behind 64 MiB missed the next boundary"
+            await asyncio.sleep(0.005)
+        intake.flush()
+        assert counts_by_reason(intake.counts) == {"oversize_payload": 1, "accepted": 1}
+        assert max(lags) < 0.25, f"the event loop was held up {max(lags) * 1e3:.0f} ms"
+        assert feed.callback_errors == 0 and feed.connected
+    finally:
+        probe.cancel()
+        task.cancel()
+        await asyncio.gather(task, probe, return_exceptions=True)
 
 
 def test_feed_over_tls_counts_every_tick_including_packets_spanning_records(tmp_path):

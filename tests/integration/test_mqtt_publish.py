@@ -1,4 +1,4 @@
-"""The value publisher's own MQTT packets (iopv/mqtt_wire.py, iopv/sinks/mqtt.py): the encoder
+"""The value publisher's own MQTT packets (iopv/adapters/mqtt/wire.py, iopv/adapters/mqtt/sink.py): the encoder
 byte for byte against hand-built packets and paho's own encoder and decoder, PUBACKs split out of
 any byte stream exactly, and against a real Mosquitto: every fund arrives exactly once with its
 exact payload (QoS 1 and 0, more funds than one window), packet ids wrap around on one

@@ -44,7 +44,8 @@ def secured(tmp_path):
     mosquitto = MosquittoServer(directory, listener_config=(
         f"allow_anonymous false\npassword_file {passwd}\nacl_file {ROOT / 'config/security/mosquitto.acl'}\n")).start()
     digest = hashlib.sha256(REDIS_PW.encode()).hexdigest()
-    acl = (ROOT / "config/security/redis-users.acl").read_text().replace("#REPLACE_WITH_SHA256_OF_PASSWORD", f"#{digest}")
+    acl = (ROOT / "config/security/redis-users.acl").read_text().replace(
+        "#REPLACE_WITH_SHA256_OF_PASSWORD", f"#{digest}")
     (directory / "users.acl").write_text(acl)
     redis_server = RedisServer(directory, extra_args=("--aclfile", str(directory / "users.acl"))).start()
     try:

@@ -271,6 +271,7 @@ def reference_replay_full(pcf_text: str, tape_lines: list[str], interval_ns: int
     return [row[:3] for row in rows], counts
 
 
-def reference_replay(pcf_text: str, tape_lines: list[str], interval_ns: int, decimals: int = 4) -> list[tuple[int, str, str]]:
+def reference_replay(pcf_text: str, tape_lines: list[str], interval_ns: int,
+                     decimals: int = 4) -> list[tuple[int, str, str]]:
     """Every (boundary ts, fund, published value as fixed-point text) the replay must emit."""
     return reference_replay_full(pcf_text, tape_lines, interval_ns, decimals)[0]

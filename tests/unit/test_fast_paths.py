@@ -126,13 +126,16 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
         out_value[SIDE_VALUE, k] = value
-        out_error[SIDE_VALUE, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_VALUE, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit
+                                 + 2.0 * UNIT_ROUNDOFF * abs(value))
         value = (total_bid + cash) / unit
         out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_BID, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit
+                                 + 2.0 * UNIT_ROUNDOFF * abs(value))
         value = (total_ask + cash) / unit
         out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = (n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
+        out_error[SIDE_ASK, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit
+                                 + 2.0 * UNIT_ROUNDOFF * abs(value))
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RATIO_COVERAGE, k] = coverage

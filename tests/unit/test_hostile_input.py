@@ -20,10 +20,11 @@ BASKET = [{"fund": "AAA", "creation_unit": 100, "currency": "USD", "cash": 10.0,
            "holdings": [{"symbol": "X", "shares": 10, "price": 5.0}]}]
 UNSAFE = "#+/ \t\r\n\x00\x7f"
 
-json_leaf = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+json_leaf = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+             | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8))
+json_key = st.sampled_from(["symbol", "price", "ts", "bid", "ask", "size", "status", "x"]) | st.text(max_size=4)
 json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4)
-                          | st.dictionaries(st.sampled_from(["symbol", "price", "ts", "bid", "ask", "size", "status", "x"])
-                                            | st.text(max_size=4), inner, max_size=5), max_leaves=20)
+                          | st.dictionaries(json_key, inner, max_size=5), max_leaves=20)
 tick_like = st.fixed_dictionaries({}, optional={
     "symbol": st.sampled_from(["X", "Y", "", "X/Y", "#", "+", "a b", "\x00"]) | json_leaf,
     "price": json_leaf, "ts": json_leaf, "bid": json_leaf, "ask": json_leaf})

@@ -182,7 +182,8 @@ def test_random_hostile_messages_match_a_plain_model(book):
     for _ in range(300):
         items = []
         for _ in range(rng.randint(1, 6)):
-            tick = {"symbol": rng.choice(symbols), "price": rng.choice([round(rng.uniform(0.1, 50), 3), 0, -1.0, "1", None]),
+            tick = {"symbol": rng.choice(symbols),
+                    "price": rng.choice([round(rng.uniform(0.1, 50), 3), 0, -1.0, "1", None]),
                     "ts": rng.choice([rng.randint(0, 500), rng.randint(0, 500), -5, 1.5])}
             if rng.random() < 0.1:
                 del tick["ts"]

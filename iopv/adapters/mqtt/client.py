@@ -1,15 +1,19 @@
-"""aiomqtt client construction shared by the tick feed and the value publisher, and the few
-private aiomqtt/paho internals the value publisher relies on, in one place.
+"""aiomqtt client construction shared by the tick feed and the value publisher, and every private
+aiomqtt/paho internal the package relies on, in this one module: no other module touches them.
 
-aiomqtt owns each connection (connect, TLS, credentials, will, keepalive, reconnect); the value
-publisher writes its own pre-encoded PUBLISH packets through the paho client inside it
-(iopv/sinks/mqtt.py). That needs, from the pinned range (aiomqtt >=2.5,<3 on paho-mqtt 2.x):
-aiomqtt's ``Client._client`` (the paho client) and ``Client._disconnected`` (the future that
-ends the current connection); paho's ``Client._mid_generate`` (its packet id counter),
-``Client._out_messages`` (its unacknowledged messages), ``Client._packet_queue`` (its outgoing
-packet queue) and ``MQTTMessageInfo._set_as_published`` (called once a packet is written).
-``paho_client`` checks them when a sink connects and fails loudly if any has gone;
-tests/test_mqtt_publish.py exercises every one against a real broker.
+aiomqtt owns each connection (connect, TLS, credentials, will, keepalive, reconnect). The tick
+feed reads QoS 0 PUBLISH packets off paho's socket itself and the value publisher writes its own
+pre-encoded PUBLISH packets through paho (``iopv.adapters.mqtt.feed`` / ``.sink``). That needs,
+from the pinned range (aiomqtt >=2.5,<3 on paho-mqtt >=2.1,<2.3, in pyproject.toml), the eight
+private attributes named in ``INTERNALS``: aiomqtt's ``Client._client`` (the paho client) and
+``Client._disconnected`` (the future that ends the current connection); paho's ``Client._sock``
+(the connection's socket, wrapped on open), ``Client._protocol`` (3.1.1 or 5),
+``Client._mid_generate`` (its packet id counter), ``Client._out_messages`` (its unacknowledged
+messages), ``Client._packet_queue`` (its outgoing packet queue) and
+``MQTTMessageInfo._set_as_published`` (called once a packet is written). ``paho_client`` checks
+every one when the feed or a sink starts and fails loudly if any has gone;
+tests/integration/test_feed_callback.py and test_mqtt_publish.py exercise them against a real
+broker.
 """
 
 from __future__ import annotations
@@ -55,22 +59,40 @@ def make_client(settings: MqttSettings, identifier: str, *, will: aiomqtt.Will |
     return client
 
 
-_PAHO_INTERNALS = ("_mid_generate", "_out_messages", "_packet_queue", "_protocol", "on_socket_open")
+#: Every private attribute used, by owner (``paho_client`` checks them all at start-up).
+INTERNALS = {
+    "aiomqtt.Client": ("_client", "_disconnected"),
+    "paho.Client": ("_sock", "_protocol", "_mid_generate", "_out_messages", "_packet_queue"),
+    "paho.MQTTMessageInfo": ("_set_as_published",),
+}
+
+
+def missing_internals(client: aiomqtt.Client) -> list[str]:
+    """The ``INTERNALS`` (and paho's ``on_socket_open`` hook) that ``client`` lacks, by name."""
+    inner = getattr(client, "_client", None)
+    owners = {"aiomqtt.Client": client, "paho.Client": inner, "paho.MQTTMessageInfo": paho.MQTTMessageInfo}
+    missing = [f"{owner}.{name}" for owner, names in INTERNALS.items() for name in names
+               if not hasattr(owners[owner], name)]
+    if inner is not None and not isinstance(inner, paho.Client):
+        missing.append("aiomqtt.Client._client (not a paho.Client)")
+    elif not hasattr(inner, "on_socket_open"):
+        missing.append("paho.Client.on_socket_open")
+    return missing
 
 
 def paho_client(client: aiomqtt.Client) -> paho.Client:
-    """The paho client inside an aiomqtt client, checked for the internals this module uses."""
-    inner = getattr(client, "_client", None)
-    missing = [name for name in _PAHO_INTERNALS if not hasattr(inner, name)]
-    if not isinstance(inner, paho.Client) or missing or not hasattr(client, "_disconnected") \
-            or not hasattr(paho.MQTTMessageInfo, "_set_as_published"):
+    """The paho client inside an aiomqtt client, checked for every internal this module uses and
+    for MQTT 3.1.1 (the packets read and written here). Called at start-up by the tick feed and
+    the value publisher: an aiomqtt or paho upgrade that moved anything fails here, loudly."""
+    missing = missing_internals(client)
+    if missing:
         raise RuntimeError(
             f"aiomqtt {getattr(aiomqtt, '__version__', '?')} / paho-mqtt {getattr(paho, '__version__', '?')} "
-            f"no longer have the internals the MQTT value publisher writes through (missing: "
-            f"{missing or 'Client._client, Client._disconnected or MQTTMessageInfo._set_as_published'}); "
-            "pinned aiomqtt >=2.5,<3: see iopv/mqtt_client.py")
+            f"no longer have the internals the MQTT feed and value publisher rely on (missing: "
+            f"{', '.join(missing)}); pinned in pyproject.toml: see iopv/adapters/mqtt/client.py")
+    inner = client._client  # noqa: SLF001
     if inner._protocol != paho.MQTTv311:  # noqa: SLF001 -- MQTT 5 packets carry properties
-        raise RuntimeError("the MQTT value publisher writes MQTT 3.1.1 packets only")
+        raise RuntimeError("the MQTT tick feed and value publisher read and write MQTT 3.1.1 packets only")
     return inner
 
 
@@ -78,6 +100,35 @@ def connection_lost(client: aiomqtt.Client) -> asyncio.Future:
     """aiomqtt's future for the end of the current connection: an exception on a lost
     connection, a result on a clean disconnect. Replaced by aiomqtt on every connect."""
     return client._disconnected  # noqa: SLF001
+
+
+async def until_disconnected(client: aiomqtt.Client) -> None:
+    """Wait for the end of the current connection; raise ``aiomqtt.MqttError`` then (what
+    aiomqtt's message iterator raises, without its queue)."""
+    lost = connection_lost(client)
+    await asyncio.wait((lost,))  # never cancels the future itself
+    reason = None if lost.cancelled() else lost.exception()
+    raise aiomqtt.MqttError("Disconnected") from reason
+
+
+def current_socket(inner: paho.Client):
+    """The socket of paho's current connection (a wrapper when ``wrap_sockets`` installed one),
+    None while disconnected."""
+    return inner._sock  # noqa: SLF001
+
+
+def wrap_sockets(inner: paho.Client, wrap) -> None:
+    """Make every socket paho opens ``wrap(sock)`` before aiomqtt registers its reader: paho
+    calls ``on_socket_open`` right after storing the new socket in its private ``_sock``, and
+    reads, writes and polls through that attribute from then on."""
+    aiomqtt_open = inner.on_socket_open
+
+    def on_socket_open(client: paho.Client, userdata, sock) -> None:
+        wrapped = wrap(sock)
+        client._sock = wrapped  # noqa: SLF001
+        aiomqtt_open(client, userdata, wrapped)
+
+    inner.on_socket_open = on_socket_open
 
 
 def reserve_packet_ids(inner: paho.Client, count: int) -> list[int]:

@@ -7,13 +7,18 @@ subscription is renewed on every reconnect.
 Messages do not go through aiomqtt's message queue. Its ``MessagesIterator`` costs a task, an
 ``asyncio.wait`` and a queue put/get per message, which capped the feed far below the engine
 (bench ``end_to_end.ceilings``). aiomqtt still owns the connection (connect, subscribe,
-reconnect, will, TLS); the feed replaces the underlying paho client's ``on_message`` -- called by
-aiomqtt's socket reader on the event loop's thread -- with a callback that decodes the payload
-straight into the TickIntake and schedules one flush per event-loop iteration. aiomqtt keeps the
-paho client in the private attribute ``Client._client``, so this relies on the pinned range
-(aiomqtt >=2.5,<3); ``paho_client`` fails loudly at start-up (and tests/test_feed_callback.py
-fails) if that ever changes. The message iterator is still awaited, only to learn of a
-disconnect: nothing reaches aiomqtt's queue any more.
+reconnect, will, TLS); a ``TickSocket`` wrapped around paho's socket hands every QoS 0 PUBLISH
+straight to a callback that decodes it into the TickIntake and schedules one flush per
+event-loop iteration, and paho's own ``on_message`` -- for anything the wrapper leaves to paho --
+is replaced the same way. The private aiomqtt/paho attributes that takes are reached through
+``iopv.adapters.mqtt.client`` only, whose ``paho_client`` fails loudly at start-up if an
+upgrade moved them. Nothing reaches aiomqtt's queue: the feed awaits only the end of each
+connection (``until_disconnected``).
+
+A message whose header announces a payload over ``intake.max_payload_bytes`` is skipped as its
+bytes arrive and counted ``oversize_payload`` (``TickSocket``): it costs neither memory nor the
+ticks behind it. Cap it at the broker too (Mosquitto's ``message_size_limit``,
+docs/operations.md), so the broker never forwards it at all.
 
 Memory stays bounded without the queue: a message is decoded as soon as paho has read it, the
 staging batch flushes when it holds ``intake.batch_capacity`` ticks, and the book keeps only the
@@ -33,26 +38,16 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from iopv.adapters.backoff import Backoff
-from iopv.adapters.mqtt.client import make_client
-from iopv.adapters.mqtt.wire import INCOMPLETE, MALFORMED, read_remaining_length
+from iopv.adapters.mqtt.client import make_client, paho_client, until_disconnected, wrap_sockets
+from iopv.adapters.mqtt.stream import PacketSocket
+from iopv.adapters.mqtt.wire import INCOMPLETE, MALFORMED, MAX_REMAINING_LENGTH, read_remaining_length
 from iopv.config import MqttSettings
 from iopv.engine.intake import TickIntake
 
 log = logging.getLogger(__name__)
 
 
-def paho_client(client: aiomqtt.Client) -> paho.Client:
-    """The paho client inside an aiomqtt client (private ``_client``; see the module docstring)."""
-    inner = getattr(client, "_client", None)
-    if not isinstance(inner, paho.Client):
-        raise RuntimeError(
-            f"aiomqtt {getattr(aiomqtt, '__version__', '?')} no longer keeps its paho client in "
-            "Client._client: the tick feed's direct on_message callback needs it (pinned aiomqtt "
-            ">=2.5,<3); see iopv/feeds/mqtt.py")
-    return inner
-
-
-class TickSocket:
+class TickSocket(PacketSocket):
     """paho's socket with QoS 0 PUBLISH packets taken out and handed to ``on_publish`` directly.
 
     paho costs ~15-20 us of Python per message (several one-byte ``recv`` calls, packet
@@ -60,41 +55,33 @@ class TickSocket:
     not the engine, capped the feed near 20k msgs/s. This wrapper reads the socket in 32 KiB
     chunks, parses whole MQTT 3.1.1 packets, passes every QoS 0 PUBLISH's topic and payload to
     ``on_publish``, and leaves every other packet (CONNACK, SUBACK, PINGRESP, QoS > 0 PUBLISH,
-    anything unparsable) to paho, unchanged, through ``recv``. A partial packet waits for the next
-    chunk. At most one chunk is read per readable event (then ``BlockingIOError``, which paho takes
-    as "later"), so a firehose cannot starve the event loop -- the clock, the sinks. aiomqtt's
-    reader calls paho again while ``pending()`` is non-zero (meant for TLS), which drains what
-    this wrapper holds for paho. Everything else (send, fileno, close, TLS) goes to the socket."""
+    anything unparsable) to paho, unchanged, through ``recv`` (buffering: ``PacketSocket``).
 
-    _READ_BYTES = 32_768
+    A QoS 0 PUBLISH whose header announces a payload over ``max_payload_bytes`` is skipped as
+    its bytes arrive, never buffered, and reported once to ``on_oversize`` (the intake counts
+    it ``oversize_payload``): a 64 MiB message costs a few ms of reads, and the ticks after it
+    flow as before. At most one chunk is read per readable event (then ``BlockingIOError``,
+    which paho takes as "later"), so a firehose cannot starve the event loop -- the clock, the
+    sinks; while skipping, a chunk is up to 1 MiB."""
 
-    def __init__(self, sock, on_publish):
-        self._sock = sock
+    def __init__(self, sock, on_publish, *, max_payload_bytes: int = MAX_REMAINING_LENGTH,
+                 on_oversize=None):
+        super().__init__(sock)
         self._on_publish = on_publish
-        self._partial = b""  # the start of a packet not yet complete
-        self._for_paho = b""  # whole packets paho has yet to read
-        self._position = 0
+        self._max_payload = max_payload_bytes
+        self._on_oversize = on_oversize
         self._read_this_event = False
-        self._inner_pending = getattr(sock, "pending", None)
 
-    def recv(self, size: int) -> bytes:
-        while self._position >= len(self._for_paho):
-            if self._read_this_event and not (self._inner_pending and self._inner_pending()):
-                raise BlockingIOError  # yield to the event loop; it calls back while data waits
-            data = self._sock.recv(self._READ_BYTES)  # BlockingIOError / TLS errors pass through
-            self._read_this_event = True
-            if not data:
-                return data  # closed: paho handles the lost connection
-            self._for_paho, self._position = self._split(self._partial + data), 0
-        position = self._position
-        chunk = self._for_paho[position:position + size]
-        self._position = position + len(chunk)
-        return chunk
+    def _read(self) -> bytes:
+        if self._read_this_event and not (self._inner_pending and self._inner_pending()):
+            raise BlockingIOError  # yield to the event loop; it calls back while data waits
+        data = super()._read()
+        self._read_this_event = True
+        return data
 
-    def _split(self, buffer: bytes) -> bytes:
-        """Hand out the QoS 0 PUBLISH packets of ``buffer``; keep a trailing partial packet;
-        return every other whole packet, in order, for paho."""
+    def _split(self, buffer: bytes) -> tuple[bytes, int]:
         on_publish = self._on_publish
+        limit = self._max_payload
         others = []
         end_of_data = len(buffer)
         position = 0
@@ -102,52 +89,46 @@ class TickSocket:
             first = buffer[position]
             length, index = read_remaining_length(buffer, position + 1, end_of_data)
             if length == INCOMPLETE:
-                self._partial = buffer[position:]
-                return b"".join(others)
+                break
             if length == MALFORMED:  # let paho see it (and drop the connection)
-                self._partial = b""
                 others.append(buffer[position:])
-                return b"".join(others)
+                position = end_of_data
+                break
             end = index + length
-            if end > end_of_data:
-                self._partial = buffer[position:]
-                return b"".join(others)
-            if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
+            if end <= end_of_data:  # the whole packet is here
+                if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
+                    topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+                    if topic_end <= end:
+                        if end - topic_end <= limit:
+                            on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
+                        elif self._on_oversize is not None:
+                            self._on_oversize()
+                        position = end
+                        continue
+                others.append(buffer[position:end])
+                position = end
+                continue
+            if first & 0xF6 == 0x30 and length >= 2 and index + 2 <= end_of_data:  # an oversize PUBLISH?
                 topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
-                if topic_end <= end:
-                    on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
-                    position = end
-                    continue
-            others.append(buffer[position:end])
-            position = end
-        self._partial = b""
-        return b"".join(others)
+                if topic_end <= end and end - topic_end > limit:
+                    if self._on_oversize is not None:
+                        self._on_oversize()
+                    self.skip(end - end_of_data)  # the rest, as it arrives
+                    position = end_of_data
+            break
+        return b"".join(others), position
+
+    def _needed(self, partial: bytearray) -> int:
+        length, index = read_remaining_length(partial, 1, len(partial))
+        if length >= 2 and partial[0] & 0xF6 == 0x30 and index + 2 > len(partial):
+            return index + 2  # a QoS 0 PUBLISH: the topic's length first, to tell an oversize one
+        return super()._needed(partial)
 
     def pending(self) -> int:
-        waiting = len(self._for_paho) - self._position
-        if self._inner_pending is not None:
-            waiting += self._inner_pending()
+        waiting = super().pending()
         if not waiting:
             self._read_this_event = False  # aiomqtt's reader stops here until the next event
         return waiting
-
-    def __getattr__(self, name: str):
-        return getattr(self._sock, name)
-
-
-def install_tick_socket(inner: paho.Client, on_publish) -> None:
-    """Wrap every socket paho opens in a TickSocket before aiomqtt registers its reader.
-    paho calls ``on_socket_open`` right after storing the new socket in its private ``_sock``."""
-    if inner._protocol != paho.MQTTv311:  # noqa: SLF001 -- MQTT 5 PUBLISH carries properties
-        raise RuntimeError("the tick feed parses MQTT 3.1.1 PUBLISH packets only")
-    aiomqtt_open = inner.on_socket_open
-
-    def on_socket_open(client: paho.Client, userdata, sock) -> None:
-        wrapped = TickSocket(sock, on_publish)
-        client._sock = wrapped  # noqa: SLF001
-        aiomqtt_open(client, userdata, wrapped)
-
-    inner.on_socket_open = on_socket_open
 
 
 class MqttTickFeed:
@@ -196,6 +177,18 @@ class MqttTickFeed:
             self.callback_errors += 1
             log.exception("ticks: on_publish failed")
 
+    def _on_oversize(self) -> None:
+        """A PUBLISH too large to read (TickSocket skips it): counted once, as ``decode`` would."""
+        try:
+            self.last_message_ns = time.time_ns()
+            self.intake.reject_oversize()
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        except Exception:  # noqa: BLE001
+            self.callback_errors += 1
+            log.exception("ticks: on_oversize failed")
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.intake.flush()
@@ -203,9 +196,11 @@ class MqttTickFeed:
     async def run(self) -> None:
         client = make_client(self.settings, self.identifier)
         self._loop = asyncio.get_running_loop()
-        inner = paho_client(client)
+        inner = paho_client(client)  # fails loudly if the internals used here are gone
         inner.on_message = self._on_message
-        install_tick_socket(inner, self._on_publish)
+        max_payload = self.intake.max_payload_bytes
+        wrap_sockets(inner, lambda sock: TickSocket(sock, self._on_publish, max_payload_bytes=max_payload,
+                                                    on_oversize=self._on_oversize))
         topic = f"{self.settings.tick_topic_prefix}/#"
         intake = self.intake
         while True:
@@ -218,11 +213,7 @@ class MqttTickFeed:
                     self.backoff.reset()
                     self.subscribed.set()
                     log.info("ticks: subscribed to %s", topic)
-                    # Only returns (raising MqttError) on a disconnect: messages bypass the queue.
-                    async for message in client.messages:
-                        self.last_message_ns = now = time.time_ns()
-                        intake.decode(message.payload, message.topic.value, now)
-                        intake.flush()
+                    await until_disconnected(client)  # raises MqttError
             except aiomqtt.MqttError as exc:
                 log.warning("ticks: %s; reconnecting in %.2f s", exc, delay)
             finally:

@@ -10,7 +10,7 @@ How values are published (QoS 0 and 1, ``mqtt.value_qos``). Through aiomqtt, eac
 ~50 us of Python (paho builds, logs and tracks each packet and handles each PUBACK; aiomqtt adds
 an event and a future per call; paho alone, called directly, still ~30 us): 3,500 retained QoS 1
 messages took ~350 ms and ~180 ms of the event loop. So the sink encodes a whole publication
-itself (iopv/mqtt_wire.py) and hands it to paho as one outgoing buffer, which paho writes in
+itself (iopv/adapters/mqtt/wire.py) and hands it to paho as one outgoing buffer, which paho writes in
 order with its own packets, resuming partial writes and over TLS; a wrapper on paho's socket
 (``PubackSocket``, the sending twin of the tick feed's ``TickSocket``) takes the PUBACKs of those
 packets out of the byte stream and leaves every other packet to paho. A message now costs
@@ -57,11 +57,14 @@ import paho.mqtt.client as paho
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.mqtt.client import (
     connection_lost,
+    current_socket,
     make_client,
     paho_client,
     reserve_packet_ids,
+    wrap_sockets,
     write_packets,
 )
+from iopv.adapters.mqtt.stream import PacketSocket
 from iopv.adapters.mqtt.wire import encode_publishes, split_pubacks, topic_field
 from iopv.adapters.queued import QueuedSink
 from iopv.config import MqttSettings
@@ -90,26 +93,20 @@ def status_payload(instance: str, status: str, reason: str = "") -> bytes:
     return orjson.dumps(record)
 
 
-class PubackSocket:
+class PubackSocket(PacketSocket):
     """paho's socket with the PUBACKs the sink awaits taken out of what paho reads.
 
     Reads the socket in 64 KiB chunks; PUBACKs whose packet id is in ``awaiting`` are removed
     from the set (``on_acked`` is called when it empties), every other packet -- CONNACK,
     PINGRESP, the status message's PUBACK, anything unparsable -- is handed to paho, unchanged,
-    through ``recv``. A partial packet waits for the next chunk. Reading goes on until paho has
-    something or the socket has nothing more (``BlockingIOError``, which paho takes as
-    "later"); what arrives on this connection is bounded by what the sink sent. aiomqtt's
-    reader calls paho again while ``pending()`` is non-zero (meant for TLS), which drains what
-    this wrapper holds for paho. Everything else (send, fileno, close, TLS) goes to the socket."""
+    through ``recv`` (buffering: ``PacketSocket``). Reading goes on until paho has something or
+    the socket has nothing more (``BlockingIOError``, which paho takes as "later"); what arrives
+    on this connection is bounded by what the sink sent."""
 
-    _READ_BYTES = 65_536
+    read_bytes = 65_536
 
     def __init__(self, sock):
-        self._sock = sock
-        self._partial = b""  # the start of a packet not yet complete
-        self._for_paho = b""  # whole packets paho has yet to read
-        self._position = 0
-        self._inner_pending = getattr(sock, "pending", None)
+        super().__init__(sock)
         self._quickack = QUICKACK is not None
         self.awaiting: set[int] = set()
         self._on_acked: Callable[[], None] | None = None
@@ -125,22 +122,18 @@ class PubackSocket:
         self.awaiting = set()
         self._on_acked = None
 
-    def recv(self, size: int) -> bytes:
-        while self._position >= len(self._for_paho):
-            data = self._sock.recv(self._READ_BYTES)  # BlockingIOError / TLS errors pass through
-            if not data:
-                return data  # closed: paho handles the lost connection
-            if self.awaiting and self._quickack:
-                self._ack_now()
-            self._for_paho, self._partial = split_pubacks(self._partial + data, self.awaiting)
-            self._position = 0
-            if not self.awaiting and self._on_acked is not None:
-                on_acked, self._on_acked = self._on_acked, None
-                on_acked()
-        position = self._position
-        chunk = self._for_paho[position:position + size]
-        self._position = position + len(chunk)
-        return chunk
+    def _read(self) -> bytes:
+        data = super()._read()
+        if data and self.awaiting and self._quickack:
+            self._ack_now()
+        return data
+
+    def _split(self, buffer: bytes) -> tuple[bytes, int]:
+        others, partial = split_pubacks(buffer, self.awaiting)
+        if not self.awaiting and self._on_acked is not None:
+            on_acked, self._on_acked = self._on_acked, None
+            on_acked()
+        return others, len(buffer) - len(partial)
 
     def _ack_now(self) -> None:
         """Acknowledge the next segments at once instead of after the delayed-ACK timer. A broker
@@ -152,28 +145,6 @@ class PubackSocket:
             self._sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         except OSError:  # not TCP after all: nothing to tune
             self._quickack = False
-
-    def pending(self) -> int:
-        waiting = len(self._for_paho) - self._position
-        if self._inner_pending is not None:
-            waiting += self._inner_pending()
-        return waiting
-
-    def __getattr__(self, name: str):
-        return getattr(self._sock, name)
-
-
-def install_puback_socket(inner: paho.Client) -> None:
-    """Wrap every socket paho opens in a PubackSocket before aiomqtt registers its reader.
-    paho calls ``on_socket_open`` right after storing the new socket in its private ``_sock``."""
-    aiomqtt_open = inner.on_socket_open
-
-    def on_socket_open(client: paho.Client, userdata, sock) -> None:
-        wrapped = PubackSocket(sock)
-        client._sock = wrapped  # noqa: SLF001
-        aiomqtt_open(client, userdata, wrapped)
-
-    inner.on_socket_open = on_socket_open
 
 
 class MqttSink(QueuedSink):
@@ -202,10 +173,9 @@ class MqttSink(QueuedSink):
             will = aiomqtt.Will(self.status_topic, status_payload(self.instance, "offline", "connection lost"),
                                 qos=1, retain=True)
             client = make_client(self.settings, self.identifier, will=will)
-            if self.settings.value_qos < 2:
-                inner = paho_client(client)  # fails loudly if the internals used here are gone
-                if self.settings.value_qos == 1:
-                    install_puback_socket(inner)
+            inner = paho_client(client)  # fails loudly if the internals used here are gone
+            if self.settings.value_qos == 1:
+                wrap_sockets(inner, PubackSocket)
             self._client = client
         return self._client
 
@@ -263,11 +233,11 @@ class MqttSink(QueuedSink):
         for start in range(0, len(payloads), PUBLISH_WINDOW):
             stop = start + PUBLISH_WINDOW
             window_fields, window_payloads = fields[start:stop], payloads[start:stop]
-            if lost.done() or inner._sock is None:  # noqa: SLF001
+            sock = current_socket(inner)
+            if lost.done() or sock is None:
                 _raise_lost(lost)
             done = loop.create_future()
             if qos == 1:
-                sock = inner._sock  # noqa: SLF001
                 if not isinstance(sock, PubackSocket):
                     raise aiomqtt.MqttError("not connected")
                 packet_ids = reserve_packet_ids(inner, len(window_payloads))

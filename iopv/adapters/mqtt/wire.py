@@ -5,7 +5,7 @@ Why by hand: at US scale a cycle publishes 3,500 retained messages, and paho bui
 logs it, tracks it and handles its PUBACK in ~30 us of Python even when called directly (~50 us
 through aiomqtt): 100-190 ms of the event loop per cycle. Encoding a whole publication here
 costs ~0.5-1 us per message and splitting the acknowledgements out of the byte stream ~0.2 us
-(figures in iopv/sinks/mqtt.py). paho still owns the connection and every other packet.
+(figures in iopv/adapters/mqtt/sink.py). paho still owns the connection and every other packet.
 
 References: MQTT Version 3.1.1 (OASIS Standard, 2014), sections 2.2.3 (remaining length),
 3.3 (PUBLISH), 3.4 (PUBACK), 4.7 (topic names).
