@@ -113,7 +113,8 @@ def test_board_shows_the_published_values_and_updates_in_place(tmp_path, mosquit
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 first = await table(driver)
-                if len(first) == len(document) and first["F0"][1] == f"{exact(document, {symbol: Decimal('123.25')})['F0']}":
+                expected = exact(document, {symbol: Decimal("123.25")})["F0"]
+                if len(first) == len(document) and first["F0"][1] == f"{expected}":
                     break
                 await asyncio.sleep(0.1)
             first = await table(driver)

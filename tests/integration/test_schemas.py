@@ -46,7 +46,8 @@ def test_every_published_mqtt_message_validates(captured):
     seen = {"boundary-value": 0, "realtime-value": 0, "status": 0}
     statuses = []
     for topic, record in captured.on(values) + captured.on(rt):
-        name = "status" if "/_status/" in topic else "realtime-value" if topic.startswith(rt + "/") else "boundary-value"
+        name = ("status" if "/_status/" in topic
+                else "realtime-value" if topic.startswith(rt + "/") else "boundary-value")
         assert errors(name, record) == [], (topic, record)
         seen[name] += 1
         if name == "status":

@@ -42,7 +42,8 @@ def test_replay_output_validates(tmp_path, capsys):
                                    "as_of": "2024-12-06", "prior_nav": 10.0,
                                    "holdings": [{"symbol": "A", "shares": 3, "price": 7.25}]}]))
     tape = tmp_path / "tape.jsonl"
-    tape.write_text('{"symbol": "A", "price": 7.5, "ts": 1000000000}\n{"symbol": "X", "price": 12.0, "ts": 16000000000}\n')
+    tape.write_text('{"symbol": "A", "price": 7.5, "ts": 1000000000}\n'
+                    '{"symbol": "X", "price": 12.0, "ts": 16000000000}\n')
     assert main(["replay", "--pcf", str(pcf), "--tape", str(tape), "--calendar", "always"]) == 0
     records = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     validator = Draft202012Validator(load_schema("boundary-value"))
