@@ -95,6 +95,9 @@ class TickIntake:
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
+        #: When set, called with every message as ``recorder(payload, topic, recv_ts_ns)`` before
+        #: it is decoded (the audit journal; ``iopv.engine.journal_replay`` decodes it again).
+        self.recorder = None
         self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
         self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
         self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
@@ -125,6 +128,10 @@ class TickIntake:
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
         """Stage the ticks of one message (a JSON object or array). Never raises on bad input."""
         self.messages += 1
+        if self.recorder is not None:
+            if recv_ts_ns is None:
+                recv_ts_ns = time.time_ns()
+            self.recorder(payload, topic, recv_ts_ns)
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
             return
