@@ -188,7 +188,7 @@ class OpsSettings:
     journal_dir: str = ""
     journal_retention_days: int = 30  # day files older than this are deleted; 0 = keep all
     journal_flush_ms: float = 250.0  # ticks handed to the OS at least this often (<= 1000)
-    journal_queue_ticks: int = 262_144  # tick messages waiting for the writer; beyond: dropped, counted
+    journal_queue_bytes: int = 64 << 20  # records waiting for the writer thread; beyond: ticks dropped, counted
     journal_max_wait_ms: float = 1000.0  # a boundary's values wait at most this for the journal
 
     def validate(self) -> None:
@@ -196,8 +196,8 @@ class OpsSettings:
             raise ConfigError(f"ops.journal_flush_ms: expected 1..1000, got {self.journal_flush_ms!r}")
         if self.journal_retention_days < 0:
             raise ConfigError(f"ops.journal_retention_days: expected >= 0, got {self.journal_retention_days!r}")
-        if self.journal_queue_ticks < 1:
-            raise ConfigError(f"ops.journal_queue_ticks: expected >= 1, got {self.journal_queue_ticks!r}")
+        if self.journal_queue_bytes < 1 << 16:
+            raise ConfigError(f"ops.journal_queue_bytes: expected >= 65536, got {self.journal_queue_bytes!r}")
         if not (math.isfinite(self.journal_max_wait_ms) and 0 <= self.journal_max_wait_ms <= 60_000):
             raise ConfigError(f"ops.journal_max_wait_ms: expected 0..60000, got {self.journal_max_wait_ms!r}")
         if not 0 <= self.http_port <= 65535:

@@ -83,6 +83,8 @@ class ReplayStats:
     boundaries: int = 0
     matched: int = 0
     mismatched: int = 0
+    #: Markers whose count of tick messages received differs from the replay's (ticks missing).
+    count_mismatches: int = 0
     sessions: int = 0
     reloads: int = 0
     restores: int = 0
@@ -100,6 +102,7 @@ class JournalReplay:
         self.stats = ReplayStats()
         self.engine: Engine | None = None
         self._settings: Settings | None = None
+        self._messages_base = 0
 
     def __iter__(self) -> Iterator[ReplayedBoundary]:
         stats = self.stats
@@ -114,7 +117,9 @@ class JournalReplay:
             elif kind == "mark":
                 if self.engine is None:
                     raise JournalReplayError("a boundary marker before any session and basket")
-                _published, _funds, _ticks, digest = data
+                _published, _funds, messages, digest = data
+                if self._messages_base + self.engine.intake.messages != messages:
+                    stats.count_mismatches += 1
                 publication = self.engine.cycle(time_ns)
                 matches = publication is not None and publication_digest(publication.payloads) == digest
                 stats.boundaries += 1
@@ -127,6 +132,7 @@ class JournalReplay:
                 yield ReplayedBoundary(time_ns, publication, digest, matches, self.engine, stats.sessions)
             elif kind == "session":
                 self._settings = settings_from_record(data["settings"])
+                self._messages_base = data.get("messages_base", 0)
                 self.engine = decode = None
                 stats.sessions += 1
                 stats.clean_end = False

@@ -109,7 +109,7 @@ class Service:
             finally:
                 self._released = None
 
-        self.journal.boundary(boundary_ns, publication, release, state)
+        self.journal.boundary(boundary_ns, publication, release, state, self.engine.intake.messages)
 
     def request_stop(self) -> None:
         self.stop_event.set()

@@ -85,7 +85,8 @@ def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: i
             def release():
                 released.append(boundary_ns)
                 engine.offer(publication)
-            writer.boundary(boundary_ns, publication, release, restart.snapshot(engine.book, boundary_ns))
+            writer.boundary(boundary_ns, publication, release, restart.snapshot(engine.book, boundary_ns),
+                            engine.intake.messages)
             assert boundary_ns not in released, "values must wait for their journal marker"
 
         engine.gate = gate
@@ -121,7 +122,7 @@ def test_replay_reproduces_every_published_byte_across_a_reload(tmp_path):
     payloads, replay, reader = replay_payloads(writer.path)
     assert reader.damage is None
     assert payloads == sink.payloads
-    assert replay.stats.matched == 5 and replay.stats.mismatched == 0
+    assert replay.stats.matched == 5 and replay.stats.mismatched == 0 and replay.stats.count_mismatches == 0
     assert replay.stats.reloads == 1 and replay.stats.clean_end
     versions = {orjson.loads(p)["basket"] for p in payloads}
     assert len(versions) == 2, "the reload must show in the replayed records"
@@ -133,7 +134,7 @@ def test_a_new_day_rotates_to_a_file_that_replays_on_its_own(tmp_path):
     files = sorted((tmp_path / "journal").glob("*.iopvj"))
     assert len(files) == 2 and writer.path == files[-1]
     payloads, replay, reader = replay_payloads(files[-1])
-    assert reader.damage is None and replay.stats.mismatched == 0
+    assert reader.damage is None and replay.stats.mismatched == 0 and replay.stats.count_mismatches == 0
     assert payloads == sink.payloads, "the new day's file starts from a checkpoint of the book"
     first, _, _ = replay_payloads(files[0])
     assert first == [], "no boundary was published on the first day"
@@ -202,26 +203,28 @@ def test_file_is_plain_zstd_frames_with_documented_records(tmp_path):
 def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path):
     settings = load_settings(environ={}, overrides={
         "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "drops"},
-        "ops": {"journal_dir": str(tmp_path), "journal_queue_ticks": 5}})
+        "ops": {"journal_dir": str(tmp_path), "journal_queue_bytes": 65536}})
     (tmp_path / "p.json").write_bytes(orjson.dumps(make_basket(1)))
 
     async def scenario():
         writer = JournalWriter(settings)
         writer.start(load_pcf(tmp_path / "p.json"))
         await asyncio.sleep(0.3)  # the session and basket records are written
-        for k in range(12):  # no await: the writer cannot drain in between
-            writer.tick(b'{"symbol": "S001", "price": 1.5}', "ticks/S001", T0 + k)
+        payload = b'{"symbol": "S001", "price": 1.5, "pad": "%s"}' % (b"x" * 10_000)
+        for k in range(12):  # no await: nothing is handed to the writer in between
+            writer.tick(payload, "ticks/S001", T0 + k)
         dropped = writer.dropped
         await asyncio.sleep(0.4)
-        writer.tick(b'{"symbol": "S001", "price": 1.5}', "ticks/S001", T0 + 99)  # ends the drop run
+        writer.tick(payload, "ticks/S001", T0 + 99)  # ends the drop run
         await writer.aclose()
         return writer, dropped
 
     writer, dropped = asyncio.run(scenario())
-    assert dropped == 7 and writer.dropped == 7
+    assert 4 <= dropped <= 8 and writer.dropped == dropped, "about 64 KiB of 10 KB messages fit"
     reader = JournalReader(str(writer.path))
     kinds = [record.kind for record in reader]
-    assert fmt.DROP in kinds and reader.dropped == 7
+    assert fmt.DROP in kinds and reader.dropped == dropped and kinds.count(fmt.TICK) == 13 - dropped
+    assert kinds.index(fmt.DROP) == len(kinds) - 3, "the gap is marked where it was (before the last tick)"
     assert Path(f"{writer.path}.incomplete").is_file()
 
 

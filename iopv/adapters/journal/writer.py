@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import os
 import struct
@@ -37,6 +38,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from iopv.adapters.journal import format as fmt
@@ -44,13 +46,27 @@ from iopv.config import Settings
 from iopv.core.constants import DAY_NS
 from iopv.core.universe import Universe
 from iopv.engine.journal_replay import publication_digest, recorded_settings
+from iopv.kernels.journal import TICK_HEAD_BYTES, pack_ticks_nb
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".iopvj"
-_TICK_HEAD = struct.Struct("<BIqBH")  # the record header and the tick header in one pack
-_ROTATE = 0  # an internal queue item: close this file, start the next day's
+_ROTATE = object()  # an internal queue item: close this file, start the next day's
 _SYNC_EVERY_S = 1.0
+_TOPIC_CACHE = 1 << 16
+#: Messages at most this long are batched (the hot path); longer ones are packed at once.
+_SMALL_PAYLOAD = 4096
+_BATCH_ITEMS = 16_384
+
+
+class _TopicBytes(dict):
+    """topic -> its UTF-8 bytes, filled on a miss; cleared when large (hostile topics)."""
+
+    def __missing__(self, topic: str) -> bytes:
+        if len(self) >= _TOPIC_CACHE:
+            self.clear()
+        name = self[topic] = topic.encode("utf-8", "surrogatepass")[:fmt.NO_TOPIC - 1]
+        return name
 
 
 def day_of(time_ns: int) -> str:
@@ -75,14 +91,22 @@ class JournalWriter:
         self.flush_s = ops.journal_flush_ms / 1e3
         self.max_wait_s = ops.journal_max_wait_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
+        self.bound_bytes = ops.journal_queue_bytes
+        # The loop thread packs records into _buf and hands it over (_handoff) as one item of
+        # _queue: (raw, marker or None) or (_ROTATE, time). _handed / _consumed count raw bytes
+        # handed over / taken by the writer (each written by one thread only).
+        self._buf = bytearray()
+        self._items: list = []  # (receive time, topic, payload) not yet packed into _buf
+        self._topics = _TopicBytes()
+        self._room = 0
         self._queue: deque = deque()
-        self._bound = ops.journal_queue_ticks
-        self._drop_run = 0  # tick messages dropped since the last one queued
+        self._handed = 0
+        self._consumed = 0
+        self._drop_run = 0  # tick messages dropped since the last one recorded
         self.dropped = 0
         self.late_releases = 0
         self.bytes_written = 0
         self.blocks = 0
-        self.tick_records = 0
         self.failed: str | None = None
         self.path: Path | None = None
         self._day = -1  # the UTC day (number) of the file in use, as the loop thread sees it
@@ -91,15 +115,19 @@ class JournalWriter:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._seq = 0
         self._held: deque = deque()  # (marker seq, release) waiting for their block
         self._basket: tuple[dict, bytes] | None = None  # the basket in use, for a rotation
         self._last_sync = 0.0
+        self._set_room()
+        pack_ticks_nb(fmt.TICK, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64),
+                      np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
 
     # -- the event loop's side -------------------------------------------------------------
 
     def start(self, universe: Universe) -> None:
-        """Open today's file (appending), queue the session and its basket, start the thread."""
+        """Open today's file (appending), record the session and its basket, start the thread."""
         self._loop = asyncio.get_running_loop()
         now = time.time_ns()
         self._day = now // DAY_NS
@@ -108,32 +136,103 @@ class JournalWriter:
         self.basket(universe, "start")
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
+        self._timer = self._loop.call_later(self.flush_s, self._periodic)
         log.info("journal: recording to %s", self.path)
 
     def tick(self, payload, topic: str | None, recv_ts_ns: int) -> None:
-        """A tick message as the intake received it (the hot path: one append)."""
-        queue = self._queue
-        if len(queue) < self._bound and not self._drop_run:
-            queue.append((recv_ts_ns, topic, payload))
+        """A tick message as the intake received it. The hot path is one list append; the list
+        is packed into records by one kernel call per batch (``_pack``); a message too large for
+        the batch, or a batch at its bound, goes the slow way."""
+        items = self._items
+        if len(items) < self._room and len(payload) <= _SMALL_PAYLOAD:
+            items.append((recv_ts_ns, topic, payload))
         else:
-            self._overflow(payload, topic, recv_ts_ns)
+            self._tick_slow(payload, topic, recv_ts_ns)
 
-    def _overflow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
-        queue = self._queue
-        if len(queue) < self._bound:  # the writer caught up: mark the gap, then go on
-            log.warning("journal: %d tick message(s) dropped (queue full); %d dropped today so far",
-                        self._drop_run, self.dropped)
-            queue.append((fmt.DROP, time.time_ns(), self._drop_run, None))
-            self._drop_run = 0
-            queue.append((recv_ts_ns, topic, payload))
+    def _pack(self) -> None:
+        """Pack the waiting tick messages into the buffer, in order."""
+        items = self._items
+        if not items:
             return
-        if not self._drop_run:
-            log.warning("journal: queue full (%d): dropping tick messages, the day is incomplete", self._bound)
-        self._drop_run += 1
-        self.dropped += 1
+        self._items = []
+        times, topics, payloads = zip(*items)
+        if set(map(type, payloads)) != {bytes} or set(map(type, topics)) != {str}:
+            buf = self._buf
+            for recv_ts_ns, topic, payload in items:  # rare: text payloads, no topic
+                buf += fmt.encode_tick(recv_ts_ns, topic, payload)
+            return
+        names = list(map(self._topics.__getitem__, topics))
+        n = len(items)
+        name_lengths = np.fromiter(map(len, names), dtype=np.int64, count=n)
+        payload_lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+        out = np.empty(TICK_HEAD_BYTES * n + int(name_lengths.sum()) + int(payload_lengths.sum()), dtype=np.uint8)
+        pack_ticks_nb(fmt.TICK, np.array(times, dtype=np.int64), np.frombuffer(b"".join(names), dtype=np.uint8),
+                      name_lengths, np.frombuffer(b"".join(payloads), dtype=np.uint8), payload_lengths, out)
+        self._buf += out.data
+
+    def _pending_bytes(self) -> int:
+        return self._handed - self._consumed + len(self._buf)
+
+    def _set_room(self) -> None:
+        """Messages the list may take before the slow path checks the bounds again."""
+        free = self.bound_bytes - self._pending_bytes()
+        self._room = max(0, min(_BATCH_ITEMS, (fmt.BLOCK_RAW_BYTES - len(self._buf)) // _SMALL_PAYLOAD,
+                                free // (_SMALL_PAYLOAD + 64)))
+
+    def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
+        self._pack()
+        if len(self._buf) >= fmt.BLOCK_RAW_BYTES:
+            self._handoff()
+        pending = self._pending_bytes()
+        if pending >= self.bound_bytes or self._thread is None or self.failed is not None:
+            if not self._drop_run:
+                log.warning("journal: queue full (%d bytes waiting): dropping tick messages, the day is "
+                            "incomplete", pending)
+            self._drop_run += 1
+            self.dropped += 1
+            self._set_room()
+            return
+        self._end_drop_run()
+        if len(payload) > self.max_payload_bytes:
+            self._buf += fmt.encode_oversize(recv_ts_ns, topic, len(payload))
+        else:
+            self._buf += fmt.encode_tick(recv_ts_ns, topic, payload)
+        self._set_room()
+
+    def _end_drop_run(self) -> None:
+        """After dropped messages, the DROP record that marks the gap where it is."""
+        if self._drop_run:
+            log.warning("journal: %d tick message(s) dropped (queue full); %d dropped so far",
+                        self._drop_run, self.dropped)
+            self._buf += fmt.encode_record(fmt.DROP, time.time_ns(), struct.pack("<Q", self._drop_run))
+            self._flag_incomplete(f"{self._drop_run} tick message(s) dropped (queue full)")
+            self._drop_run = 0
+
+    def _handoff(self, marker: tuple | None = None) -> None:
+        """Hand the buffer (and the marker that ends it) to the writer thread."""
+        self._pack()
+        buf = self._buf
+        self._buf = bytearray()
+        self._handed += len(buf)
+        self._queue.append((buf, marker))
+        self._set_room()
+        self._wake.set()
+
+    def _periodic(self) -> None:
+        if self._buf or self._items:
+            self._handoff()
+        else:
+            self._set_room()
+        if not self._closing:
+            self._timer = self._loop.call_later(self.flush_s, self._periodic)
+
+    def _record(self, kind: int, time_ns: int, body: bytes) -> None:
+        self._pack()
+        self._end_drop_run()
+        self._buf += fmt.encode_record(kind, time_ns, body)
 
     def basket(self, universe: Universe, reason: str = "reload") -> None:
-        """Queue the basket file now in use (at start, and at a swap: the record's place in the
+        """Record the basket file now in use (at start, and at a swap: the record's place in the
         stream is where the engine swapped it). The file's bytes are read again and must hash to
         the universe's version; otherwise the record says so and the day is incomplete."""
         meta = {"version": universe.version, "source": universe.source, "reason": reason}
@@ -142,8 +241,6 @@ class JournalWriter:
         except OSError as exc:
             data, meta["error"] = b"", f"cannot read: {exc.strerror or exc}"
         else:
-            import hashlib
-
             if hashlib.sha256(data).hexdigest()[:12] != universe.version:
                 data, meta["error"] = b"", "the file changed after it was loaded"
         if "error" in meta:
@@ -151,31 +248,32 @@ class JournalWriter:
                       universe.source, meta["error"])
             self._flag_incomplete(f"basket {universe.source}: {meta['error']}")
         self._basket = (meta, data)
-        self._queue.append((fmt.BASKET, time.time_ns(), _basket_body(meta, data), None))
+        self._record(fmt.BASKET, time.time_ns(), _basket_body(meta, data))
 
     def restored(self, state: bytes, clock_ns: int) -> None:
-        """Queue the restart state restored at start (``clock_ns``: the clock restore used)."""
-        self._queue.append((fmt.RESTORE, clock_ns, bytes(state), None))
+        """Record the restart state restored at start (``clock_ns``: the clock restore used)."""
+        self._record(fmt.RESTORE, clock_ns, bytes(state))
 
-    def boundary(self, boundary_ns: int, publication, release, checkpoint: bytes) -> None:
-        """Queue the marker of a published boundary; ``release()`` (which offers its values to
+    def boundary(self, boundary_ns: int, publication, release, checkpoint: bytes, messages: int) -> None:
+        """Record the marker of a published boundary; ``release()`` (which offers its values to
         the sinks) is called once the marker is handed to the OS, or after max_wait.
-        ``checkpoint``: the book at this boundary (restart-state JSON), used if the day rotates."""
+        ``checkpoint``: the book at this boundary (restart-state JSON), used if the day rotates;
+        ``messages``: tick messages the intake received since start (a replay checks it)."""
         if self.failed is not None or self._thread is None:
             release()
             return
         day = boundary_ns // DAY_NS
         if day != self._day:
             self._day = day
-            self._queue.append((_ROTATE, boundary_ns, None, None))
-            self._session("rotate", boundary_ns)
+            self._handoff()
+            self._queue.append((_ROTATE, boundary_ns))
+            self._session("rotate", boundary_ns, messages)
             meta, data = self._basket
-            self._queue.append((fmt.BASKET, boundary_ns, _basket_body({**meta, "reason": "rotate"}, data), None))
-            self._queue.append((fmt.CHECKPOINT, boundary_ns, checkpoint, None))
+            self._record(fmt.BASKET, boundary_ns, _basket_body({**meta, "reason": "rotate"}, data))
+            self._record(fmt.CHECKPOINT, boundary_ns, checkpoint)
         self._seq += 1
         self._held.append((self._seq, release))
-        self._queue.append((fmt.MARK, boundary_ns, publication, self._seq))
-        self._wake.set()
+        self._handoff((self._seq, boundary_ns, publication, messages))
         if self.max_wait_s > 0:
             self._loop.call_later(self.max_wait_s, self._expire, self._seq)
 
@@ -199,8 +297,11 @@ class JournalWriter:
         """Write what waits and an END record, stop the thread, release every held boundary."""
         if self._thread is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()
         if self.failed is None:
-            self._queue.append((fmt.END, time.time_ns(), b"", None))
+            self._record(fmt.END, time.time_ns(), b"")
+            self._handoff()
         self._closing = True
         self._wake.set()
         await asyncio.to_thread(self._thread.join, 2.0)
@@ -209,10 +310,11 @@ class JournalWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def _session(self, reason: str, time_ns: int) -> None:
+    def _session(self, reason: str, time_ns: int, messages_base: int = 0) -> None:
         body = orjson.dumps({"format": fmt.FORMAT_VERSION, "instance": self.instance, "reason": reason,
-                             "pid": os.getpid(), "settings": recorded_settings(self.settings)})
-        self._queue.append((fmt.SESSION, time_ns, body, None))
+                             "pid": os.getpid(), "messages_base": messages_base,
+                             "settings": recorded_settings(self.settings)})
+        self._record(fmt.SESSION, time_ns, body)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -261,7 +363,7 @@ class JournalWriter:
         except OSError as exc:
             log.warning("journal: cannot flag %s incomplete: %s", self.path, exc)
 
-    # -- the writer thread -----------------------------------------------------------------
+    # -- the writer thread: compression and writes release the GIL -------------------------
 
     def _run(self) -> None:
         compressor = fmt.new_compressor()
@@ -273,7 +375,6 @@ class JournalWriter:
                 self._drain(compressor)
             except Exception as exc:  # noqa: BLE001 -- a broken disk must not stop the engine
                 self.failed = f"{type(exc).__name__}: {exc}"
-                self._bound = 0  # every later tick message is dropped and counted
                 log.exception("journal: writing %s failed; the journal is stopped and the day incomplete",
                               self.path)
                 self._flag_incomplete(f"writer failed: {self.failed}")
@@ -285,65 +386,29 @@ class JournalWriter:
 
     def _drain(self, compressor) -> None:
         queue = self._queue
-        popleft = queue.popleft
-        parts: list[bytes] = []
-        append = parts.append
-        size = 0
         confirm = 0
-        pack = _TICK_HEAD.pack
-        limit = self.max_payload_bytes
-        for _ in range(len(queue)):
-            item = popleft()
-            if len(item) == 3:
-                recv_ts_ns, topic, payload = item
-                if type(payload) is bytes and topic is not None and len(payload) <= limit:
-                    name = topic.encode("utf-8", "surrogatepass")
-                    append(pack(fmt.TICK, 3 + len(name) + len(payload), recv_ts_ns, fmt.PAYLOAD_BYTES, len(name)))
-                    append(name)
-                    append(payload)
-                    size += 16 + len(name) + len(payload)
-                else:
-                    if len(payload) > limit:
-                        record = fmt.encode_oversize(recv_ts_ns, topic, len(payload))
-                    else:
-                        record = fmt.encode_tick(recv_ts_ns, topic, payload)
-                    append(record)
-                    size += len(record)
-                self.tick_records += 1
-                if size >= fmt.BLOCK_RAW_BYTES:
-                    self._write(b"".join(parts), compressor)
-                    parts.clear()
-                    size = 0
+        while queue:
+            raw, marker = queue.popleft()
+            if raw is _ROTATE:
+                self._rotate(marker)
                 continue
-            kind, time_ns, body, seq = item
-            if kind == _ROTATE:
-                if parts:
-                    self._write(b"".join(parts), compressor)
-                    parts.clear()
-                    size = 0
-                self._rotate(time_ns)
-                continue
-            if kind == fmt.MARK:
-                body = fmt.MARK_BODY.pack(1, len(body.funds), self.tick_records, publication_digest(body.payloads))
+            self._consumed += len(raw)
+            if marker is not None:
+                seq, boundary_ns, publication, messages = marker
+                body = fmt.MARK_BODY.pack(1, len(publication.funds), messages,
+                                          publication_digest(publication.payloads))
+                raw += fmt.encode_record(fmt.MARK, boundary_ns, body)
                 confirm = seq
-            elif kind == fmt.SESSION:
-                self.tick_records = 0
-            elif kind == fmt.DROP:
-                self._flag_incomplete(f"{body} tick message(s) dropped (queue full)")
-                body = struct.pack("<Q", body)
-            record = fmt.encode_record(kind, time_ns, body)
-            append(record)
-            size += len(record)
-        if parts:
-            self._write(b"".join(parts), compressor)
+            if raw:
+                self._write(raw, compressor)
         if confirm:
             self._loop.call_soon_threadsafe(self._confirmed, confirm)
         now = time.monotonic()
-        if now - self._last_sync >= _SYNC_EVERY_S:
+        if now - self._last_sync >= _SYNC_EVERY_S and self._fd >= 0:
             self._last_sync = now
             os.fdatasync(self._fd)
 
-    def _write(self, raw: bytes, compressor) -> None:
+    def _write(self, raw, compressor) -> None:
         block = memoryview(fmt.encode_block(raw, compressor))
         while block:
             written = os.write(self._fd, block)
