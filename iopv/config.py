@@ -187,7 +187,7 @@ class OpsSettings:
     # The audit journal (docs/audit.md): one compressed file per session day; "" = off.
     journal_dir: str = ""
     journal_retention_days: int = 30  # day files older than this are deleted; 0 = keep all
-    journal_flush_ms: float = 250.0  # ticks handed to the OS at least this often (<= 1000)
+    journal_flush_ms: float = 500.0  # ticks handed to the OS at least this often (<= 1000)
     journal_queue_bytes: int = 64 << 20  # records waiting for the writer thread; beyond: ticks dropped, counted
     journal_max_wait_ms: float = 1000.0  # a boundary's values wait at most this for the journal
 

@@ -1,18 +1,19 @@
 """The live journal writer: a bounded queue, one writer thread, write-ahead boundary markers.
 
-The event loop only appends to a ``collections.deque`` (thread-safe appends and pops): every tick
-message as the intake receives it (``tick``, ~0.1 us), and at each published boundary a marker
-(``boundary``). The writer thread wakes every ``ops.journal_flush_ms`` and at once when a marker
-is queued, packs what waits into records, compresses it into one block and ``os.write``\\ s it.
-When a marker's block has been handed to the operating system, the thread tells the loop, which
-then -- and only then -- offers that boundary's values to the sinks (write-ahead): a killed
-process never leaves a published value the journal cannot reproduce. The clock never waits: a
-marker not written within ``ops.journal_max_wait_ms`` releases its values anyway (logged,
-counted in ``late_releases``). Once a second the file is also ``fdatasync``\\ ed, so a machine
-crash loses at most about a second.
+The event loop's share is small: every tick message the intake receives is appended to a list
+(``tick``); the list is packed into records by one kernel call per batch
+(``iopv.kernels.journal``) into a buffer, which is handed to the writer thread as one queue item
+every ``ops.journal_flush_ms`` and at each published boundary, ending with that boundary's marker
+(``boundary``). The thread compresses each item into one block and ``os.write`` them (both
+release the GIL). When a marker's block has been handed to the operating system, the thread tells
+the loop, which then -- and only then -- offers that boundary's values to the sinks
+(write-ahead): a killed process never leaves a published value the journal cannot reproduce. The
+clock never waits: a marker not written within ``ops.journal_max_wait_ms`` releases its values
+anyway (logged, counted in ``late_releases``). Once a second the file is also synced (``fdatasync``),
+so a machine crash loses at most about a second.
 
-When more than ``ops.journal_queue_ticks`` messages wait (the disk cannot keep up), new tick
-messages are dropped, counted (``dropped``), logged, and a DROP record marks the place; a file
+When more than ``ops.journal_queue_bytes`` wait (the disk cannot keep up), new tick messages
+are dropped, counted (``dropped``), logged, and a DROP record marks the place; a file
 ``<journal>.incomplete`` next to the day's file flags the day. Markers and basket records are never
 dropped. A failing disk (an ``OSError``) stops the journal, logged as an error, and releases every
 held boundary: values keep flowing, the day is incomplete.
@@ -176,8 +177,7 @@ class JournalWriter:
     def _set_room(self) -> None:
         """Messages the list may take before the slow path checks the bounds again."""
         free = self.bound_bytes - self._pending_bytes()
-        self._room = max(0, min(_BATCH_ITEMS, (fmt.BLOCK_RAW_BYTES - len(self._buf)) // _SMALL_PAYLOAD,
-                                free // (_SMALL_PAYLOAD + 64)))
+        self._room = max(0, min(_BATCH_ITEMS, free // (_SMALL_PAYLOAD + 64)))
 
     def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
         self._pack()
