@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import struct
 import time
 from decimal import Decimal
@@ -247,3 +248,96 @@ def test_explain_sums_to_the_published_value_and_the_reference(tmp_path):
                for r in published)
     fx_rows = [h for h in found["holdings"] if "fx" in h]
     assert fx_rows and fx_rows[0]["fx"]["pair"] == "EURUSD" and fx_rows[0]["fx"]["source"] == "tick"
+
+
+def test_a_restart_cuts_a_torn_tail_and_appends(tmp_path):
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    data = writer.path.read_bytes()
+    writer.path.write_bytes(data + data[len(fmt.FILE_HEADER):len(fmt.FILE_HEADER) + 40])  # a torn block
+    again, sink2, _ = run_live(tmp_path, reload_at=None, steps=2)
+    assert again.path == writer.path
+    payloads, replay, reader = replay_payloads(writer.path)
+    assert reader.damage is None, "the torn block was cut before appending"
+    assert replay.stats.sessions == 2 and replay.stats.mismatched == 0
+    assert payloads == sink.payloads + sink2.payloads
+
+
+def _writer_settings(tmp_path, **ops):
+    (tmp_path / "p.json").write_bytes(orjson.dumps(make_basket(1)))
+    return load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "w"},
+        "ops": {"journal_dir": str(tmp_path), **ops}})
+
+
+class _Publication:
+    funds = ("F0",)
+    payloads = [b'{"fund":"F0"}']
+
+
+def test_values_wait_for_their_marker_at_most_max_wait(tmp_path):
+    settings = _writer_settings(tmp_path, journal_max_wait_ms=100)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        real_write = writer._write
+
+        def slow_write(raw, compressor):  # a stalled disk
+            time.sleep(0.4)
+            real_write(raw, compressor)
+
+        writer._write = slow_write
+        released = []
+        writer.boundary(T0, _Publication(), lambda: released.append(time.monotonic()), b"{}", 0)
+        started = time.monotonic()
+        assert not released
+        await asyncio.sleep(0.25)
+        late = list(released)
+        await writer.aclose()
+        return writer, late, started
+
+    writer, late, started = asyncio.run(scenario())
+    assert len(late) == 1 and late[0] - started < 0.25, "released by the max wait, before the slow write"
+    assert writer.late_releases == 1
+
+
+def test_a_failing_disk_stops_the_journal_not_the_values(tmp_path):
+    settings = _writer_settings(tmp_path)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await asyncio.sleep(0.1)
+        os.close(writer._fd)  # every later write fails (EBADF)
+        released = []
+        writer.boundary(T0, _Publication(), lambda: released.append(1), b"{}", 0)
+        await asyncio.sleep(0.3)
+        writer.boundary(T0 + 1, _Publication(), lambda: released.append(2), b"{}", 0)
+        writer.tick(b"{}", "ticks/X", T0)
+        writer._fd = -1
+        await writer.aclose()
+        return writer, released
+
+    writer, released = asyncio.run(scenario())
+    assert released == [1, 2] and writer.failed and "OSError" in writer.failed
+    assert writer.dropped == 1
+    assert "writer failed" in Path(f"{writer.path}.incomplete").read_text()
+
+
+@pytest.mark.parametrize("key, value", [("journal_flush_ms", 0), ("journal_flush_ms", 1500),
+                                        ("journal_retention_days", -1), ("journal_queue_bytes", 100),
+                                        ("journal_max_wait_ms", -5)])
+def test_journal_settings_are_checked(key, value):
+    from iopv.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"ops.{key}"):
+        load_settings(environ={}, overrides={"ops": {key: value}})
+
+
+def test_explain_command_prints_the_table(tmp_path, capsys):
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    at = str(T0 + INTERVAL_NS + 500_000_000)
+    assert main(["explain", "F1", "--at", at, "--journal", str(writer.path)]) == 0
+    out = capsys.readouterr().out
+    assert "F1 at " in out and "EQUAL" in out and "EURUSD" in out and "previous_close" in out
+    assert main(["explain", "NOPE", "--at", at, "--journal", str(writer.path)]) == 1

@@ -177,7 +177,7 @@ class JournalWriter:
     def _set_room(self) -> None:
         """Messages the list may take before the slow path checks the bounds again."""
         free = self.bound_bytes - self._pending_bytes()
-        self._room = max(0, min(_BATCH_ITEMS, free // (_SMALL_PAYLOAD + 64)))
+        self._room = 0 if self.failed is not None else max(0, min(_BATCH_ITEMS, free // (_SMALL_PAYLOAD + 64)))
 
     def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
         self._pack()
@@ -293,6 +293,14 @@ class JournalWriter:
     def _release_all(self) -> None:
         self._confirmed(self._seq)
 
+    def _on_failed(self) -> None:
+        """The writer thread stopped: count what waits as dropped, and every message after it."""
+        self.dropped += len(self._items)
+        self._items = []
+        self._buf = bytearray()
+        self._room = 0
+        self._release_all()
+
     async def aclose(self) -> None:
         """Write what waits and an END record, stop the thread, release every held boundary."""
         if self._thread is None:
@@ -379,7 +387,7 @@ class JournalWriter:
                               self.path)
                 self._flag_incomplete(f"writer failed: {self.failed}")
                 self._queue.clear()
-                self._loop.call_soon_threadsafe(self._release_all)
+                self._loop.call_soon_threadsafe(self._on_failed)
                 return
             if closing:
                 return
