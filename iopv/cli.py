@@ -136,6 +136,15 @@ def cmd_replay_journal(args: argparse.Namespace) -> int:
           f"{stats.sessions} session(s), {stats.reloads} basket reload(s), {stats.restores} restart restore(s); "
           f"{'clean stop' if stats.clean_end else 'no clean stop recorded'}", file=sys.stderr)
     status = 0
+    flag = f"{args.journal}.incomplete"
+    if os.path.exists(flag):
+        with open(flag, encoding="utf-8", errors="replace") as handle:
+            print(f"iopv replay: {flag}: the day is flagged incomplete:\n{handle.read().rstrip()}", file=sys.stderr)
+        status = 3
+    if stats.count_mismatches:
+        print(f"iopv replay: {args.journal}: {stats.count_mismatches} boundary marker(s) count tick messages the "
+              "journal does not hold (records missing)", file=sys.stderr)
+        status = 3
     if reader.damage is not None:
         print(f"iopv replay: {reader.damage}", file=sys.stderr)
         status = 3

@@ -201,7 +201,7 @@ def test_file_is_plain_zstd_frames_with_documented_records(tmp_path):
     assert kinds.count(fmt.MARK) == 2 and ticks == 2 * len(_ticks(0))
 
 
-def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path):
+def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path, capsys):
     settings = load_settings(environ={}, overrides={
         "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "drops"},
         "ops": {"journal_dir": str(tmp_path), "journal_queue_bytes": 65536}})
@@ -227,6 +227,8 @@ def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path):
     assert fmt.DROP in kinds and reader.dropped == dropped and kinds.count(fmt.TICK) == 13 - dropped
     assert kinds.index(fmt.DROP) == len(kinds) - 3, "the gap is marked where it was (before the last tick)"
     assert Path(f"{writer.path}.incomplete").is_file()
+    assert main(["replay", "--journal", str(writer.path)]) == 3
+    assert "flagged incomplete" in capsys.readouterr().err
 
 
 def test_explain_sums_to_the_published_value_and_the_reference(tmp_path):

@@ -332,8 +332,12 @@ class JournalWriter:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         size = os.fstat(fd).st_size
         if size:
-            with open(path, "rb") as handle:
-                end, damage = fmt.block_spans(handle.read(), str(path))
+            data = fmt.map_file(str(path))
+            try:
+                end, damage = fmt.block_spans(data, str(path))
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
             if damage is not None:
                 if end == 0:
                     os.close(fd)
