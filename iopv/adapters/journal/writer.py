@@ -32,6 +32,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import operator
 import os
 import struct
 import threading
@@ -58,6 +59,7 @@ _TOPIC_CACHE = 1 << 16
 #: Messages at most this long are batched (the hot path); longer ones are packed at once.
 _SMALL_PAYLOAD = 4096
 _BATCH_ITEMS = 16_384
+_TIME, _TOPIC, _PAYLOAD = (operator.itemgetter(k) for k in range(3))
 
 
 class _TopicBytes(dict):
@@ -93,11 +95,13 @@ class JournalWriter:
         self.max_wait_s = ops.journal_max_wait_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
         self.bound_bytes = ops.journal_queue_bytes
-        # The loop thread packs records into _buf and hands it over (_handoff) as one item of
-        # _queue: (raw, marker or None) or (_ROTATE, time). _handed / _consumed count raw bytes
-        # handed over / taken by the writer (each written by one thread only).
-        self._buf = bytearray()
-        self._items: list = []  # (receive time, topic, payload) not yet packed into _buf
+        # The loop thread packs records into _parts (bytes, or uint8 arrays from the kernel; _size
+        # bytes in all) and hands them over (_handoff) as one item of _queue: (parts, marker or
+        # None) or (_ROTATE, time). _handed / _consumed count raw bytes handed over / taken by
+        # the writer (each written by one thread only).
+        self._parts: list = []
+        self._size = 0
+        self._items: list = []  # (receive time, topic, payload) not yet packed
         self._topics = _TopicBytes()
         self._room = 0
         self._queue: deque = deque()
@@ -156,23 +160,31 @@ class JournalWriter:
         if not items:
             return
         self._items = []
-        times, topics, payloads = zip(*items)
-        if set(map(type, payloads)) != {bytes} or set(map(type, topics)) != {str}:
-            buf = self._buf
-            for recv_ts_ns, topic, payload in items:  # rare: text payloads, no topic
-                buf += fmt.encode_tick(recv_ts_ns, topic, payload)
-            return
-        names = list(map(self._topics.__getitem__, topics))
         n = len(items)
+        try:
+            # A topic None fails in the cache (None.encode), a text payload in the join; a
+            # bytearray payload joins and is recorded as bytes (the intake reads both alike).
+            names = list(map(self._topics.__getitem__, map(_TOPIC, items)))
+            payloads = list(map(_PAYLOAD, items))
+            payload_bytes = b"".join(payloads)
+        except (AttributeError, TypeError):
+            for recv_ts_ns, topic, payload in items:  # rare: no topic, text payloads
+                self._add(fmt.encode_tick(recv_ts_ns, topic, payload))
+            return
         name_lengths = np.fromiter(map(len, names), dtype=np.int64, count=n)
         payload_lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-        out = np.empty(TICK_HEAD_BYTES * n + int(name_lengths.sum()) + int(payload_lengths.sum()), dtype=np.uint8)
-        pack_ticks_nb(fmt.TICK, np.array(times, dtype=np.int64), np.frombuffer(b"".join(names), dtype=np.uint8),
-                      name_lengths, np.frombuffer(b"".join(payloads), dtype=np.uint8), payload_lengths, out)
-        self._buf += out.data
+        out = np.empty(TICK_HEAD_BYTES * n + int(name_lengths.sum()) + len(payload_bytes), dtype=np.uint8)
+        pack_ticks_nb(fmt.TICK, np.fromiter(map(_TIME, items), dtype=np.int64, count=n),
+                      np.frombuffer(b"".join(names), dtype=np.uint8), name_lengths,
+                      np.frombuffer(payload_bytes, dtype=np.uint8), payload_lengths, out)
+        self._add(out)
+
+    def _add(self, part) -> None:
+        self._parts.append(part)
+        self._size += len(part)
 
     def _pending_bytes(self) -> int:
-        return self._handed - self._consumed + len(self._buf)
+        return self._handed - self._consumed + self._size
 
     def _set_room(self) -> None:
         """Messages the list may take before the slow path checks the bounds again."""
@@ -181,7 +193,7 @@ class JournalWriter:
 
     def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
         self._pack()
-        if len(self._buf) >= fmt.BLOCK_RAW_BYTES:
+        if self._size >= fmt.BLOCK_RAW_BYTES:
             self._handoff()
         pending = self._pending_bytes()
         if pending >= self.bound_bytes or self._thread is None or self.failed is not None:
@@ -194,9 +206,9 @@ class JournalWriter:
             return
         self._end_drop_run()
         if len(payload) > self.max_payload_bytes:
-            self._buf += fmt.encode_oversize(recv_ts_ns, topic, len(payload))
+            self._add(fmt.encode_oversize(recv_ts_ns, topic, len(payload)))
         else:
-            self._buf += fmt.encode_tick(recv_ts_ns, topic, payload)
+            self._add(fmt.encode_tick(recv_ts_ns, topic, payload))
         self._set_room()
 
     def _end_drop_run(self) -> None:
@@ -204,22 +216,22 @@ class JournalWriter:
         if self._drop_run:
             log.warning("journal: %d tick message(s) dropped (queue full); %d dropped so far",
                         self._drop_run, self.dropped)
-            self._buf += fmt.encode_record(fmt.DROP, time.time_ns(), struct.pack("<Q", self._drop_run))
+            self._add(fmt.encode_record(fmt.DROP, time.time_ns(), struct.pack("<Q", self._drop_run)))
             self._flag_incomplete(f"{self._drop_run} tick message(s) dropped (queue full)")
             self._drop_run = 0
 
     def _handoff(self, marker: tuple | None = None) -> None:
         """Hand the buffer (and the marker that ends it) to the writer thread."""
         self._pack()
-        buf = self._buf
-        self._buf = bytearray()
-        self._handed += len(buf)
-        self._queue.append((buf, marker))
+        parts, size = self._parts, self._size
+        self._parts, self._size = [], 0
+        self._handed += size
+        self._queue.append((parts, marker))
         self._set_room()
         self._wake.set()
 
     def _periodic(self) -> None:
-        if self._buf or self._items:
+        if self._parts or self._items:
             self._handoff()
         else:
             self._set_room()
@@ -229,7 +241,7 @@ class JournalWriter:
     def _record(self, kind: int, time_ns: int, body: bytes) -> None:
         self._pack()
         self._end_drop_run()
-        self._buf += fmt.encode_record(kind, time_ns, body)
+        self._add(fmt.encode_record(kind, time_ns, body))
 
     def basket(self, universe: Universe, reason: str = "reload") -> None:
         """Record the basket file now in use (at start, and at a swap: the record's place in the
@@ -297,7 +309,7 @@ class JournalWriter:
         """The writer thread stopped: count what waits as dropped, and every message after it."""
         self.dropped += len(self._items)
         self._items = []
-        self._buf = bytearray()
+        self._parts, self._size = [], 0
         self._room = 0
         self._release_all()
 
@@ -400,19 +412,19 @@ class JournalWriter:
         queue = self._queue
         confirm = 0
         while queue:
-            raw, marker = queue.popleft()
-            if raw is _ROTATE:
+            parts, marker = queue.popleft()
+            if parts is _ROTATE:
                 self._rotate(marker)
                 continue
-            self._consumed += len(raw)
+            self._consumed += sum(map(len, parts))
             if marker is not None:
                 seq, boundary_ns, publication, messages = marker
                 body = fmt.MARK_BODY.pack(1, len(publication.funds), messages,
                                           publication_digest(publication.payloads))
-                raw += fmt.encode_record(fmt.MARK, boundary_ns, body)
+                parts.append(fmt.encode_record(fmt.MARK, boundary_ns, body))
                 confirm = seq
-            if raw:
-                self._write(raw, compressor)
+            if parts:
+                self._write(parts, compressor)
         if confirm:
             self._loop.call_soon_threadsafe(self._confirmed, confirm)
         now = time.monotonic()
@@ -420,8 +432,8 @@ class JournalWriter:
             self._last_sync = now
             os.fdatasync(self._fd)
 
-    def _write(self, raw, compressor) -> None:
-        block = memoryview(fmt.encode_block(raw, compressor))
+    def _write(self, parts: list, compressor) -> None:
+        block = memoryview(fmt.encode_block(parts, compressor))
         while block:
             written = os.write(self._fd, block)
             block = block[written:]
