@@ -343,3 +343,19 @@ def test_explain_command_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "F1 at " in out and "EQUAL" in out and "EURUSD" in out and "previous_close" in out
     assert main(["explain", "NOPE", "--at", at, "--journal", str(writer.path)]) == 1
+
+
+def test_an_unusable_journal_dir_is_a_configuration_error(tmp_path):
+    from iopv.config import ConfigError
+
+    settings = _writer_settings(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = load_settings(environ={}, overrides={
+        "engine": {"pcf_path": settings.engine.pcf_path}, "ops": {"journal_dir": str(blocker / "journal")}})
+
+    async def scenario():
+        JournalWriter(settings).start(load_pcf(settings.engine.pcf_path))
+
+    with pytest.raises(ConfigError, match="ops.journal_dir: cannot open the journal"):
+        asyncio.run(scenario())

@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 
 from iopv.adapters.journal import format as fmt
-from iopv.config import Settings
+from iopv.config import ConfigError, Settings
 from iopv.core.constants import DAY_NS
 from iopv.core.universe import Universe
 from iopv.engine.journal_replay import publication_digest, recorded_settings
@@ -136,7 +136,10 @@ class JournalWriter:
         self._loop = asyncio.get_running_loop()
         now = time.time_ns()
         self._day = now // DAY_NS
-        self._open(now)
+        try:
+            self._open(now)
+        except OSError as exc:
+            raise ConfigError(f"ops.journal_dir: cannot open the journal in {self.directory}: {exc}") from None
         self._session("start", now)
         self.basket(universe, "start")
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
