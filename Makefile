@@ -1,5 +1,6 @@
 # The two commands of the README, and the rest of the developer workflow.
-#   make run    the engine on the demo universe with live simulated ticks (Ctrl-C stops it all)
+#   make run    the engine on the demo universe with live simulated ticks, its live board in the
+#               browser (URL printed first; HTTP_PORT=N fixes the port) (Ctrl-C stops it all)
 #   make test   the test suite (unit + integration against throwaway Redis and Mosquitto)
 # Both set everything up first: a virtual environment in .venv, the Python dependencies, and
 # redis-server + mosquitto from the system's packages when they are missing.
@@ -11,6 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 INTERVAL ?= 15
 TICKS_PER_S ?= 500
+HTTP_PORT ?= 0
 
 .PHONY: setup servers run lint test test-slow bench bench-quick check-pcf demo-universe clean
 
@@ -27,7 +29,7 @@ servers:
 	@sh scripts/install-servers.sh
 
 run: setup
-	$(BIN)/iopv demo --interval $(INTERVAL) --ticks-per-s $(TICKS_PER_S)
+	$(BIN)/iopv demo --interval $(INTERVAL) --ticks-per-s $(TICKS_PER_S) --http-port $(HTTP_PORT)
 
 # The architecture and style rules, checked rather than remembered: imports only go down the
 # layers (import-linter, contracts in pyproject.toml), and ruff's lint rules and import order.

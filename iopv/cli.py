@@ -1,4 +1,4 @@
-"""Command line: ``iopv run | replay | demo | check-pcf``.
+"""Command line: ``iopv run | replay | demo | tail | check-pcf | history | import-holdings``.
 
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -247,6 +249,133 @@ def cmd_check_pcf(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    from iopv.demo.tail import Tail
+
+    settings = load_settings(args.config, overrides={"engine": {"interval_s": args.interval},
+                                                     "mqtt": {"url": args.mqtt_url}})
+    universe = load_pcf(args.pcf) if args.pcf else None
+    tail = Tail(settings, args.funds, realtime=args.realtime, as_json=args.json, universe=universe)
+    with contextlib.suppress(KeyboardInterrupt):
+        return run_async(tail.run(count=args.count, duration_s=args.duration))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import csv
+
+    import orjson
+    import redis.exceptions
+
+    from iopv.adapters.redis.client import close_client, redis_client
+    from iopv.adapters.redis.history import UnknownFund, parse_time_ns, read_history
+    from iopv.config import redact_url
+
+    settings = _settings(args)
+    try:
+        from_ns = None if args.from_time is None else parse_time_ns(args.from_time)
+        to_ns = None if args.to_time is None else parse_time_ns(args.to_time)
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to: {exc}") from None
+    if from_ns is not None and to_ns is not None and from_ns > to_ns:
+        raise ConfigError(f"--from {args.from_time} is after --to {args.to_time}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit: expected a number >= 1, got {args.limit}")
+
+    async def fetch() -> list[dict[str, Any]]:
+        client = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            return await read_history(client, settings.redis.key_prefix, args.fund, from_ns=from_ns, to_ns=to_ns,
+                                      limit=args.limit)
+        finally:
+            await close_client(client)
+
+    try:
+        records = run_async(fetch())
+    except (UnknownFund, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    except (redis.exceptions.RedisError, OSError) as exc:
+        print(f"iopv history: Redis at {redact_url(settings.redis.url)}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    out = sys.stdout
+    if args.format == "json":
+        for record in records:
+            out.write(orjson.dumps(record).decode() + "\n")
+    else:
+        columns = dict.fromkeys(("fund", "ts", "time"))
+        for record in records:
+            if not columns.keys() >= record.keys():
+                columns.update(dict.fromkeys(record))
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for record in records:
+            record["time"] = _iso_utc(record["ts"])
+            writer.writerow(["" if (value := record.get(name)) is None
+                             else orjson.dumps(value).decode() if type(value) is list or type(value) is dict else value
+                             for name in columns])
+    out.flush()
+    print(f"history: {len(records)} value(s) of {args.fund}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_holdings(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+    from pathlib import Path
+
+    import orjson
+
+    from iopv.core.universe import build_universe
+    from iopv.tools.holdings import UnpricedRows, import_holdings, read_prices
+    from iopv.tools.layouts import HoldingsError
+
+    try:
+        unit = None if args.creation_unit is None else Decimal(args.creation_unit.replace(",", ""))
+    except InvalidOperation:
+        raise ConfigError(f"--creation-unit: expected a number, got {args.creation_unit!r}") from None
+    fx = {}
+    for item in args.fx or ():
+        ccy, _, text = item.partition("=")
+        ccy = ccy.strip().upper()
+        try:
+            rate = Decimal(text)
+        except InvalidOperation:
+            rate = None
+        if len(ccy) != 3 or not ccy.isalpha() or rate is None or not (rate.is_finite() and rate > 0):
+            raise ConfigError(f"--fx: expected CCY=RATE ({args.currency} per unit of CCY, > 0), got {item!r}")
+        fx[ccy] = rate
+    out = Path(args.out)
+    report = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+
+    def write(path: Path, document: Any) -> None:
+        try:
+            path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+    try:
+        prices = read_prices(args.prices) if args.prices else None
+        result = import_holdings(args.file, args.format, creation_unit=unit, prices=prices,
+                                 allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency,
+                                 fx=fx)
+    except UnpricedRows as exc:
+        write(report, exc.result.report())  # the rows to fix, in full; no basket is written
+        raise ConfigError(f"{exc}\nreport: {report}; no basket written") from None
+    except HoldingsError as exc:
+        raise ConfigError(str(exc)) from None
+    build_universe(result.document, source=args.out)  # what check-pcf and the engine will load
+    write(out, result.document)
+    write(report, result.report())
+    print(f"{result.summary()}\nwrote {out} and {report}", file=sys.stderr)
+    return 0
+
+
+def _iso_utc(ts_ns: int) -> str:
+    """``ts`` (ns) as ISO-8601 UTC to the millisecond."""
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
@@ -260,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         if urls:
             p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
             p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
-            p.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics on this port "
-                           "(ops.http_port; 0 = off)")
+            p.add_argument("--http-port", type=int, help="web server (board, /api, /healthz /readyz /metrics) "
+                           "on this port (ops.http_port; 0 = off; the demo then picks a free port)")
             p.add_argument("--clean-start", action="store_true",
                            help="start from previous closes, not the saved session state (ops.restore_state)")
 
@@ -298,9 +427,54 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", help="TOML settings file (for ops.journal_dir and engine.instance)")
     explain.set_defaults(handler=cmd_explain)
 
+    tail = commands.add_parser("tail", help="live table of the published values (any subscriber); --json: raw records")
+    tail.add_argument("funds", nargs="*", metavar="FUND", help="funds to show (default: every fund)")
+    tail.add_argument("--mqtt-url", help="broker, mqtt://[user:pass@]host[:port] (mqtt.url)")
+    tail.add_argument("--realtime", action="store_true",
+                      help="also follow the real-time values (realtime.topic_prefix)")
+    tail.add_argument("--json", action="store_true", help="print the records as received, one per line")
+    tail.add_argument("--config", help="TOML settings file (topic prefixes, interval, decimals)")
+    tail.add_argument("--pcf", help="basket file: fund names, and the previous closes for the change column")
+    tail.add_argument("--interval", type=float, help="the engine's interval, for the age rule (engine.interval_s)")
+    tail.add_argument("--count", type=int, help="stop after this many records")
+    tail.add_argument("--duration", type=float, help="stop after this many seconds")
+    tail.set_defaults(handler=cmd_tail)
+
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
     check.add_argument("files", nargs="+")
     check.set_defaults(handler=cmd_check_pcf)
+
+    history = commands.add_parser("history", help="a fund's published values from the Redis history, by time")
+    history.add_argument("fund", help="fund ticker")
+    history.add_argument("--config", help="TOML settings file (default config/default.toml or $IOPV_CONFIG)")
+    history.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+    history.add_argument("--from", dest="from_time", metavar="T",
+                         help="first boundary: ISO-8601 (no offset = UTC) or epoch ms (default: the oldest)")
+    history.add_argument("--to", dest="to_time", metavar="T",
+                         help="last boundary, inclusive, same forms (default: the newest)")
+    history.add_argument("--format", choices=("csv", "json"), default="csv",
+                         help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
+    history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
+    history.set_defaults(handler=cmd_history)
+
+    holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file")
+    holdings.add_argument("file", help="the issuer's holdings download (CSV, or XLSX for ssga)")
+    holdings.add_argument("--format", required=True, choices=("ishares", "invesco", "ssga"), help="the file's layout")
+    holdings.add_argument("--out", required=True, help="basket file to write (JSON, README 'Basket files')")
+    holdings.add_argument("--creation-unit", help="shares the holdings are for (default: the file's shares "
+                          "outstanding; required for invesco and ssga)")
+    holdings.add_argument("--prices", help="CSV of symbol,close: previous closes (needed for ssga; "
+                          "wins over the file's)")
+    holdings.add_argument("--allow-unpriced", action="store_true",
+                          help="leave rows that cannot be priced out of the basket (listed in the report) "
+                          "instead of failing")
+    holdings.add_argument("--fund", help="fund ticker (default: from the file)")
+    holdings.add_argument("--currency", default="USD", help="fund currency (default USD)")
+    holdings.add_argument("--fx", action="append", metavar="CCY=RATE",
+                          help="fund currency per unit of CCY (repeatable); default: the file's FX Rate (ishares)")
+    holdings.add_argument("--report", help="JSON report of rows not in the basket or put in cash "
+                          "(default: OUT with .report.json)")
+    holdings.set_defaults(handler=cmd_import_holdings)
     return parser
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env sh
 # Make sure redis-server and mosquitto are installed (the engine's tests and demo start their own
-# throwaway instances of both; they never use a running system service).
+# throwaway instances of both; they never use a running system service), and, for the browser
+# test of the live board, chromium with its chromedriver (optional: without them that one test
+# is skipped, saying why).
 # Installs from the system package manager when possible; otherwise says exactly what to install.
 set -eu
 
@@ -12,10 +14,24 @@ have() {
     return 1
 }
 
+# The headless browser for tests/integration/test_board_browser.py: Debian's chromium and
+# chromium-driver (a matching chromedriver). Best effort: a failure here is reported, not fatal.
+browser() {
+    have chromium && have chromedriver && return 0
+    command -v apt-get >/dev/null 2>&1 || { echo "install-servers: no chromium/chromedriver: the board's browser test will be skipped" >&2; return 0; }
+    if [ "$(id -u)" = 0 ]; then s=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then s="sudo"; else
+        echo "install-servers: no chromium/chromedriver (run: sudo apt-get install -y chromium chromium-driver); the browser test will be skipped" >&2
+        return 0
+    fi
+    echo "install-servers: installing chromium chromium-driver (for the board's browser test)"
+    { $s apt-get update -q && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -q --no-install-recommends chromium chromium-driver; } \
+        || echo "install-servers: chromium could not be installed; the browser test will be skipped" >&2
+}
+
 missing=""
 have redis-server || missing="$missing redis-server"
 have mosquitto || missing="$missing mosquitto"
-[ -z "$missing" ] && exit 0
+if [ -z "$missing" ]; then browser; exit 0; fi
 
 echo "install-servers: missing:$missing"
 if command -v apt-get >/dev/null 2>&1; then
@@ -38,3 +54,4 @@ else
     exit 1
 fi
 have redis-server && have mosquitto || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }
+browser

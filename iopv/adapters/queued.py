@@ -142,6 +142,16 @@ class QueuedSink:
                     self.on_sent((now_ns - publication.ts_ns) / 1e9)
             _raise_if_cancel_lost()
 
+    def stats(self) -> dict[str, float]:
+        """The sink's counters for ``/metrics`` (``iopv.service.metrics``)."""
+        return {"connected": float(self.connected), "reconnects": self.reconnects, "queued": len(self._queue),
+                "max_queued": self.max_queued, "published": self.published, "dropped": self.dropped,
+                "last_ts_ns": self.last_ts_ns}
+
+    def ready(self) -> dict[str, bool]:
+        """The sink's readiness checks for ``/readyz``: ``<name>_connected``."""
+        return {f"{self.name.replace('-', '_')}_connected": self.connected}
+
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the queue is empty (or the timeout passes); True when empty."""
         deadline = time.monotonic() + timeout_s

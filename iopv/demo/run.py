@@ -2,7 +2,8 @@
 
 Starts throwaway Mosquitto and Redis servers on free ports unless a URL was given (flag or
 ``IOPV_MQTT_URL`` / ``IOPV_REDIS_URL``), publishes random-walk ticks for every constituent over
-MQTT, runs the full service against them and prints the values at every boundary.
+MQTT, runs the full service against them with its web server (the board's URL is printed first;
+``--http-port``, else a free port) and keeps a table of the values in place on the terminal.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from iopv.config import Settings
 from iopv.core.universe import load_pcf
 from iopv.demo.display import TerminalDisplay
 from iopv.demo.simulator import TickSimulator, publish_ticks
-from iopv.engine.book import PriceBook
-from iopv.engine.valuer import Valuer
+from iopv.engine import view
 from iopv.service.live import Service
-from iopv.testing.servers import local_servers
+from iopv.testing.servers import free_port, local_servers
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,13 @@ async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duratio
                 f"accepted {intake.accepted:,}  rejected {intake.rejected:,}  "
                 f"symbols ticked {service.engine.book.ticked}/{n_securities}")
 
-    at_close = Valuer(universe, settings.engine.decimals).value(PriceBook(universe))
-    display = TerminalDisplay(names, dict(zip(universe.funds, at_close.tolist())), status,
-                              decimals=settings.engine.decimals)
+    if not settings.ops.http_port:  # the board always runs in the demo: on a free port unless one is given
+        settings = dataclasses.replace(settings, ops=dataclasses.replace(settings.ops, http_port=free_port()))
+    display = TerminalDisplay(names, view.reference_values(universe, settings.engine.decimals), status,
+                              decimals=settings.engine.decimals, interval_s=settings.engine.interval_s)
     service = Service(settings, universe=universe, extra_sinks=[display])
+    display.url = service.http.url
+    print(f"IOPV board: {display.url}  (the table follows at the first boundary; Ctrl-C stops)", flush=True)
     stop = asyncio.Event()
     simulator_task = asyncio.create_task(
         publish_ticks(simulator, hostname=settings.mqtt.hostname, port=settings.mqtt.port,
@@ -57,6 +60,7 @@ async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duratio
         if timer:
             timer.cancel()
         stop.set()
+        display.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(simulator_task, 2.0)
 

@@ -34,6 +34,10 @@ class BoundaryClock:
         self.missed = 0
         self.lateness_ns = 0
 
+    def stats(self) -> dict[str, int]:
+        """The clock's counters for ``/metrics``."""
+        return {"boundaries_missed": self.missed}
+
     async def boundaries(self, stop: asyncio.Event) -> AsyncIterator[int]:
         target = boundary_after(self.now_ns(), self.interval_ns)
         while not stop.is_set():

@@ -11,12 +11,14 @@ import signal
 import time
 from typing import Protocol
 
+import numpy as np
+
 from iopv.config import Settings
 from iopv.core.calendar import SessionCalendar
-from iopv.core.constants import counts_by_reason
+from iopv.core.constants import BOOK_HALTED, counts_by_reason
 from iopv.core.universe import Universe
 from iopv.engine import gcpolicy
-from iopv.engine.book import PriceBook
+from iopv.engine.book import NEVER, PriceBook
 from iopv.engine.clock import BoundaryClock
 from iopv.engine.intake import TickIntake
 from iopv.engine.publication import Publication, build_publication, static_fields
@@ -60,6 +62,32 @@ class Engine:
         #: When set, ``gate(boundary_ns, publication)`` takes each publication instead of the sinks
         #: and calls ``offer`` once the audit journal holds its boundary (write-ahead).
         self.gate = None
+
+    def stats(self, now_ns: int) -> dict:
+        """The engine's counters for ``/metrics``: cycles, ticks by outcome (``REASONS`` order),
+        tick messages, staged ticks, and basket symbols by status (``holding_status``)."""
+        intake = self.intake
+        return {"cycles": self.cycles, "ticks": intake.counts.tolist(), "tick_messages": intake.messages,
+                "tick_staged": intake.pending, "symbols": self.holding_status(now_ns)}
+
+    def holding_status(self, now_ns: int) -> dict[str, int]:
+        """Symbols never ticked this session, ticked but stale (older than ``engine.stale_after_s``;
+        0 = never), and halted (``book.flags & BOOK_HALTED``)."""
+        book = self.book
+        n = len(book.symbols)
+        last_ts = book.last_ts[:n]
+        never = last_ts == NEVER
+        stale_after_s = self.settings.engine.stale_after_s
+        cutoff = now_ns - int(stale_after_s * 1e9) if stale_after_s > 0 else NEVER
+        return {
+            "never_ticked": int(np.count_nonzero(never)),
+            "stale": int(np.count_nonzero(~never & (last_ts < cutoff))),
+            "halted": int(np.count_nonzero(book.flags[:n] & BOOK_HALTED)),
+        }
+
+    def ready(self) -> dict[str, bool]:
+        """The engine's readiness checks for ``/readyz``."""
+        return {"baskets_loaded": len(self.universe.funds) > 0}
 
     def _valuer(self, universe: Universe) -> Valuer:
         e = self.settings.engine

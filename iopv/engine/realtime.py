@@ -77,6 +77,8 @@ class RealtimePublisher:
         #: Called as hook(funds, now_ns) with every fund a step valued, published or unchanged
         #: (the benchmark's delivery clock).
         self.on_evaluated: list = []
+        #: Called with every publication after it is offered to the sink (the web server's stream).
+        self.after_publish: list = []
         self.publications = 0
         self.revaluations = 0  # rounds begun, whole (revalue) or rolling
         self.exact_resolved = 0  # values whose rounding was settled exactly
@@ -224,7 +226,10 @@ class RealtimePublisher:
                 funds, rounded = funds[changed], rounded[:, changed]
             self.last_sides[:, funds] = rounded
             self.last_publish_ns[funds] = now_ns
-            self.sink.offer(self._publication(funds, rounded, now_ns))
+            publication = self._publication(funds, rounded, now_ns)
+            self.sink.offer(publication)
+            for hook in self.after_publish:
+                hook(publication)
             self.published += published
             self.publications += 1
         self.last_step_ms = (time.perf_counter_ns() - started) / 1e6

@@ -1,1 +1,2 @@
-"""Layer 5, the running service: named tasks, the HTTP endpoint (health, readiness, metrics)."""
+"""Layer 5, the running service: named tasks, the web server (board, JSON API, push stream, health,
+readiness, metrics)."""

@@ -29,8 +29,10 @@ from iopv.engine import gcpolicy, restart
 from iopv.engine.clock import BoundaryClock
 from iopv.engine.cycle import Engine, Sink
 from iopv.engine.realtime import RealtimePublisher
-from iopv.service.health import HealthServer
+from iopv.service.api import ValuesHub
+from iopv.service.components import Components
 from iopv.service.metrics import Metrics
+from iopv.service.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ STATUS_TIMEOUT_S = 0.5
 
 
 class Service:
-    """One engine instance with its MQTT feed, its MQTT and Redis sinks, and its health endpoint."""
+    """One engine instance with its MQTT feed, its MQTT and Redis sinks, and its web server."""
 
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  extra_sinks: Iterable[Sink] = ()):
@@ -63,13 +65,14 @@ class Service:
             # A sink (and connection) of its own: real-time traffic never queues boundary values.
             self.realtime_sink = MqttSink(
                 dataclasses.replace(settings.mqtt, value_topic_prefix=rt.topic_prefix, value_qos=rt.qos),
-                instance=f"{instance}-rt", max_queued=settings.intake.sink_queue_cycles)
+                instance=f"{instance}-rt", max_queued=settings.intake.sink_queue_cycles, name="mqtt-realtime")
             self.realtime = RealtimePublisher(self.engine, self.realtime_sink, throttle_ms=rt.throttle_ms,
                                               revalue_s=rt.revalue_s)
             self.engine.intake.on_applied.append(self.realtime.on_applied)
             self.realtime_sink.on_connected.append(self.realtime.resend_all)
         self.journal: JournalWriter | None = None
         self._released: tuple[int, bytes] | None = None  # a journaled boundary's state, during its offer
+        self._on_release: list = []  # called with a journaled boundary's publication after the sinks
         if settings.ops.journal_dir:
             self.journal = JournalWriter(settings, max_payload_bytes=self.engine.intake.max_payload_bytes)
             self.engine.intake.recorder = self.journal.tick
@@ -78,12 +81,23 @@ class Service:
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s)
         self.clock = BoundaryClock(settings.engine.interval_ns)
-        self.metrics = Metrics(self)
+        self.restored_symbols = 0
+        # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
+        sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else [])]
+        self.components = Components(self.engine, self.clock, self.feed, sinks,
+                                     restored_symbols=lambda: self.restored_symbols)
+        self.metrics = Metrics(self.components)
         self.engine.after_cycle.append(
             lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))
-        self.http = (HealthServer(self, settings.ops.http_host, settings.ops.http_port)
-                     if settings.ops.http_port else None)
-        self.restored_symbols = 0
+        self.hub = ValuesHub(settings, lambda: self.engine.universe)
+        self.http: WebServer | None = None
+        if settings.ops.http_port:  # the web server, fed after every cycle (and real-time publication)
+            self.http = WebServer(settings, self.components, self.metrics, self.hub, settings.ops.http_host,
+                                  settings.ops.http_port)
+            # With the journal on, the board too gets a boundary's values once it is journaled.
+            (self._on_release if self.journal else self.engine.after_cycle).append(self.hub.on_publication)
+            if self.realtime is not None:
+                self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
@@ -108,6 +122,8 @@ class Service:
                 self.engine.offer(publication)
             finally:
                 self._released = None
+            for hook in self._on_release:
+                hook(publication)
 
         self.journal.boundary(boundary_ns, publication, release, state, self.engine.intake.messages)
 

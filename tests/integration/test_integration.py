@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from iopv.service.live import Service
 from tests.support.live import (
+    assert_valid,
     exact,
     make_basket,
     publish_all,
@@ -116,6 +117,9 @@ def test_ticks_in_values_out_match_exact_reference(tmp_path, mosquitto, redis_se
     assert len(stamps) >= 2 and stamps == sorted(stamps)
     assert all(b - a == settings.engine.interval_ns for a, b in zip(stamps, stamps[1:]))
     assert all(not math.isnan(float(fields["iopv"])) for _, fields in history)
+    # Redis as published: each hash and history entry validates against its schema (iopv/schemas)
+    for fields in [*hashes.values(), *(fields for _, fields in history)]:
+        assert_valid("redis-value", fields)
 
 
 def test_absent_redis_delays_neither_clock_nor_mqtt(tmp_path, mosquitto, redis_server):

@@ -4,6 +4,7 @@ throwaway servers, waiting, publishing and reading retained values, test certifi
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import time
 import uuid
@@ -78,7 +79,22 @@ async def publish_all(host: str, port: int, messages: list[tuple[str, bytes]]) -
             await client.publish(topic, payload, qos=1)
 
 
+@functools.cache
+def _validator(name: str):
+    from jsonschema import Draft202012Validator
+
+    from iopv.schemas import load_schema
+    return Draft202012Validator(load_schema(name))
+
+
+def assert_valid(name: str, record) -> None:
+    """``record`` validates against the published-record schema ``name`` (iopv/schemas)."""
+    problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(name).iter_errors(record)]
+    assert not problems, f"{name} schema: {problems} in {record}"
+
+
 async def read_retained(host: str, port: int, prefix: str, expected: int) -> dict[str, dict]:
+    """The retained values under ``prefix``, each checked against its schema (the status too)."""
     found: dict[str, dict] = {}
     async with aiomqtt.Client(host, port, identifier=f"sub-{uuid.uuid4().hex[:6]}") as client:
         await client.subscribe(f"{prefix}/#")
@@ -86,8 +102,10 @@ async def read_retained(host: str, port: int, prefix: str, expected: int) -> dic
             async for message in client.messages:
                 assert message.retain, "values must be published retained"
                 if message.topic.value.split("/")[1] == "_status":  # the instance status, not a fund
+                    assert_valid("status", orjson.loads(message.payload))
                     continue
-                found[message.topic.value.split("/", 1)[1]] = orjson.loads(message.payload)
+                found[message.topic.value.split("/", 1)[1]] = record = orjson.loads(message.payload)
+                assert_valid("boundary-value", record)
                 if len(found) == expected:
                     break
     return found

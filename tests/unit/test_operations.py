@@ -257,3 +257,23 @@ def test_gc_policy_freezes_survivors_and_a_thaw_makes_them_collectable_again():
         assert ref() is None, "thawed: collected"
     finally:
         gc.unfreeze()
+
+
+def test_readiness_and_metrics_come_from_every_component_the_realtime_sink_included():
+    from iopv.service.live import Service
+
+    settings = load_settings(environ={}, overrides={"realtime": {"enabled": True}, "engine": {"calendar": "always"}})
+    service = Service(settings)  # nothing connected: no server is needed to ask
+    assert [sink.name for sink in service.components.sinks] == ["redis", "mqtt", "mqtt-realtime"]
+    ready, checks = service.components.readiness()
+    assert not ready and checks == {"baskets_loaded": True, "ticks_connected": False, "feed_not_silent": True,
+                                    "redis_connected": False, "mqtt_connected": False,
+                                    "mqtt_realtime_connected": False}
+    service.realtime_sink.connected = True
+    service.realtime_sink.published = 7
+    assert service.components.readiness()[1]["mqtt_realtime_connected"] is True
+    text = service.metrics.render().decode()
+    assert 'iopv_connected{connection="mqtt-realtime"} 1.0' in text
+    assert 'iopv_sink_published_total{sink="mqtt-realtime"} 7.0' in text
+    assert 'iopv_connected{connection="redis"} 0.0' in text
+    assert service.http is None and service.engine.after_cycle and len(service.engine.after_cycle) == 1

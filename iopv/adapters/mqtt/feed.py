@@ -232,6 +232,15 @@ class MqttTickFeed:
             self.reconnects += 1
             await asyncio.sleep(delay)
 
+    def stats(self) -> dict[str, float]:
+        """The feed's counters for ``/metrics``."""
+        return {"connected": float(self.connected), "reconnects": self.reconnects,
+                "silent": float(self.silent), "silences": self.silences}
+
+    def ready(self, now_ns: int) -> dict[str, bool]:
+        """The feed's readiness checks for ``/readyz``."""
+        return {"ticks_connected": self.connected, "feed_not_silent": not self.is_silent(now_ns)}
+
     def is_silent(self, now_ns: int) -> bool:
         """Connected for ``silence_s`` without any message (a disconnect is reported apart)."""
         if not (self.silence_s > 0 and self.connected):

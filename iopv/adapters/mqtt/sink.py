@@ -182,9 +182,10 @@ class MqttSink(QueuedSink):
     name = "mqtt"
     republish_on_connect = True  # a restarted broker without persistence lost the retained values
 
-    def __init__(self, settings: MqttSettings, *, instance: str, max_queued: int):
+    def __init__(self, settings: MqttSettings, *, instance: str, max_queued: int, name: str = "mqtt"):
         super().__init__(max_queued=max_queued,
                          backoff=Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
+        self.name = name  # the label in logs, /metrics and /readyz
         self.settings = settings
         self.instance = instance
         self.identifier = f"{instance}-values"

@@ -161,6 +161,10 @@ class RedisSink(QueuedSink):
 
     name = "redis"
 
+    def stats(self) -> dict[str, float]:
+        """The queued sink's counters plus ``skipped_writes`` (WRONGTYPE keys)."""
+        return {**super().stats(), "skipped_writes": self.skipped_writes}
+
     def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
                  snapshot: Callable[[int], bytes] | None = None):
         super().__init__(max_queued=max_queued,

@@ -1,0 +1,111 @@
+"""Reading a fund's published values back from its Redis history stream ``<prefix>:<FUND>:history``.
+
+Used by ``iopv history`` and meant for any other reader (the web API's ``/api/history``). An
+entry's fields are the record's fields as the sink writes them (``sink.field_args``): strings as
+they are (``status``, ``basket``, ``as_of``), everything else as its JSON text; the fund is in the
+key. ``decode_entry`` turns them back into the record published on MQTT.
+
+Time selection works whatever the entry IDs are. An entry is written after its boundary, so its
+ID's milliseconds are never below the boundary's (``<boundary_ms>-0`` IDs equal it; ``*`` IDs are
+the arrival time), and entries are written in boundary order. So ``XRANGE key <from_ms> +`` in
+pages finds every entry with ``ts >= from``, and reading stops at the first record past ``to``;
+each record is still filtered on its own ``ts`` (int ns), which is what the bounds mean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+#: Fields the sink stores as plain strings (not JSON text).
+STRING_FIELDS = frozenset({"status", "basket", "as_of", "reason"})
+#: Entries read per XRANGE call.
+PAGE_ENTRIES = 1000
+#: What a fund name may be (README "Basket files"): it becomes a key, so nothing else is looked up.
+FUND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class UnknownFund(LookupError):
+    """Neither the fund's latest-value hash nor its history stream exists."""
+
+
+def parse_time_ns(text: str) -> int:
+    """A time bound as int ns since the epoch: epoch milliseconds (digits only) or ISO-8601
+    (``2024-12-06``, ``2024-12-06T14:30``, ``2024-12-06T14:30:15.250-05:00``, ``...Z``). A time
+    without an offset is UTC. Raises ``ValueError`` naming what was expected."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text) * 1_000_000
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected ISO-8601 (e.g. 2024-12-06T14:30:00Z; no offset = UTC) "
+                         "or epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def history_key(key_prefix: str, fund: str) -> str:
+    """The history stream of ``fund``: ``<prefix>:<FUND>:history``."""
+    return f"{key_prefix}:{fund}:history"
+
+
+def decode_entry(fund: str, fields: dict[Any, Any]) -> dict[str, Any]:
+    """One stream entry's fields (bytes or str) as the published record, ``fund`` first."""
+    record: dict[str, Any] = {"fund": fund}
+    for name, value in fields.items():
+        name = name.decode() if isinstance(name, bytes) else name
+        if name in STRING_FIELDS:
+            record[name] = value.decode() if isinstance(value, bytes) else value
+            continue
+        try:
+            record[name] = orjson.loads(value)
+        except orjson.JSONDecodeError:  # a field a newer writer stores as a plain string
+            record[name] = value.decode() if isinstance(value, bytes) else value
+    return record
+
+
+async def iter_history(client: aioredis.Redis, key_prefix: str, fund: str, *, from_ns: int | None = None,
+                       to_ns: int | None = None, page_entries: int = PAGE_ENTRIES) -> AsyncIterator[dict[str, Any]]:
+    """The published records of ``fund`` with ``from_ns <= ts <= to_ns`` (either bound optional,
+    int ns since the epoch, UTC), oldest first. Raises ``UnknownFund`` when the fund has neither
+    a latest value nor a history, ``ValueError`` for a malformed fund name."""
+    if not FUND_NAME.fullmatch(fund):
+        raise ValueError(f"fund {fund!r}: expected letters, digits, '.', '_' or '-'")
+    key = history_key(key_prefix, fund)
+    if not await client.exists(key, f"{key_prefix}:{fund}"):
+        raise UnknownFund(f"fund {fund}: no history in Redis (no key {key})")
+    start = "-" if from_ns is None else str(max(from_ns, 0) // 1_000_000)
+    while True:
+        entries = await client.xrange(key, min=start, max="+", count=page_entries)
+        for _, fields in entries:
+            record = decode_entry(fund, fields)
+            ts = record.get("ts")
+            if not isinstance(ts, int):
+                continue  # not a value entry
+            if to_ns is not None and ts > to_ns:
+                return
+            if from_ns is None or ts >= from_ns:
+                yield record
+        if len(entries) < page_entries:
+            return
+        last = entries[-1][0]
+        start = "(" + (last.decode() if isinstance(last, bytes) else last)  # exclusive: after the last one read
+
+
+async def read_history(client: aioredis.Redis, key_prefix: str, fund: str, *, from_ns: int | None = None,
+                       to_ns: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """``iter_history`` as a list, at most ``limit`` records (the oldest ones)."""
+    out: list[dict[str, Any]] = []
+    async for record in iter_history(client, key_prefix, fund, from_ns=from_ns, to_ns=to_ns):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(record)
+    return out
