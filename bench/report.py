@@ -244,6 +244,11 @@ def render(results: dict) -> str:
                      f"({p['payload_bytes_per_tick']:.1f} B payload); journal replay {p['journal_replay_ticks_per_s']:,.0f} "
                      f"ticks/s vs tape replay {p['tape_replay_ticks_per_s']:,.0f} ticks/s; "
                      f"{p['replay_matched']}/{p['boundaries']} boundaries identical")
+        w = j.get("write_ahead")
+        if w:
+            lines.append(f"  write-ahead wait per boundary (marker queued -> values released): p50 "
+                         f"{w['marker_wait_ms_p50']:.2f} ms, p90 {w['marker_wait_ms_p90']:.2f} ms, "
+                         f"max {w['marker_wait_ms_max']:.2f} ms")
 
     lines.append("\nTargets (issue #4)")
     rows = [[t["name"], t["value"], t["target"], t["status"]] for t in results.get("targets", [])]

@@ -5,9 +5,9 @@
   not in the baskets or not yet valued.
 - ``GET /api/history/<FUND>?from=&to=``: the fund's records from the Redis history stream
   ``<redis.key_prefix>:<FUND>:history``, oldest first, by the records' ``ts`` (read by
-  ``iopv.adapters.redis.history``, as ``iopv history`` reads it; ``from``/``to`` are ISO-8601, e.g. ``2026-11-30T14:30:00Z`` (no zone =
-  UTC), or epoch milliseconds; both optional, both inclusive). A bad parameter is a 400 with
-  ``{"error", "parameter"}`` naming it.
+  ``iopv.adapters.redis.history``, as ``iopv history`` reads it; ``from``/``to`` are ISO-8601,
+  e.g. ``2026-11-30T14:30:00Z`` (no zone = UTC), or epoch milliseconds; both optional, both
+  inclusive). A bad parameter is a 400 with ``{"error", "parameter"}`` naming it.
 - ``GET /api/board``: the board's rows (``iopv.engine.view``): ``{"now_ns", "interval_s",
   "decimals", "names", "rows"}``.
 - ``GET /api/stream``: Server-Sent Events. At every boundary one ``values`` event whose data is
