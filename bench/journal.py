@@ -70,7 +70,7 @@ class JournaledEngine(e2e.EngineProcess):
 
 
 def mqtt_cost(ctx: Context) -> dict:
-    rate = 100_000  # above what the engine absorbs here: the absorbed rate is its capacity
+    rate = 150_000  # above what the engine absorbs here: the absorbed rate is its capacity
     duration_s = 1.5 if ctx.quick else 4.0
     order = ["off", "on"] * (3 if ctx.quick else 5)
     pcf, symbols_file, _ = e2e.write_inputs(ctx)
