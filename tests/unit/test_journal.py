@@ -16,7 +16,7 @@ import pytest
 
 from iopv.adapters.journal import JournalError, JournalReader, events
 from iopv.adapters.journal import format as fmt
-from iopv.adapters.journal.writer import JournalWriter
+from iopv.adapters.journal.writer import JournalWriter, day_of
 from iopv.cli import main
 from iopv.config import load_settings
 from iopv.core.constants import DAY_NS
@@ -64,9 +64,11 @@ def _ticks(step: int, t0: int = T0) -> list[tuple[str, bytes]]:
     ]
 
 
-def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: int = T0):
+def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: int = T0, basis: str = "last"):
     """The engine with a journal writer, driven by hand: messages, then a cycle per step."""
     document = make_basket(3)
+    for fund in document:
+        fund["price_basis"] = basis
     pcf = tmp_path / "pcf.json"
     pcf.write_bytes(orjson.dumps(document))
     settings = load_settings(environ={}, overrides={
@@ -359,3 +361,37 @@ def test_an_unusable_journal_dir_is_a_configuration_error(tmp_path):
 
     with pytest.raises(ConfigError, match="ops.journal_dir: cannot open the journal"):
         asyncio.run(scenario())
+
+
+def test_explain_shows_quotes_for_funds_valued_at_mid(tmp_path):
+    writer, sink, document = run_live(tmp_path, reload_at=None, steps=2, basis="mid")
+    holders = [f["fund"] for f in document if any(h["symbol"] == "S008" for h in f["holdings"])]
+    assert holders, "the seeded basket holds S008 (quoted by every step)"
+    published = {(r["fund"], r["ts"]): r["iopv"] for r in map(orjson.loads, sink.payloads)}
+    for boundary in JournalReplay(events(JournalReader(str(writer.path)))):
+        for fund in holders:
+            found = explain(boundary.engine, fund, boundary.publication)
+            assert found["equal"] and found["published"] == published[(fund, boundary.boundary_ns)]
+            quoted = next(h for h in found["holdings"] if h["symbol"] == "S008")
+            assert quoted["basis"] == "mid" and (quoted["bid"], quoted["ask"]) == (40.5, 41.5)
+            assert quoted["price"] == Decimal("41.0")
+            assert found["cash"] + sum(h["contribution"] for h in found["holdings"]) == found["sum"]
+
+
+def test_retention_deletes_old_day_files_only(tmp_path):
+    settings = _writer_settings(tmp_path, journal_retention_days=2)
+    today = time.time_ns()
+    old = [tmp_path / f"w-{day_of(today - k * DAY_NS)}.iopvj" for k in (3, 10)]
+    kept = [tmp_path / f"w-{day_of(today - k * DAY_NS)}.iopvj" for k in (1, 2)]
+    other = tmp_path / f"other-{day_of(today - 10 * DAY_NS)}.iopvj"  # another instance's
+    for path in (*old, *kept, other, Path(f"{old[0]}.incomplete")):
+        path.write_bytes(fmt.FILE_HEADER)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await writer.aclose()
+
+    asyncio.run(scenario())
+    assert not any(p.exists() for p in old) and not Path(f"{old[0]}.incomplete").exists()
+    assert all(p.exists() for p in kept) and other.exists()
