@@ -85,7 +85,7 @@ class Service:
         # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
         sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else [])]
         self.components = Components(self.engine, self.clock, self.feed, sinks,
-                                     restored_symbols=lambda: self.restored_symbols)
+                                     restored_symbols=lambda: self.restored_symbols, journal=self.journal)
         self.metrics = Metrics(self.components)
         self.engine.after_cycle.append(
             lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))

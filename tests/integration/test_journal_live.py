@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import redis
 
+from iopv.testing.servers import free_port
 from tests.support.live import exact, make_basket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +45,9 @@ class Collector:
         self.client.disconnect()
 
 
-def start(env: dict, pcf: Path, mosquitto, redis_server) -> subprocess.Popen:
+def start(env: dict, pcf: Path, mosquitto, redis_server, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "iopv", "run", "--pcf", str(pcf), "--mqtt-url", mosquitto.url,
-                             "--redis-url", redis_server.url, "--interval", "1"],
+                             "--redis-url", redis_server.url, "--interval", "1", *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -124,11 +126,17 @@ def test_replay_and_explain_reproduce_a_killed_and_restarted_session(tmp_path, m
         wait_boundaries(client, history, 1)
         first.kill()  # SIGKILL: no clean stop, no END record
         first.wait(10)
-        second = start(env, pcf, mosquitto, redis_server)
+        http_port = free_port()
+        second = start(env, pcf, mosquitto, redis_server, "--http-port", str(http_port))
         wait_boundaries(client, history, 1)
         time.sleep(0.3)
         send_ticks(mosquitto.port, f"ticks{tag}", 6, seed=3)
         wait_boundaries(client, history, 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "iopv_journal_dropped_total 0.0" in metrics and "iopv_journal_failed 0.0" in metrics
+        written = next(line for line in metrics.splitlines() if line.startswith("iopv_journal_written_bytes_total"))
+        assert float(written.split()[-1]) > 0
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=15)
         assert second.returncode == 0, err[-2000:]

@@ -395,3 +395,21 @@ def test_retention_deletes_old_day_files_only(tmp_path):
     asyncio.run(scenario())
     assert not any(p.exists() for p in old) and not Path(f"{old[0]}.incomplete").exists()
     assert all(p.exists() for p in kept) and other.exists()
+
+
+def test_journal_counters_reach_the_metrics(tmp_path):
+    from iopv.service.metrics import journal_metrics
+
+    settings = _writer_settings(tmp_path)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        writer.dropped = 3  # as after a full queue
+        await writer.aclose()
+        return writer
+
+    writer = asyncio.run(scenario())
+    families = {family.name: family.samples[0].value for family in journal_metrics(writer.stats())}
+    assert families["iopv_journal_dropped"] == 3 and families["iopv_journal_failed"] == 0
+    assert families["iopv_journal_written_bytes"] == writer.path.stat().st_size - len(fmt.FILE_HEADER) > 0

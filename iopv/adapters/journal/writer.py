@@ -129,6 +129,11 @@ class JournalWriter:
         pack_ticks_nb(fmt.TICK, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64),
                       np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
 
+    def stats(self) -> dict[str, float]:
+        """Counters for ``/metrics`` (``iopv_journal_*``)."""
+        return {"dropped": self.dropped, "late_releases": self.late_releases, "bytes_written": self.bytes_written,
+                "queued_bytes": self._pending_bytes(), "failed": self.failed is not None}
+
     # -- the event loop's side -------------------------------------------------------------
 
     def start(self, universe: Universe) -> None:
