@@ -72,6 +72,7 @@ def _replay_check(results: dict):
     return engine, engine < pandas
 
 
+_target("journal on / off, MQTT single-tick rate", "journal.mqtt_on_over_off", ">= 0.9", ">=", 0.9)
 TARGETS.append(("replay faster than pandas", "replay.engine_s", "< replay.pandas_s", _replay_check))
 for _scale in ("demo", "us"):
     # The feature as specified: every tick updates its funds' values at once, publication is
@@ -238,6 +239,24 @@ def render(results: dict) -> str:
                          " / ".join(fmt(p[k] / 1e3) for k in ("p50", "p99", "p999")) if p else "-",
                          f"{r['records_per_s']:,.0f}"])
         lines += _table(["scale", "throttle ms", "ticks/s", "tick -> value", "tick -> published", "values/s"], rows)
+
+    if not errored("journal"):
+        j = results["journal"]
+        p = j["in_process"]
+        lines.append(f"\nAudit journal: MQTT single-tick messages at {j['offered_msgs_per_s']:,} offered, absorbed "
+                     f"{j['mqtt_absorbed_off_msgs_per_s']:,.0f}/s journal off vs {j['mqtt_absorbed_on_msgs_per_s']:,.0f}/s "
+                     f"on (medians of {len(j['runs']) // 2} alternating runs each): on/off {j['mqtt_on_over_off']:.2f}; "
+                     f"{j['mqtt_bytes_per_tick']:.1f} B on disk per tick message")
+        lines.append(f"  in process ({p['ticks']:,} messages): live path {p['live_off_ticks_per_s']:,.0f}/s off, "
+                     f"{p['live_on_ticks_per_s']:,.0f}/s on; {p['bytes_per_tick']:.1f} B/tick on disk "
+                     f"({p['payload_bytes_per_tick']:.1f} B payload); journal replay {p['journal_replay_ticks_per_s']:,.0f} "
+                     f"ticks/s vs tape replay {p['tape_replay_ticks_per_s']:,.0f} ticks/s; "
+                     f"{p['replay_matched']}/{p['boundaries']} boundaries identical")
+        w = j.get("write_ahead")
+        if w:
+            lines.append(f"  write-ahead wait per boundary (marker queued -> values released): p50 "
+                         f"{w['marker_wait_ms_p50']:.2f} ms, p90 {w['marker_wait_ms_p90']:.2f} ms, "
+                         f"max {w['marker_wait_ms_max']:.2f} ms")
 
     lines.append("\nTargets (issue #4)")
     rows = [[t["name"], t["value"], t["target"], t["status"]] for t in results.get("targets", [])]

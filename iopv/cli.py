@@ -69,6 +69,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.journal:
+        return cmd_replay_journal(args)
+    if not args.tape:
+        raise ConfigError("replay: give --tape FILE (with --pcf) or --journal FILE")
     from iopv.engine.publication import build_publication, static_fields
     from iopv.engine.replay import replay_frames
     from iopv.engine.tape import read_tape
@@ -102,6 +106,133 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 if reasons[code] <= 20:
                     print(f"{args.tape}:{line}: rejected: {REASONS[code]}", file=sys.stderr)
     return 0
+
+
+def _journal_events(path: str):
+    from iopv.adapters.journal import JournalReader, events
+
+    reader = JournalReader(path)
+    return reader, events(reader)
+
+
+def cmd_replay_journal(args: argparse.Namespace) -> int:
+    """Exit 0: every boundary reproduced; 3: the journal is damaged or incomplete (what is whole
+    was replayed); 4: a boundary differs from what the live engine published."""
+    from iopv.adapters.journal import JournalError
+    from iopv.engine.journal_replay import JournalReplay, JournalReplayError
+
+    reader, stream = _journal_events(args.journal)
+    replay = JournalReplay(stream)
+    out = sys.stdout.buffer
+    problem = None
+    try:
+        for boundary in replay:
+            if boundary.publication is not None:
+                out.write(b"\n".join(boundary.publication.payloads) + b"\n")
+    except (JournalError, JournalReplayError) as exc:
+        problem = str(exc)
+    out.flush()
+    stats = replay.stats
+    print(f"replay: {args.journal}: {stats.ticks} tick messages, {stats.boundaries} boundaries, "
+          f"{stats.matched} identical to the published digest, {stats.mismatched} different; "
+          f"{stats.sessions} session(s), {stats.reloads} basket reload(s), {stats.restores} restart restore(s); "
+          f"{'clean stop' if stats.clean_end else 'no clean stop recorded'}", file=sys.stderr)
+    status = 0
+    flag = f"{args.journal}.incomplete"
+    if os.path.exists(flag):
+        with open(flag, encoding="utf-8", errors="replace") as handle:
+            print(f"iopv replay: {flag}: the day is flagged incomplete:\n{handle.read().rstrip()}", file=sys.stderr)
+        status = 3
+    if stats.count_mismatches:
+        print(f"iopv replay: {args.journal}: {stats.count_mismatches} boundary marker(s) count tick messages the "
+              "journal does not hold (records missing)", file=sys.stderr)
+        status = 3
+    if reader.damage is not None:
+        print(f"iopv replay: {reader.damage}", file=sys.stderr)
+        status = 3
+    if problem:
+        print(f"iopv replay: {args.journal}: {problem}", file=sys.stderr)
+        status = 3
+    if stats.dropped or reader.dropped:
+        print(f"iopv replay: {args.journal}: incomplete: {max(stats.dropped, reader.dropped)} tick message(s) "
+              "were dropped by the live writer; boundaries after the first drop may differ", file=sys.stderr)
+        status = 3
+    if stats.mismatched:
+        print(f"iopv replay: {stats.mismatched} boundary(ies) differ from the live publication, the first at "
+              f"ts={stats.first_mismatch}", file=sys.stderr)
+        status = 4 if status == 0 else status
+    return status
+
+
+def parse_time(text: str, *, tz: str | None, day: str | None) -> int:
+    """ns since the epoch from an int (ns), an ISO date-time (naive: in ``tz``, default UTC) or a
+    bare time of day (on ``day``, YYYY-MM-DD)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    if text.isdigit():
+        return int(text)
+    zone = ZoneInfo(tz) if tz else dt.UTC
+    try:
+        if "T" not in text and " " not in text and len(text) <= 15:
+            if day is None:
+                raise ValueError("a bare time needs a day: give --journal FILE or a full date-time")
+            text = f"{day}T{text}"
+        stamp = dt.datetime.fromisoformat(text.replace(" ", "T"))
+    except ValueError as exc:
+        raise ConfigError(f"--at: expected nanoseconds, YYYY-MM-DDTHH:MM:SS[+HH:MM] or HH:MM:SS: {exc}") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=zone)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (stamp - epoch) // dt.timedelta(microseconds=1) * 1000
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import re
+
+    import orjson
+
+    from iopv.adapters.journal import JournalError
+    from iopv.engine.explain import explain, to_json, to_text
+    from iopv.engine.journal_replay import JournalReplay, JournalReplayError
+
+    path = args.journal
+    day = None
+    if path:
+        match = re.search(r"(\d{4}-\d{2}-\d{2})\.iopvj$", path)
+        day = match.group(1) if match else None
+    at_ns = parse_time(args.at, tz=args.tz, day=day)
+    if not path:
+        from iopv.adapters.journal.writer import journal_path
+
+        settings = _settings(args)
+        if not settings.ops.journal_dir:
+            raise ConfigError("explain: give --journal FILE, or set ops.journal_dir in the configuration")
+        path = str(journal_path(settings.ops.journal_dir, settings.engine.instance, at_ns))
+    reader, stream = _journal_events(path)
+    found = None
+    try:
+        for boundary in JournalReplay(stream):
+            if boundary.boundary_ns > at_ns:
+                break
+            if boundary.publication is None or args.fund not in boundary.publication.funds:
+                continue
+            found = explain(boundary.engine, args.fund, boundary.publication)
+            found["journal_digest_matches"] = boundary.matches
+    except (JournalError, JournalReplayError) as exc:
+        print(f"iopv explain: {path}: {exc}", file=sys.stderr)
+    if reader.damage is not None:
+        print(f"iopv explain: {reader.damage}", file=sys.stderr)
+    if found is None:
+        print(f"iopv explain: {path}: no published boundary of {args.fund} at or before {args.at}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(to_json(found), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(to_text(found))
+        if not found["journal_digest_matches"]:
+            print("WARNING: this boundary's replay differs from the digest the live engine recorded")
+    return 0 if found["equal"] and found["journal_digest_matches"] else 4
 
 
 def cmd_check_pcf(args: argparse.Namespace) -> int:
@@ -276,12 +407,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="value a recorded tape offline; JSON lines to stdout")
     common(replay, urls=False)
-    replay.add_argument("--tape", required=True, help="JSON-lines tick tape")
+    replay.add_argument("--tape", help="JSON-lines tick tape (with --pcf)")
+    replay.add_argument("--journal", help="an audit journal day file: reproduce what the live engine published "
+                        "(docs/audit.md); needs no --pcf or --tape")
     replay.add_argument("--decimals", type=int, default=None, help="published decimals (engine.decimals)")
     replay.add_argument("--rejects", action="store_true", help="list rejected tape lines on stderr")
     replay.add_argument("--calendar", default=None,
                         help="sessions: 'always' or an exchange code such as XNYS (engine.calendar)")
     replay.set_defaults(handler=cmd_replay)
+
+    explain = commands.add_parser("explain", help="one fund's value at a boundary, holding by holding, "
+                                  "from the audit journal")
+    explain.add_argument("fund")
+    explain.add_argument("--at", required=True, help="time: the boundary at or before it is explained "
+                         "(ns, YYYY-MM-DDTHH:MM:SS[+HH:MM], or HH:MM:SS on the journal's day)")
+    explain.add_argument("--journal", help="journal day file (default: ops.journal_dir, the instance and the day)")
+    explain.add_argument("--tz", help="time zone of a time without offset (default UTC), e.g. America/New_York")
+    explain.add_argument("--json", action="store_true", help="JSON for machines")
+    explain.add_argument("--config", help="TOML settings file (for ops.journal_dir and engine.instance)")
+    explain.set_defaults(handler=cmd_explain)
 
     tail = commands.add_parser("tail", help="live table of the published values (any subscriber); --json: raw records")
     tail.add_argument("funds", nargs="*", metavar="FUND", help="funds to show (default: every fund)")

@@ -184,8 +184,22 @@ class OpsSettings:
     http_port: int = 0  # 0: no HTTP endpoint
     feed_silence_s: float = 30.0  # no tick for this long while connected: feed reported silent
     restore_state: bool = True  # restore the session's last prices from Redis at start
+    # The audit journal (docs/audit.md): one compressed file per session day; "" = off.
+    journal_dir: str = ""
+    journal_retention_days: int = 30  # day files older than this are deleted; 0 = keep all
+    journal_flush_ms: float = 500.0  # ticks handed to the OS at least this often (<= 1000)
+    journal_queue_bytes: int = 64 << 20  # records waiting for the writer thread; beyond: ticks dropped, counted
+    journal_max_wait_ms: float = 1000.0  # a boundary's values wait at most this for the journal
 
     def validate(self) -> None:
+        if not (math.isfinite(self.journal_flush_ms) and 1 <= self.journal_flush_ms <= 1000):
+            raise ConfigError(f"ops.journal_flush_ms: expected 1..1000, got {self.journal_flush_ms!r}")
+        if self.journal_retention_days < 0:
+            raise ConfigError(f"ops.journal_retention_days: expected >= 0, got {self.journal_retention_days!r}")
+        if self.journal_queue_bytes < 1 << 16:
+            raise ConfigError(f"ops.journal_queue_bytes: expected >= 65536, got {self.journal_queue_bytes!r}")
+        if not (math.isfinite(self.journal_max_wait_ms) and 0 <= self.journal_max_wait_ms <= 60_000):
+            raise ConfigError(f"ops.journal_max_wait_ms: expected 0..60000, got {self.journal_max_wait_ms!r}")
         if not 0 <= self.http_port <= 65535:
             raise ConfigError(f"ops.http_port: expected 0..65535, got {self.http_port!r}")
         if not (math.isfinite(self.feed_silence_s) and self.feed_silence_s >= 0):

@@ -57,6 +57,11 @@ class Engine:
         self.last_publication: Publication | None = None
         #: Called after every cycle with its publication (service metrics hook).
         self.after_cycle: list = []
+        #: Called after every basket swap with the new universe (the audit journal records it).
+        self.after_swap: list = []
+        #: When set, ``gate(boundary_ns, publication)`` takes each publication instead of the sinks
+        #: and calls ``offer`` once the audit journal holds its boundary (write-ahead).
+        self.gate = None
 
     def stats(self, now_ns: int) -> dict:
         """The engine's counters for ``/metrics``: cycles, ticks by outcome (``REASONS`` order),
@@ -116,6 +121,13 @@ class Engine:
         log.info("basket swapped: %s version %s -> %s: %d funds, %d holdings, %d symbols kept",
                  prepared.universe.source, old.version, prepared.universe.version,
                  len(prepared.universe.funds), prepared.universe.holdings, prepared.carry[0].size)
+        for hook in self.after_swap:
+            hook(prepared.universe)
+
+    def offer(self, publication: Publication) -> None:
+        """Hand a publication to every sink (never blocks)."""
+        for sink in self.sinks:
+            sink.offer(publication)
 
     def cycle(self, boundary_ns: int) -> Publication | None:
         """Value every fund as of now and offer the publication to every sink; None (nothing
@@ -132,8 +144,10 @@ class Engine:
         frame = self.valuer.frame(self.book, boundary_ns, session[0])
         publication = build_publication(self.universe, boundary_ns, frame, static=self.static)
         self.last_publication = publication
-        for sink in self.sinks:
-            sink.offer(publication)
+        if self.gate is None:
+            self.offer(publication)
+        else:
+            self.gate(boundary_ns, publication)
         self.cycles += 1
         self.last_cycle_ms = (time.perf_counter_ns() - started) / 1e6
         for hook in self.after_cycle:

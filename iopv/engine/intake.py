@@ -91,10 +91,15 @@ class TickIntake:
         self.max_payload_bytes = max_payload_bytes
         self.counts = np.zeros(N_CODES, dtype=np.int64)
         self.messages = 0
+        #: Oversize messages the feed skipped before they reached ``decode`` (never buffered).
+        self.skipped_messages = 0
         self.last_accept_ns = 0  # receive time of the last flush that accepted a tick
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
+        #: When set, called with every message as ``recorder(payload, topic, recv_ts_ns)`` before
+        #: it is decoded (the audit journal; ``iopv.engine.journal_replay`` decodes it again).
+        self.recorder = None
         self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
         self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
         self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
@@ -124,10 +129,14 @@ class TickIntake:
 
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
         """Stage the ticks of one message (a JSON object or array). Never raises on bad input."""
-        if len(payload) > self.max_payload_bytes:
-            self.reject_oversize()
-            return
         self.messages += 1
+        if self.recorder is not None:
+            if recv_ts_ns is None:
+                recv_ts_ns = time.time_ns()
+            self.recorder(payload, topic, recv_ts_ns)
+        if len(payload) > self.max_payload_bytes:
+            self._stage_rejection(OVERSIZE_PAYLOAD)
+            return
         if type(payload) is self._scannable:  # the compiled scanner; most messages end here
             if self.book.index is not self._index:  # the first message, or a basket reload
                 self._index = self.book.index
@@ -149,8 +158,10 @@ class TickIntake:
         self._decode_python(payload, topic, recv_ts_ns)
 
     def reject_oversize(self) -> None:
-        """Count one message over ``max_payload_bytes`` (the MQTT feed skips those unread)."""
-        self.messages += 1
+        """Count one message over ``max_payload_bytes`` that the MQTT feed skipped unread: an
+        ``oversize_payload`` outcome, not a message decoded (``messages`` counts what ``decode``
+        saw, which is what the journal records and a journal replay counts again)."""
+        self.skipped_messages += 1
         self._stage_rejection(OVERSIZE_PAYLOAD)
 
     def _scan_on(self, payload: bytes, topic: str | None, recv_ts_ns: int, scanned: int) -> bool:

@@ -41,6 +41,8 @@ class Components:
     feed: Feed
     sinks: Sequence[ReportingSink]
     restored_symbols: Callable[[], int] = field(default=lambda: 0)
+    #: The audit journal's writer when ``ops.journal_dir`` is set (its ``stats()``; docs/audit.md).
+    journal: object | None = None
 
     def readiness(self, now_ns: int | None = None) -> tuple[bool, dict[str, bool]]:
         """(ready, every check by name): the engine's, the feed's and every sink's."""

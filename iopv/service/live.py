@@ -5,6 +5,8 @@ with a non-zero exit, instead of leaving it running half-blind. SIGTERM and SIGI
 cleanly within 5 s: the clock stops (a cycle in progress is synchronous, so it completes), the
 sinks get a grace period to flush (in parallel), the retained status turns ``offline``, the
 connections close. At start the session's saved prices are restored (``iopv.engine.restart``).
+With ``ops.journal_dir`` set, the session is recorded in the audit journal (docs/audit.md) and
+every boundary's values reach the sinks only once its journal marker is written.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Iterable
 
+from iopv.adapters.journal.writer import JournalWriter
 from iopv.adapters.mqtt.feed import MqttTickFeed
 from iopv.adapters.mqtt.sink import MqttSink
 from iopv.adapters.redis import state as redis_state
@@ -50,7 +54,7 @@ class Service:
         # The Redis sink writes the restart state with every boundary's values (engine.restart).
         self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
                                     state_key=redis_state.state_key(settings),
-                                    snapshot=lambda boundary_ns: restart.snapshot(self.engine.book, boundary_ns))
+                                    snapshot=self._restart_state)
         self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
                                   max_queued=settings.intake.sink_queue_cycles)
         self.engine.sinks = [self.redis_sink, self.mqtt_sink, *extra_sinks]
@@ -66,6 +70,14 @@ class Service:
                                               revalue_s=rt.revalue_s)
             self.engine.intake.on_applied.append(self.realtime.on_applied)
             self.realtime_sink.on_connected.append(self.realtime.resend_all)
+        self.journal: JournalWriter | None = None
+        self._released: tuple[int, bytes] | None = None  # a journaled boundary's state, during its offer
+        self._on_release: list = []  # called with a journaled boundary's publication after the sinks
+        if settings.ops.journal_dir:
+            self.journal = JournalWriter(settings, max_payload_bytes=self.engine.intake.max_payload_bytes)
+            self.engine.intake.recorder = self.journal.tick
+            self.engine.gate = self._journal_gate
+            self.engine.after_swap.append(self.journal.basket)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s)
         self.clock = BoundaryClock(settings.engine.interval_ns)
@@ -73,7 +85,7 @@ class Service:
         # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
         sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else [])]
         self.components = Components(self.engine, self.clock, self.feed, sinks,
-                                     restored_symbols=lambda: self.restored_symbols)
+                                     restored_symbols=lambda: self.restored_symbols, journal=self.journal)
         self.metrics = Metrics(self.components)
         self.engine.after_cycle.append(
             lambda _publication: self.metrics.cycle_duration.observe(self.engine.last_cycle_ms / 1e3))
@@ -82,7 +94,8 @@ class Service:
         if settings.ops.http_port:  # the web server, fed after every cycle (and real-time publication)
             self.http = WebServer(settings, self.components, self.metrics, self.hub, settings.ops.http_host,
                                   settings.ops.http_port)
-            self.engine.after_cycle.append(self.hub.on_publication)
+            # With the journal on, the board too gets a boundary's values once it is journaled.
+            (self._on_release if self.journal else self.engine.after_cycle).append(self.hub.on_publication)
             if self.realtime is not None:
                 self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
@@ -92,6 +105,27 @@ class Service:
     def universe(self) -> Universe:
         """The baskets in use now (a reload swaps the engine's)."""
         return self.engine.universe
+
+    def _restart_state(self, boundary_ns: int) -> bytes:
+        """The restart state written with a boundary's values: taken at the boundary itself,
+        also when the journal held the values back while later ticks were applied."""
+        if self._released is not None and self._released[0] == boundary_ns:
+            return self._released[1]
+        return restart.snapshot(self.engine.book, boundary_ns)
+
+    def _journal_gate(self, boundary_ns: int, publication) -> None:
+        state = restart.snapshot(self.engine.book, boundary_ns)
+
+        def release() -> None:
+            self._released = (boundary_ns, state)
+            try:
+                self.engine.offer(publication)
+            finally:
+                self._released = None
+            for hook in self._on_release:
+                hook(publication)
+
+        self.journal.boundary(boundary_ns, publication, release, state, self.engine.intake.messages)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -104,11 +138,14 @@ class Service:
         data = await redis_state.load(self.settings)
         if data is None:
             return
+        clock_ns = time.time_ns()
         try:
-            self.restored_symbols, skipped = restart.restore(self.engine.book, data)
+            self.restored_symbols, skipped = restart.restore(self.engine.book, data, clock_ns)
         except ValueError as exc:
             log.info("state: not restored: %s", exc)
             return
+        if self.journal is not None:
+            self.journal.restored(data, clock_ns)
         log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
         if self.realtime is not None:  # its running sums follow the book: rebuild them
             self.realtime.revalue()
@@ -128,6 +165,8 @@ class Service:
         exit_code = 0
         stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
         try:
+            if self.journal is not None:
+                self.journal.start(self.engine.universe)
             await self.restore_state()
             gcpolicy.freeze_long_lived()  # the universe and warm kernels: off the collector's walk
             if self.http:
@@ -165,6 +204,8 @@ class Service:
 
         if self.realtime:
             self.realtime.close()
+        if self.journal is not None:  # the held boundaries go to the sinks before they drain
+            await self.journal.aclose()
         mqtt_sinks = [s for s in (self.mqtt_sink, self.realtime_sink) if s is not None]
         await asyncio.gather(*(drain(sink) for sink in (self.redis_sink, *mqtt_sinks)))
         # The retained "offline" status is an MQTT message: Redis has no such thing.

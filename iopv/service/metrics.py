@@ -86,6 +86,23 @@ class ServiceCollector:
         yield status
         yield GaugeMetricFamily("iopv_state_restored_symbols", "Symbols restored from the saved state",
                                 value=float(c.restored_symbols()))
+        if c.journal is not None:
+            yield from journal_metrics(c.journal.stats())
+
+
+def journal_metrics(stats: dict[str, float]):
+    """The audit journal's counters (docs/audit.md)."""
+    yield CounterMetricFamily("iopv_journal_dropped", "Tick messages the journal dropped (queue full or "
+                              "writer failed): the day is incomplete", value=float(stats["dropped"]))
+    yield CounterMetricFamily("iopv_journal_late_releases", "Boundaries released to the sinks before their "
+                              "journal marker was written (ops.journal_max_wait_ms)",
+                              value=float(stats["late_releases"]))
+    yield CounterMetricFamily("iopv_journal_written_bytes", "Compressed bytes written to the journal",
+                              value=float(stats["bytes_written"]))
+    yield GaugeMetricFamily("iopv_journal_queue_bytes", "Journal records waiting for the writer thread",
+                            value=float(stats["queued_bytes"]))
+    yield GaugeMetricFamily("iopv_journal_failed", "1 once the journal's writer failed (disk error)",
+                            value=float(stats["failed"]))
 
 
 class Metrics:

@@ -1,0 +1,461 @@
+"""The live journal writer: a bounded queue, one writer thread, write-ahead boundary markers.
+
+The event loop's share is small: every tick message the intake receives is appended to a list
+(``tick``); the list is packed into records by one kernel call per batch
+(``iopv.kernels.journal``) into a buffer, which is handed to the writer thread as one queue item
+every ``ops.journal_flush_ms`` and at each published boundary, ending with that boundary's marker
+(``boundary``). The thread compresses each item into one block and ``os.write`` them (both
+release the GIL). When a marker's block has been handed to the operating system, the thread tells
+the loop, which then -- and only then -- offers that boundary's values to the sinks
+(write-ahead): a killed process never leaves a published value the journal cannot reproduce. The
+clock never waits: a marker not written within ``ops.journal_max_wait_ms`` releases its values
+anyway (logged, counted in ``late_releases``). Once a second the file is also synced (``fdatasync``),
+so a machine crash loses at most about a second.
+
+When more than ``ops.journal_queue_bytes`` wait (the disk cannot keep up), new tick messages
+are dropped, counted (``dropped``), logged, and a DROP record marks the place; a file
+``<journal>.incomplete`` next to the day's file flags the day. Markers and basket records are never
+dropped. A failing disk (an ``OSError``) stops the journal, logged as an error, and releases every
+held boundary: values keep flowing, the day is incomplete.
+
+Files: ``<ops.journal_dir>/<instance>-<YYYY-MM-DD>.iopvj`` (UTC day). A process that starts on a
+day whose file exists appends to it, after cutting off a torn last block (a crash mid-write). The
+file rotates at the first published boundary of a new UTC day: the new file starts with the
+session settings, the basket file and a checkpoint of the book at that boundary, so each day's file
+replays on its own. Files older than ``ops.journal_retention_days`` are deleted at start and at
+each rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import operator
+import os
+import struct
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from iopv.adapters.journal import format as fmt
+from iopv.config import ConfigError, Settings
+from iopv.core.constants import DAY_NS
+from iopv.core.universe import Universe
+from iopv.engine.journal_replay import publication_digest, recorded_settings
+from iopv.kernels.journal import TICK_HEAD_BYTES, pack_ticks_nb
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".iopvj"
+_ROTATE = object()  # an internal queue item: close this file, start the next day's
+_SYNC_EVERY_S = 1.0
+_TOPIC_CACHE = 1 << 16
+#: Messages at most this long are batched (the hot path); longer ones are packed at once.
+_SMALL_PAYLOAD = 4096
+_BATCH_ITEMS = 16_384
+_TIME, _TOPIC, _PAYLOAD = (operator.itemgetter(k) for k in range(3))
+
+
+class _TopicBytes(dict):
+    """topic -> its UTF-8 bytes, filled on a miss; cleared when large (hostile topics)."""
+
+    def __missing__(self, topic: str) -> bytes:
+        if len(self) >= _TOPIC_CACHE:
+            self.clear()
+        name = self[topic] = topic.encode("utf-8", "surrogatepass")[:fmt.NO_TOPIC - 1]
+        return name
+
+
+def day_of(time_ns: int) -> str:
+    return dt.datetime.fromtimestamp(time_ns // DAY_NS * 86_400, dt.UTC).strftime("%Y-%m-%d")
+
+
+def journal_path(directory: str | os.PathLike, instance: str, time_ns: int) -> Path:
+    """The day file of ``instance`` for the UTC day of ``time_ns``."""
+    return Path(directory) / f"{instance}-{day_of(time_ns)}{SUFFIX}"
+
+
+class JournalWriter:
+    """Records a live session (see the module docstring). Loop-thread API: ``start``, ``tick``,
+    ``basket``, ``restored``, ``boundary``, ``aclose``."""
+
+    def __init__(self, settings: Settings, *, max_payload_bytes: int = 1 << 20):
+        ops = settings.ops
+        self.settings = settings
+        self.directory = Path(ops.journal_dir)
+        self.instance = settings.engine.instance
+        self.retention_days = ops.journal_retention_days
+        self.flush_s = ops.journal_flush_ms / 1e3
+        self.max_wait_s = ops.journal_max_wait_ms / 1e3
+        self.max_payload_bytes = max_payload_bytes
+        self.bound_bytes = ops.journal_queue_bytes
+        # The loop thread packs records into _parts (bytes, or uint8 arrays from the kernel; _size
+        # bytes in all) and hands them over (_handoff) as one item of _queue: (parts, marker or
+        # None) or (_ROTATE, time). _handed / _consumed count raw bytes handed over / taken by
+        # the writer (each written by one thread only).
+        self._parts: list = []
+        self._size = 0
+        self._items: list = []  # (receive time, topic, payload) not yet packed
+        self._topics = _TopicBytes()
+        self._room = 0
+        self._queue: deque = deque()
+        self._handed = 0
+        self._consumed = 0
+        self._drop_run = 0  # tick messages dropped since the last one recorded
+        self.dropped = 0
+        self.late_releases = 0
+        self.bytes_written = 0
+        self.blocks = 0
+        self.failed: str | None = None
+        self.path: Path | None = None
+        self._day = -1  # the UTC day (number) of the file in use, as the loop thread sees it
+        self._fd = -1
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._seq = 0
+        self._held: deque = deque()  # (marker seq, release) waiting for their block
+        self._basket: tuple[dict, bytes] | None = None  # the basket in use, for a rotation
+        self._last_sync = 0.0
+        self._set_room()
+        pack_ticks_nb(fmt.TICK, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64),
+                      np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8))
+
+    def stats(self) -> dict[str, float]:
+        """Counters for ``/metrics`` (``iopv_journal_*``)."""
+        return {"dropped": self.dropped, "late_releases": self.late_releases, "bytes_written": self.bytes_written,
+                "queued_bytes": self._pending_bytes(), "failed": self.failed is not None}
+
+    # -- the event loop's side -------------------------------------------------------------
+
+    def start(self, universe: Universe) -> None:
+        """Open today's file (appending), record the session and its basket, start the thread."""
+        self._loop = asyncio.get_running_loop()
+        now = time.time_ns()
+        self._day = now // DAY_NS
+        try:
+            self._open(now)
+        except OSError as exc:
+            raise ConfigError(f"ops.journal_dir: cannot open the journal in {self.directory}: {exc}") from None
+        self._session("start", now)
+        self.basket(universe, "start")
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+        self._timer = self._loop.call_later(self.flush_s, self._periodic)
+        log.info("journal: recording to %s", self.path)
+
+    def tick(self, payload, topic: str | None, recv_ts_ns: int) -> None:
+        """A tick message as the intake received it. The hot path is one list append; the list
+        is packed into records by one kernel call per batch (``_pack``); a message too large for
+        the batch, or a batch at its bound, goes the slow way."""
+        items = self._items
+        if len(items) < self._room and len(payload) <= _SMALL_PAYLOAD:
+            items.append((recv_ts_ns, topic, payload))
+        else:
+            self._tick_slow(payload, topic, recv_ts_ns)
+
+    def _pack(self) -> None:
+        """Pack the waiting tick messages into the buffer, in order."""
+        items = self._items
+        if not items:
+            return
+        self._items = []
+        n = len(items)
+        try:
+            # A topic None fails in the cache (None.encode), a text payload in the join; a
+            # bytearray payload joins and is recorded as bytes (the intake reads both alike).
+            names = list(map(self._topics.__getitem__, map(_TOPIC, items)))
+            payloads = list(map(_PAYLOAD, items))
+            payload_bytes = b"".join(payloads)
+        except (AttributeError, TypeError):
+            for recv_ts_ns, topic, payload in items:  # rare: no topic, text payloads
+                self._add(fmt.encode_tick(recv_ts_ns, topic, payload))
+            return
+        name_lengths = np.fromiter(map(len, names), dtype=np.int64, count=n)
+        payload_lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
+        out = np.empty(TICK_HEAD_BYTES * n + int(name_lengths.sum()) + len(payload_bytes), dtype=np.uint8)
+        pack_ticks_nb(fmt.TICK, np.fromiter(map(_TIME, items), dtype=np.int64, count=n),
+                      np.frombuffer(b"".join(names), dtype=np.uint8), name_lengths,
+                      np.frombuffer(payload_bytes, dtype=np.uint8), payload_lengths, out)
+        self._add(out)
+
+    def _add(self, part) -> None:
+        self._parts.append(part)
+        self._size += len(part)
+
+    def _pending_bytes(self) -> int:
+        return self._handed - self._consumed + self._size
+
+    def _set_room(self) -> None:
+        """Messages the list may take before the slow path checks the bounds again."""
+        free = self.bound_bytes - self._pending_bytes()
+        self._room = 0 if self.failed is not None else max(0, min(_BATCH_ITEMS, free // (_SMALL_PAYLOAD + 64)))
+
+    def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
+        self._pack()
+        if self._size >= fmt.BLOCK_RAW_BYTES:
+            self._handoff()
+        pending = self._pending_bytes()
+        if pending >= self.bound_bytes or self._thread is None or self.failed is not None:
+            if not self._drop_run:
+                log.warning("journal: queue full (%d bytes waiting): dropping tick messages, the day is "
+                            "incomplete", pending)
+            self._drop_run += 1
+            self.dropped += 1
+            self._set_room()
+            return
+        self._end_drop_run()
+        if len(payload) > self.max_payload_bytes:
+            self._add(fmt.encode_oversize(recv_ts_ns, topic, len(payload)))
+        else:
+            self._add(fmt.encode_tick(recv_ts_ns, topic, payload))
+        self._set_room()
+
+    def _end_drop_run(self) -> None:
+        """After dropped messages, the DROP record that marks the gap where it is."""
+        if self._drop_run:
+            log.warning("journal: %d tick message(s) dropped (queue full); %d dropped so far",
+                        self._drop_run, self.dropped)
+            self._add(fmt.encode_record(fmt.DROP, time.time_ns(), struct.pack("<Q", self._drop_run)))
+            self._flag_incomplete(f"{self._drop_run} tick message(s) dropped (queue full)")
+            self._drop_run = 0
+
+    def _handoff(self, marker: tuple | None = None) -> None:
+        """Hand the buffer (and the marker that ends it) to the writer thread."""
+        self._pack()
+        parts, size = self._parts, self._size
+        self._parts, self._size = [], 0
+        self._handed += size
+        self._queue.append((parts, marker))
+        self._set_room()
+        self._wake.set()
+
+    def _periodic(self) -> None:
+        if self._parts or self._items:
+            self._handoff()
+        else:
+            self._set_room()
+        if not self._closing:
+            self._timer = self._loop.call_later(self.flush_s, self._periodic)
+
+    def _record(self, kind: int, time_ns: int, body: bytes) -> None:
+        self._pack()
+        self._end_drop_run()
+        self._add(fmt.encode_record(kind, time_ns, body))
+
+    def basket(self, universe: Universe, reason: str = "reload") -> None:
+        """Record the basket file now in use (at start, and at a swap: the record's place in the
+        stream is where the engine swapped it). The file's bytes are read again and must hash to
+        the universe's version; otherwise the record says so and the day is incomplete."""
+        meta = {"version": universe.version, "source": universe.source, "reason": reason}
+        try:
+            data = Path(universe.source).read_bytes()
+        except OSError as exc:
+            data, meta["error"] = b"", f"cannot read: {exc.strerror or exc}"
+        else:
+            if hashlib.sha256(data).hexdigest()[:12] != universe.version:
+                data, meta["error"] = b"", "the file changed after it was loaded"
+        if "error" in meta:
+            log.error("journal: basket %s not recorded (%s): replays after this point will fail",
+                      universe.source, meta["error"])
+            self._flag_incomplete(f"basket {universe.source}: {meta['error']}")
+        self._basket = (meta, data)
+        self._record(fmt.BASKET, time.time_ns(), _basket_body(meta, data))
+
+    def restored(self, state: bytes, clock_ns: int) -> None:
+        """Record the restart state restored at start (``clock_ns``: the clock restore used)."""
+        self._record(fmt.RESTORE, clock_ns, bytes(state))
+
+    def boundary(self, boundary_ns: int, publication, release, checkpoint: bytes, messages: int) -> None:
+        """Record the marker of a published boundary; ``release()`` (which offers its values to
+        the sinks) is called once the marker is handed to the OS, or after max_wait.
+        ``checkpoint``: the book at this boundary (restart-state JSON), used if the day rotates;
+        ``messages``: tick messages the intake received since start (a replay checks it)."""
+        if self.failed is not None or self._thread is None:
+            release()
+            return
+        day = boundary_ns // DAY_NS
+        if day != self._day:
+            self._day = day
+            self._handoff()
+            self._queue.append((_ROTATE, boundary_ns))
+            self._session("rotate", boundary_ns, messages)
+            meta, data = self._basket
+            self._record(fmt.BASKET, boundary_ns, _basket_body({**meta, "reason": "rotate"}, data))
+            self._record(fmt.CHECKPOINT, boundary_ns, checkpoint)
+        self._seq += 1
+        self._held.append((self._seq, release))
+        self._handoff((self._seq, boundary_ns, publication, messages))
+        if self.max_wait_s > 0:
+            self._loop.call_later(self.max_wait_s, self._expire, self._seq)
+
+    def _confirmed(self, seq: int) -> None:
+        held = self._held
+        while held and held[0][0] <= seq:
+            held.popleft()[1]()
+
+    def _expire(self, seq: int) -> None:
+        if self._held and self._held[0][0] <= seq:
+            late = sum(1 for s, _ in self._held if s <= seq)
+            self.late_releases += late
+            log.warning("journal: marker not written within %.0f ms: %d boundary value set(s) released "
+                        "before their marker (%d so far)", self.max_wait_s * 1e3, late, self.late_releases)
+            self._confirmed(seq)
+
+    def _release_all(self) -> None:
+        self._confirmed(self._seq)
+
+    def _on_failed(self) -> None:
+        """The writer thread stopped: count what waits as dropped, and every message after it."""
+        self.dropped += len(self._items)
+        self._items = []
+        self._parts, self._size = [], 0
+        self._room = 0
+        self._release_all()
+
+    async def aclose(self) -> None:
+        """Write what waits and an END record, stop the thread, release every held boundary."""
+        if self._thread is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.failed is None:
+            self._record(fmt.END, time.time_ns(), b"")
+            self._handoff()
+        self._closing = True
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join, 2.0)
+        self._release_all()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _session(self, reason: str, time_ns: int, messages_base: int = 0) -> None:
+        body = orjson.dumps({"format": fmt.FORMAT_VERSION, "instance": self.instance, "reason": reason,
+                             "pid": os.getpid(), "messages_base": messages_base,
+                             "settings": recorded_settings(self.settings)})
+        self._record(fmt.SESSION, time_ns, body)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _open(self, time_ns: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = journal_path(self.directory, self.instance, time_ns)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(fd).st_size
+        if size:
+            data = fmt.map_file(str(path))
+            try:
+                end, damage = fmt.block_spans(data, str(path))
+            finally:
+                if hasattr(data, "close"):
+                    data.close()
+            if damage is not None:
+                if end == 0:
+                    os.close(fd)
+                    raise OSError(f"{path}: exists and is not an IOPV journal: {damage}")
+                log.warning("journal: %s; cutting the file at offset %d before appending (%d bytes)",
+                            damage, end, size - end)
+                os.ftruncate(fd, end)
+                size = end
+        if not size:
+            os.write(fd, fmt.FILE_HEADER)
+        self._fd, self.path = fd, path
+        self._sweep(time_ns)
+
+    def _sweep(self, time_ns: int) -> None:
+        """Delete day files (and their flags) older than the retention."""
+        if self.retention_days <= 0:
+            return
+        oldest = day_of(time_ns - self.retention_days * DAY_NS)
+        prefix = f"{self.instance}-"
+        for path in self.directory.glob(f"{prefix}*{SUFFIX}*"):
+            day = path.name[len(prefix):len(prefix) + 10]
+            if len(day) == 10 and day < oldest:
+                try:
+                    path.unlink()
+                    log.info("journal: deleted %s (older than %d days)", path, self.retention_days)
+                except OSError as exc:
+                    log.warning("journal: cannot delete %s: %s", path, exc)
+
+    def _flag_incomplete(self, reason: str) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(f"{self.path}.incomplete", "a", encoding="utf-8") as handle:
+                handle.write(f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {reason}\n")
+        except OSError as exc:
+            log.warning("journal: cannot flag %s incomplete: %s", self.path, exc)
+
+    # -- the writer thread: compression and writes release the GIL -------------------------
+
+    def _run(self) -> None:
+        compressor = fmt.new_compressor()
+        while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            closing = self._closing
+            try:
+                self._drain(compressor)
+            except Exception as exc:  # noqa: BLE001 -- a broken disk must not stop the engine
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.exception("journal: writing %s failed; the journal is stopped and the day incomplete",
+                              self.path)
+                self._flag_incomplete(f"writer failed: {self.failed}")
+                self._queue.clear()
+                self._loop.call_soon_threadsafe(self._on_failed)
+                return
+            if closing:
+                return
+
+    def _drain(self, compressor) -> None:
+        queue = self._queue
+        confirm = 0
+        while queue:
+            parts, marker = queue.popleft()
+            if parts is _ROTATE:
+                self._rotate(marker)
+                continue
+            self._consumed += sum(map(len, parts))
+            if marker is not None:
+                seq, boundary_ns, publication, messages = marker
+                body = fmt.MARK_BODY.pack(1, len(publication.funds), messages,
+                                          publication_digest(publication.payloads))
+                parts.append(fmt.encode_record(fmt.MARK, boundary_ns, body))
+                confirm = seq
+            if parts:
+                self._write(parts, compressor)
+        if confirm:
+            self._loop.call_soon_threadsafe(self._confirmed, confirm)
+        now = time.monotonic()
+        if now - self._last_sync >= _SYNC_EVERY_S and self._fd >= 0:
+            self._last_sync = now
+            os.fdatasync(self._fd)
+
+    def _write(self, parts: list, compressor) -> None:
+        block = memoryview(fmt.encode_block(parts, compressor))
+        while block:
+            written = os.write(self._fd, block)
+            block = block[written:]
+            self.bytes_written += written
+        self.blocks += 1
+
+    def _rotate(self, time_ns: int) -> None:
+        os.fdatasync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._open(time_ns)
+        log.info("journal: new day, recording to %s", self.path)
+
+
+def _basket_body(meta: dict, data: bytes) -> bytes:
+    header = orjson.dumps(meta)
+    return struct.pack("<I", len(header)) + header + data

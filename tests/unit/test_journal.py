@@ -1,0 +1,415 @@
+"""The audit journal without servers: the live writer fed by the real intake and cycle, then
+replayed; write-ahead ordering; truncated and corrupted files; explain against the reference."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import struct
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from iopv.adapters.journal import JournalError, JournalReader, events
+from iopv.adapters.journal import format as fmt
+from iopv.adapters.journal.writer import JournalWriter, day_of
+from iopv.cli import main
+from iopv.config import load_settings
+from iopv.core.constants import DAY_NS
+from iopv.core.universe import load_pcf
+from iopv.engine import restart
+from iopv.engine.cycle import Engine
+from iopv.engine.explain import explain
+from iopv.engine.journal_replay import JournalReplay
+from iopv.engine.reload import prepare
+from tests.support.live import exact, make_basket
+
+INTERVAL_NS = 1_000_000_000
+T0 = time.time_ns() // INTERVAL_NS * INTERVAL_NS  # today (a run across midnight rotates: still valid)
+
+
+class Recorder:
+    """A sink that keeps every publication it is offered, in order."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.payloads: list[bytes] = []
+        self.boundaries: list[int] = []
+
+    def offer(self, publication) -> None:
+        self.boundaries.append(publication.ts_ns)
+        self.payloads.extend(publication.payloads)
+
+
+def _ticks(step: int, t0: int = T0) -> list[tuple[str, bytes]]:
+    """Valid and hostile messages for one step."""
+    ts = t0 + step * INTERVAL_NS
+    return [
+        ("ticks/S001", orjson.dumps({"symbol": "S001", "price": 10.5 + step / 100, "ts": ts + 1})),
+        ("ticks/_batch", orjson.dumps([{"symbol": f"S{i:03d}", "price": 20 + i / 7 + step, "ts": ts + 2}
+                                       for i in range(2, 30)])),
+        ("ticks/EURUSD", orjson.dumps({"symbol": "EURUSD", "price": 1.0812 + step / 1e4, "ts": ts + 3})),
+        ("ticks/S003", b'{"symbol": "S003", "price": "12"}'),  # bad price type
+        ("ticks/S004", b"{not json"),
+        ("ticks/S005", orjson.dumps({"price": 33.25 + step})),  # symbol from the topic, receive time
+        ("ticks/S006", orjson.dumps({"symbol": "S006", "price": -1.0, "ts": ts})),
+        ("ticks/S007", orjson.dumps({"symbol": "S007", "price": 5.0, "ts": 1})),  # out of order after step 0
+        ("ticks/S008", orjson.dumps({"symbol": "S008", "price": 41.0, "bid": 40.5, "ask": 41.5, "ts": ts + 4})),
+        ("ticks/S009", orjson.dumps({"symbol": "S009", "status": "halted", "ts": ts + 5})),
+    ]
+
+
+def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: int = T0, basis: str = "last"):
+    """The engine with a journal writer, driven by hand: messages, then a cycle per step."""
+    document = make_basket(3)
+    for fund in document:
+        fund["price_basis"] = basis
+    pcf = tmp_path / "pcf.json"
+    pcf.write_bytes(orjson.dumps(document))
+    settings = load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(pcf), "interval_s": 1.0, "calendar": "always", "instance": "unit"},
+        "ops": {"journal_dir": str(tmp_path / "journal"), "journal_flush_ms": 20},
+    })
+    sink = Recorder()
+
+    async def scenario():
+        engine = Engine(load_pcf(pcf), settings, [sink])
+        writer = JournalWriter(settings)
+        engine.intake.recorder = writer.tick
+        engine.after_swap.append(writer.basket)
+        released: list[int] = []
+
+        def gate(boundary_ns, publication):
+            def release():
+                released.append(boundary_ns)
+                engine.offer(publication)
+            writer.boundary(boundary_ns, publication, release, restart.snapshot(engine.book, boundary_ns),
+                            engine.intake.messages)
+            assert boundary_ns not in released, "values must wait for their journal marker"
+
+        engine.gate = gate
+        writer.start(engine.universe)
+        for step in range(steps):
+            for topic, payload in _ticks(step, t0):
+                engine.intake.decode(payload, topic, t0 + step * INTERVAL_NS + 10)
+            if step == reload_at:
+                document[0]["holdings"][0]["shares"] += 100
+                pcf.write_bytes(orjson.dumps(document))
+                engine.stage_basket(prepare(str(pcf), engine.universe))
+            engine.cycle(t0 + (step + 1) * INTERVAL_NS)
+            await asyncio.sleep(0.05)  # the writer confirms; the gate releases
+        await writer.aclose()
+        return writer, engine
+
+    writer, engine = asyncio.run(scenario())
+    return writer, sink, document
+
+
+def replay_payloads(path: Path) -> tuple[list[bytes], JournalReplay, JournalReader]:
+    reader = JournalReader(str(path))
+    replay = JournalReplay(events(reader))
+    out = []
+    for boundary in replay:
+        out.extend(boundary.publication.payloads)
+    return out, replay, reader
+
+
+def test_replay_reproduces_every_published_byte_across_a_reload(tmp_path):
+    writer, sink, _ = run_live(tmp_path)
+    assert len(sink.boundaries) == 5 and writer.dropped == 0 and writer.late_releases == 0
+    payloads, replay, reader = replay_payloads(writer.path)
+    assert reader.damage is None
+    assert payloads == sink.payloads
+    assert replay.stats.matched == 5 and replay.stats.mismatched == 0 and replay.stats.count_mismatches == 0
+    assert replay.stats.reloads == 1 and replay.stats.clean_end
+    versions = {orjson.loads(p)["basket"] for p in payloads}
+    assert len(versions) == 2, "the reload must show in the replayed records"
+
+
+def test_a_new_day_rotates_to_a_file_that_replays_on_its_own(tmp_path):
+    tomorrow = (time.time_ns() // DAY_NS + 1) * DAY_NS + 3_600 * INTERVAL_NS
+    writer, sink, _ = run_live(tmp_path, reload_at=1, steps=4, t0=tomorrow)
+    files = sorted((tmp_path / "journal").glob("*.iopvj"))
+    assert len(files) == 2 and writer.path == files[-1]
+    payloads, replay, reader = replay_payloads(files[-1])
+    assert reader.damage is None and replay.stats.mismatched == 0 and replay.stats.count_mismatches == 0
+    assert payloads == sink.payloads, "the new day's file starts from a checkpoint of the book"
+    first, _, _ = replay_payloads(files[0])
+    assert first == [], "no boundary was published on the first day"
+
+
+def test_truncated_and_corrupted_journal_name_file_and_offset(tmp_path, capsys):
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=4)
+    data = writer.path.read_bytes()
+    end, damage = fmt.block_spans(data)
+    assert damage is None and end == len(data)
+    # Truncated in the middle of its last block: what is whole is replayed, the error names the offset.
+    cut = tmp_path / "cut.iopvj"
+    cut.write_bytes(data[:-7])
+    payloads, replay, reader = replay_payloads(cut)
+    assert reader.damage is not None and str(cut) in str(reader.damage)
+    last_block = _block_offsets(data)[-1]
+    assert reader.damage.offset == last_block and f"offset {last_block}" in str(reader.damage)
+    assert payloads == sink.payloads[:len(payloads)] and payloads
+    # A flipped byte in the middle: a checksum error at that block; everything before replays.
+    offsets = _block_offsets(data)
+    bad = bytearray(data)
+    bad[offsets[2] + 30] ^= 0xFF
+    broken = tmp_path / "broken.iopvj"
+    broken.write_bytes(bytes(bad))
+    payloads, replay, reader = replay_payloads(broken)
+    assert reader.damage.offset == offsets[2] and "checksum" in str(reader.damage)
+    assert payloads == sink.payloads[:len(payloads)]
+    # The command: exit 3, the error on stderr, the whole part on stdout.
+    assert main(["replay", "--journal", str(broken)]) == 3
+    captured = capsys.readouterr()
+    assert f"{broken}: offset {offsets[2]}: block checksum mismatch" in captured.err
+    assert captured.out.encode().splitlines() == payloads
+    # Not a journal at all.
+    junk = tmp_path / "junk.iopvj"
+    junk.write_bytes(b"hello")
+    with pytest.raises(JournalError, match="offset 0"):
+        list(JournalReader(str(junk)))
+
+
+def _block_offsets(data: bytes) -> list[int]:
+    offsets, position = [], len(fmt.FILE_HEADER)
+    while position < len(data):
+        offsets.append(position)
+        _magic, _size, length, _raw, _crc = fmt.BLOCK_HEADER.unpack_from(data, position)
+        position += fmt.BLOCK_HEADER.size + length
+    return offsets
+
+
+def test_file_is_plain_zstd_frames_with_documented_records(tmp_path):
+    """docs/audit.md: read with zstd alone, the records parse with the documented layout."""
+    import zstandard
+
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    stream = io.BytesIO(writer.path.read_bytes())
+    raw = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True).read()
+    kinds, position, ticks = [], 0, 0
+    while position < len(raw):
+        kind, length, _time = struct.unpack_from("<BIq", raw, position)
+        kinds.append(kind)
+        ticks += kind == fmt.TICK
+        position += 13 + length
+    assert kinds[:2] == [fmt.SESSION, fmt.BASKET] and kinds[-1] == fmt.END
+    assert kinds.count(fmt.MARK) == 2 and ticks == 2 * len(_ticks(0))
+
+
+def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path, capsys):
+    settings = load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "drops"},
+        "ops": {"journal_dir": str(tmp_path), "journal_queue_bytes": 65536}})
+    (tmp_path / "p.json").write_bytes(orjson.dumps(make_basket(1)))
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await asyncio.sleep(0.3)  # the session and basket records are written
+        payload = b'{"symbol": "S001", "price": 1.5, "pad": "%s"}' % (b"x" * 10_000)
+        for k in range(12):  # no await: nothing is handed to the writer in between
+            writer.tick(payload, "ticks/S001", T0 + k)
+        dropped = writer.dropped
+        await asyncio.sleep(0.4)
+        writer.tick(payload, "ticks/S001", T0 + 99)  # ends the drop run
+        await writer.aclose()
+        return writer, dropped
+
+    writer, dropped = asyncio.run(scenario())
+    assert 4 <= dropped <= 8 and writer.dropped == dropped, "about 64 KiB of 10 KB messages fit"
+    reader = JournalReader(str(writer.path))
+    kinds = [record.kind for record in reader]
+    assert fmt.DROP in kinds and reader.dropped == dropped and kinds.count(fmt.TICK) == 13 - dropped
+    assert kinds.index(fmt.DROP) == len(kinds) - 3, "the gap is marked where it was (before the last tick)"
+    assert Path(f"{writer.path}.incomplete").is_file()
+    assert main(["replay", "--journal", str(writer.path)]) == 3
+    assert "flagged incomplete" in capsys.readouterr().err
+
+
+def test_explain_sums_to_the_published_value_and_the_reference(tmp_path):
+    writer, sink, document = run_live(tmp_path, reload_at=None, steps=3)
+    reader = JournalReader(str(writer.path))
+    found = None
+    for boundary in JournalReplay(events(reader)):
+        if boundary.boundary_ns == T0 + 2 * INTERVAL_NS:
+            found = explain(boundary.engine, "F1", boundary.publication)
+            book = boundary.engine.book
+            prices = {symbol: Decimal(repr(float(book.prices[slot]))) for symbol, slot in book.index.items()}
+    assert found is not None and found["equal"]
+    total = found["cash"] + sum(h["contribution"] for h in found["holdings"])
+    assert total == found["sum"]
+    assert exact(document, prices)["F1"] == found["rounded"]
+    assert float(found["rounded"]) == found["published"]
+    published = [orjson.loads(p) for p in sink.payloads]
+    assert any(r["fund"] == "F1" and r["ts"] == T0 + 2 * INTERVAL_NS and r["iopv"] == found["published"]
+               for r in published)
+    fx_rows = [h for h in found["holdings"] if "fx" in h]
+    assert fx_rows and fx_rows[0]["fx"]["pair"] == "EURUSD" and fx_rows[0]["fx"]["source"] == "tick"
+
+
+def test_a_restart_cuts_a_torn_tail_and_appends(tmp_path):
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    data = writer.path.read_bytes()
+    writer.path.write_bytes(data + data[len(fmt.FILE_HEADER):len(fmt.FILE_HEADER) + 40])  # a torn block
+    again, sink2, _ = run_live(tmp_path, reload_at=None, steps=2)
+    assert again.path == writer.path
+    payloads, replay, reader = replay_payloads(writer.path)
+    assert reader.damage is None, "the torn block was cut before appending"
+    assert replay.stats.sessions == 2 and replay.stats.mismatched == 0
+    assert payloads == sink.payloads + sink2.payloads
+
+
+def _writer_settings(tmp_path, **ops):
+    (tmp_path / "p.json").write_bytes(orjson.dumps(make_basket(1)))
+    return load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "w"},
+        "ops": {"journal_dir": str(tmp_path), **ops}})
+
+
+class _Publication:
+    funds = ("F0",)
+    payloads = [b'{"fund":"F0"}']
+
+
+def test_values_wait_for_their_marker_at_most_max_wait(tmp_path):
+    settings = _writer_settings(tmp_path, journal_max_wait_ms=100)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        real_write = writer._write
+
+        def slow_write(raw, compressor):  # a stalled disk
+            time.sleep(0.4)
+            real_write(raw, compressor)
+
+        writer._write = slow_write
+        released = []
+        writer.boundary(T0, _Publication(), lambda: released.append(time.monotonic()), b"{}", 0)
+        started = time.monotonic()
+        assert not released
+        await asyncio.sleep(0.25)
+        late = list(released)
+        await writer.aclose()
+        return writer, late, started
+
+    writer, late, started = asyncio.run(scenario())
+    assert len(late) == 1 and late[0] - started < 0.25, "released by the max wait, before the slow write"
+    assert writer.late_releases == 1
+
+
+def test_a_failing_disk_stops_the_journal_not_the_values(tmp_path):
+    settings = _writer_settings(tmp_path)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await asyncio.sleep(0.1)
+        os.close(writer._fd)  # every later write fails (EBADF)
+        released = []
+        writer.boundary(T0, _Publication(), lambda: released.append(1), b"{}", 0)
+        await asyncio.sleep(0.3)
+        writer.boundary(T0 + 1, _Publication(), lambda: released.append(2), b"{}", 0)
+        writer.tick(b"{}", "ticks/X", T0)
+        writer._fd = -1
+        await writer.aclose()
+        return writer, released
+
+    writer, released = asyncio.run(scenario())
+    assert released == [1, 2] and writer.failed and "OSError" in writer.failed
+    assert writer.dropped == 1
+    assert "writer failed" in Path(f"{writer.path}.incomplete").read_text()
+
+
+@pytest.mark.parametrize("key, value", [("journal_flush_ms", 0), ("journal_flush_ms", 1500),
+                                        ("journal_retention_days", -1), ("journal_queue_bytes", 100),
+                                        ("journal_max_wait_ms", -5)])
+def test_journal_settings_are_checked(key, value):
+    from iopv.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"ops.{key}"):
+        load_settings(environ={}, overrides={"ops": {key: value}})
+
+
+def test_explain_command_prints_the_table(tmp_path, capsys):
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    at = str(T0 + INTERVAL_NS + 500_000_000)
+    assert main(["explain", "F1", "--at", at, "--journal", str(writer.path)]) == 0
+    out = capsys.readouterr().out
+    assert "F1 at " in out and "EQUAL" in out and "EURUSD" in out and "previous_close" in out
+    assert main(["explain", "NOPE", "--at", at, "--journal", str(writer.path)]) == 1
+
+
+def test_an_unusable_journal_dir_is_a_configuration_error(tmp_path):
+    from iopv.config import ConfigError
+
+    settings = _writer_settings(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = load_settings(environ={}, overrides={
+        "engine": {"pcf_path": settings.engine.pcf_path}, "ops": {"journal_dir": str(blocker / "journal")}})
+
+    async def scenario():
+        JournalWriter(settings).start(load_pcf(settings.engine.pcf_path))
+
+    with pytest.raises(ConfigError, match="ops.journal_dir: cannot open the journal"):
+        asyncio.run(scenario())
+
+
+def test_explain_shows_quotes_for_funds_valued_at_mid(tmp_path):
+    writer, sink, document = run_live(tmp_path, reload_at=None, steps=2, basis="mid")
+    holders = [f["fund"] for f in document if any(h["symbol"] == "S008" for h in f["holdings"])]
+    assert holders, "the seeded basket holds S008 (quoted by every step)"
+    published = {(r["fund"], r["ts"]): r["iopv"] for r in map(orjson.loads, sink.payloads)}
+    for boundary in JournalReplay(events(JournalReader(str(writer.path)))):
+        for fund in holders:
+            found = explain(boundary.engine, fund, boundary.publication)
+            assert found["equal"] and found["published"] == published[(fund, boundary.boundary_ns)]
+            quoted = next(h for h in found["holdings"] if h["symbol"] == "S008")
+            assert quoted["basis"] == "mid" and (quoted["bid"], quoted["ask"]) == (40.5, 41.5)
+            assert quoted["price"] == Decimal("41.0")
+            assert found["cash"] + sum(h["contribution"] for h in found["holdings"]) == found["sum"]
+
+
+def test_retention_deletes_old_day_files_only(tmp_path):
+    settings = _writer_settings(tmp_path, journal_retention_days=2)
+    today = time.time_ns()
+    old = [tmp_path / f"w-{day_of(today - k * DAY_NS)}.iopvj" for k in (3, 10)]
+    kept = [tmp_path / f"w-{day_of(today - k * DAY_NS)}.iopvj" for k in (1, 2)]
+    other = tmp_path / f"other-{day_of(today - 10 * DAY_NS)}.iopvj"  # another instance's
+    for path in (*old, *kept, other, Path(f"{old[0]}.incomplete")):
+        path.write_bytes(fmt.FILE_HEADER)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await writer.aclose()
+
+    asyncio.run(scenario())
+    assert not any(p.exists() for p in old) and not Path(f"{old[0]}.incomplete").exists()
+    assert all(p.exists() for p in kept) and other.exists()
+
+
+def test_journal_counters_reach_the_metrics(tmp_path):
+    from iopv.service.metrics import journal_metrics
+
+    settings = _writer_settings(tmp_path)
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        writer.dropped = 3  # as after a full queue
+        await writer.aclose()
+        return writer
+
+    writer = asyncio.run(scenario())
+    families = {family.name: family.samples[0].value for family in journal_metrics(writer.stats())}
+    assert families["iopv_journal_dropped"] == 3 and families["iopv_journal_failed"] == 0
+    assert families["iopv_journal_written_bytes"] == writer.path.stat().st_size - len(fmt.FILE_HEADER) > 0
