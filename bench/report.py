@@ -243,13 +243,15 @@ def render(results: dict) -> str:
     if not errored("journal"):
         j = results["journal"]
         p = j["in_process"]
-        lines.append(f"\nAudit journal: MQTT single-tick messages at {j['offered_msgs_per_s']:,} offered, absorbed "
-                     f"{j['mqtt_absorbed_off_msgs_per_s']:,.0f}/s journal off vs {j['mqtt_absorbed_on_msgs_per_s']:,.0f}/s "
-                     f"on (medians of {len(j['runs']) // 2} alternating runs each): on/off {j['mqtt_on_over_off']:.2f}; "
+        lines.append(f"\nAudit journal: MQTT single-tick messages at {j['offered_msgs_per_s']:,} offered, "
+                     f"absorbed {j['mqtt_absorbed_off_msgs_per_s']:,.0f}/s journal off vs "
+                     f"{j['mqtt_absorbed_on_msgs_per_s']:,.0f}/s on (medians of {len(j['runs']) // 2} "
+                     f"alternating runs each): on/off {j['mqtt_on_over_off']:.2f}; "
                      f"{j['mqtt_bytes_per_tick']:.1f} B on disk per tick message")
         lines.append(f"  in process ({p['ticks']:,} messages): live path {p['live_off_ticks_per_s']:,.0f}/s off, "
                      f"{p['live_on_ticks_per_s']:,.0f}/s on; {p['bytes_per_tick']:.1f} B/tick on disk "
-                     f"({p['payload_bytes_per_tick']:.1f} B payload); journal replay {p['journal_replay_ticks_per_s']:,.0f} "
+                     f"({p['payload_bytes_per_tick']:.1f} B payload); journal replay "
+                     f"{p['journal_replay_ticks_per_s']:,.0f} "
                      f"ticks/s vs tape replay {p['tape_replay_ticks_per_s']:,.0f} ticks/s; "
                      f"{p['replay_matched']}/{p['boundaries']} boundaries identical")
         w = j.get("write_ahead")
