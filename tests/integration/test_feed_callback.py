@@ -303,7 +303,8 @@ async def _feed_scenario(mosquitto):
         await wait_until(lambda: intake.received + intake.pending >= total, "every tick counted")
         await asyncio.sleep(0.1)
         intake.flush()
-        assert intake.messages == 20_000 + 1 + len(hostile)
+        # The oversize message never reaches decode: the feed skips it unread.
+        assert (intake.messages, intake.skipped_messages) == (20_000 + 1 + len(hostile) - 1, 1)
         assert counts_by_reason(intake.counts) == {
             "accepted": 20_001, "unknown_symbol": 1, "not_an_object": 1, "malformed_json": 1,
             "bad_price_type": 1, "missing_symbol": 1, "non_positive_price": 1, "non_finite_price": 1,
