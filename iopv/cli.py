@@ -1,4 +1,4 @@
-"""Command line: ``iopv run | replay | demo | check-pcf``.
+"""Command line: ``iopv run | replay | demo | check-pcf | shards``.
 
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback.
@@ -39,9 +39,11 @@ def _settings(args: argparse.Namespace, **engine: Any) -> Settings:
         args.config,
         overrides={
             "engine": {"pcf_path": getattr(args, "pcf", None), "interval_s": getattr(args, "interval", None),
+                       "shard": getattr(args, "shard", None), "instance": getattr(args, "instance", None),
                        **engine},
             "mqtt": {"url": getattr(args, "mqtt_url", None)},
-            "redis": {"url": getattr(args, "redis_url", None)},
+            "redis": {"url": getattr(args, "redis_url", None),
+                      "cluster": True if getattr(args, "redis_cluster", False) else None},
             "ops": {"http_port": getattr(args, "http_port", None),
                     "restore_state": False if getattr(args, "clean_start", False) else None},
         },
@@ -116,6 +118,23 @@ def cmd_check_pcf(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from iopv.core.shard import Shard, load_shard, tick_symbols
+
+    if args.count < 1:
+        raise ConfigError(f"--count: expected >= 1, got {args.count}")
+    whole = load_pcf(args.file)
+    print(f"{args.file}: {len(whole.funds)} funds, {whole.holdings} holdings, {len(whole.symbols)} symbols; "
+          f"shard = crc32(ticker) mod {args.count}")
+    for k in range(args.count):
+        universe = load_shard(args.file, Shard(k, args.count))
+        print(f"shard {k}/{args.count}: {len(universe.funds)} funds, {universe.holdings} holdings, "
+              f"{len(tick_symbols(universe))} tick symbols")
+        if args.funds:
+            print("  " + " ".join(universe.funds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
@@ -127,8 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pcf", help="basket file (engine.pcf_path)")
         p.add_argument("--interval", type=float, help="seconds between boundaries (engine.interval_s)")
         if urls:
-            p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
-            p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+            p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port][,URL...] (mqtt.url; a list: "
+                           "a cluster's nodes, tried in turn)")
+            p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url); with "
+                           "--redis-cluster the seed nodes redis://host:port[,host:port...]")
+            p.add_argument("--redis-cluster", action="store_true", help="Redis Cluster mode (redis.cluster)")
+            p.add_argument("--shard", help="K/N: value the funds with crc32(ticker) mod N == K (engine.shard)")
+            p.add_argument("--instance", help="this instance's name, distinct per replica (engine.instance)")
             p.add_argument("--http-port", type=int, help="serve /healthz /readyz /metrics on this port "
                            "(ops.http_port; 0 = off)")
             p.add_argument("--clean-start", action="store_true",
@@ -153,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--calendar", default=None,
                         help="sessions: 'always' or an exchange code such as XNYS (engine.calendar)")
     replay.set_defaults(handler=cmd_replay)
+
+    shards = commands.add_parser("shards", help="which funds each of N shards owns, with holdings and symbols")
+    shards.add_argument("file", help="basket file")
+    shards.add_argument("--count", type=int, required=True, help="number of shards N")
+    shards.add_argument("--funds", action="store_true", help="also list each shard's funds")
+    shards.set_defaults(handler=cmd_shards)
 
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
     check.add_argument("files", nargs="+")

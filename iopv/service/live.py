@@ -18,9 +18,11 @@ from collections.abc import Iterable
 from iopv.adapters.mqtt.feed import MqttTickFeed
 from iopv.adapters.mqtt.sink import MqttSink
 from iopv.adapters.redis import state as redis_state
+from iopv.adapters.redis.cluster import ClusterRedisSink
 from iopv.adapters.redis.sink import RedisSink
 from iopv.config import Settings, redact_url
-from iopv.core.universe import Universe, load_pcf
+from iopv.core.shard import load_shard, parse_shard, tick_symbols
+from iopv.core.universe import Universe
 from iopv.engine import gcpolicy, restart
 from iopv.engine.clock import BoundaryClock
 from iopv.engine.cycle import Engine, Sink
@@ -42,11 +44,13 @@ class Service:
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  extra_sinks: Iterable[Sink] = ()):
         self.settings = settings
-        universe = universe or load_pcf(settings.engine.pcf_path)
+        self.shard = parse_shard(settings.engine.shard)
+        universe = universe or load_shard(settings.engine.pcf_path, self.shard)
         instance = settings.engine.instance
         self.engine = Engine(universe, settings, [])
         # The Redis sink writes the restart state with every boundary's values (engine.restart).
-        self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
+        sink_class = ClusterRedisSink if settings.redis.cluster else RedisSink
+        self.redis_sink = sink_class(settings.redis, max_queued=settings.redis.history_queue_cycles,
                                     state_key=redis_state.state_key(settings),
                                     snapshot=lambda boundary_ns: restart.snapshot(self.engine.book, boundary_ns))
         self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
@@ -65,7 +69,14 @@ class Service:
             self.engine.intake.on_applied.append(self.realtime.on_applied)
             self.realtime_sink.on_connected.append(self.realtime.resend_all)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
-                                 silence_s=settings.ops.feed_silence_s)
+                                 silence_s=settings.ops.feed_silence_s,
+                                 topics=None if self.shard.whole else self._shard_topics)
+        # Replicas: the status carries the peer-write and divergence counts, republished on a divergence.
+        self.mqtt_sink.status_fields = self._replica_status
+        self.redis_sink.on_divergence.append(self.mqtt_sink.status_changed)
+        self._subscribed_universe = universe
+        if not self.shard.whole:
+            self.engine.after_cycle.append(self._after_swap)
         self.clock = BoundaryClock(settings.engine.interval_ns)
         self.metrics = Metrics(self)
         self.engine.after_cycle.append(
@@ -75,6 +86,21 @@ class Service:
         self.restored_symbols = 0
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
+
+    def _shard_topics(self) -> list[str]:
+        """A shard subscribes to its own symbols' topics and to ``<prefix>/_batch`` (arrays)."""
+        prefix = self.settings.mqtt.tick_topic_prefix
+        return [f"{prefix}/_batch", *(f"{prefix}/{symbol}" for symbol in tick_symbols(self.engine.universe))]
+
+    def _after_swap(self, _publication) -> None:
+        if self.engine.universe is not self._subscribed_universe:
+            self._subscribed_universe = self.engine.universe
+            task = asyncio.ensure_future(self.feed.resubscribe())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _replica_status(self) -> dict:
+        sink = self.redis_sink
+        return {"shard": str(self.shard), "peer_writes": sink.peer_writes, "divergences": sink.divergences}
 
     @property
     def universe(self) -> Universe:

@@ -86,6 +86,12 @@ class ServiceCollector:
             lost.add_metric([sink.name], float(sink.dropped))
             last.add_metric([sink.name], sink.last_ts_ns / 1e9)
         yield from (depth, bound, sent, lost, last)
+        yield CounterMetricFamily("iopv_redis_peer_writes", "History entries already written for the "
+                                  "boundary (by a peer replica)", value=float(s.redis_sink.peer_writes))
+        yield CounterMetricFamily("iopv_replica_divergences", "Peer entries whose iopv differs from ours at "
+                                  "the published digit", value=float(s.redis_sink.divergences))
+        yield CounterMetricFamily("iopv_redis_late_writes", "History entries refused: the stream already "
+                                  "holds a later boundary", value=float(s.redis_sink.late_writes))
         yield CounterMetricFamily("iopv_redis_skipped_writes", "Redis writes skipped: the key holds "
                                   "another type (WRONGTYPE)", value=float(s.redis_sink.skipped_writes))
         yield GaugeMetricFamily("iopv_feed_silent", "1 while the tick feed is silent", value=float(s.feed.silent))
