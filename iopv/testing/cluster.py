@@ -78,12 +78,23 @@ class RedisClusterFixture:
         while time.monotonic() < deadline:
             try:
                 if all("cluster_state:ok" in _redis_cli("-p", str(n.port), "cluster", "info", timeout_s=2)
-                       for n in self.alive()) and len(self.masters()) >= self.masters_count:
+                       for n in self.alive()) and len(self.masters()) >= self.masters_count \
+                        and self.replicas_online():
                     return
             except (ServerUnavailable, subprocess.TimeoutExpired):
                 pass
             time.sleep(0.1)
         raise ServerUnavailable("redis cluster did not reach cluster_state:ok")
+
+    def replicas_online(self) -> bool:
+        """Every master with a live replica has it online (its initial sync done): a write
+        acknowledged by WAIT then survives the master's death."""
+        want = min(self.replicas, len(self.alive()) // max(1, self.masters_count) - 1)
+        for node in self.masters():
+            info = _redis_cli("-p", str(node.port), "info", "replication", timeout_s=2)
+            if info.count("state=online") < want:
+                return False
+        return True
 
     def masters(self) -> list[ClusterRedisNode]:
         """Live nodes that are masters now."""

@@ -208,9 +208,8 @@ async def _feed_scenario(mosquitto):
 def test_feed_over_tls_counts_every_tick_including_packets_spanning_records(tmp_path):
     """TLS hands data over record by record (``SSLSocket.pending``): TickSocket must keep reading
     what the TLS layer holds and reassemble packets larger than a record."""
-    from tests.support.live import openssl
-
     from iopv.testing.servers import MosquittoServer
+    from tests.support.live import openssl
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed-test-ca",
             "-keyout", "ca.key", "-out", "ca.crt", cwd=tmp_path)

@@ -83,6 +83,11 @@ _NODE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError, OSError)
 
 
+#: Most ms each node's batch waits for a replica's acknowledgement (``WAIT 1 <ms>``).
+WAIT_REPLICA_MS = 50
+_WAIT = object()
+
+
 class NodeUnavailable(redis.exceptions.ConnectionError):
     """Some writes could not reach their slot's master; the rest were written."""
 
@@ -112,6 +117,8 @@ class ClusterRedisSink(RedisSink):
         super().__init__(settings, **kwargs)
         #: id(publication) -> (publication, per fund: 0 to write, 1 written); the state write's key: -1.
         self._progress: dict[int, tuple[Publication, bytearray]] = {}
+        #: Node batches no replica acknowledged within ``WAIT_REPLICA_MS``, since start.
+        self.unreplicated = 0
         #: Node failures ridden through (a node refused or dropped writes), since start.
         self.node_failures = 0
 
@@ -157,6 +164,10 @@ class ClusterRedisSink(RedisSink):
         state = self.pending_state
         if state is not None and self.state_key:
             self._route(manager, per_node, self.state_key, None, ("SET", self.state_key, state))
+        for _, commands in per_node.values():
+            # Replication is asynchronous: a master killed before its replica has a write loses it
+            # in the failover. WAIT for one replica's acknowledgement (bounded) narrows that window.
+            commands.append((_WAIT, ("WAIT", 1, WAIT_REPLICA_MS)))
         results = await asyncio.gather(*(self._send_node(node, commands) for node, commands in per_node.values()),
                                        return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -218,6 +229,10 @@ class ClusterRedisSink(RedisSink):
             node.release(connection)
 
     def _written(self, target, command: tuple, reply: Any) -> None:
+        if target is _WAIT:
+            if isinstance(reply, int) and reply < 1:
+                self.unreplicated += 1
+            return
         if target is None:  # the restart state
             if isinstance(reply, Exception):
                 log.warning("redis: restart state not written: %s", reply)
