@@ -137,6 +137,7 @@ class NatsServer(LocalServer):
         super().__init__(name, directory)
         self.client_port = free_port()
         self.cluster_port = free_port()
+        self.http_port = free_port()
         self.cluster_name = cluster_name
         self.routes: list[int] = []
 
@@ -150,9 +151,12 @@ class NatsServer(LocalServer):
         config.write_text(
             f'server_name: "{self.name}"\n'
             f"listen: 127.0.0.1:{self.client_port}\n"
+            f"http: 127.0.0.1:{self.http_port}\n"
             f'jetstream {{ store_dir: "{self.directory / "js"}" }}\n'
             f'cluster {{ name: "{self.cluster_name}", listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}\n'
-            f"mqtt {{ listen: 127.0.0.1:{self.port} }}\n")
+            # Every MQTT stream (sessions, retained messages) on all nodes: one dead node keeps a quorum.
+            f"mqtt {{ listen: 127.0.0.1:{self.port}, stream_replicas: {len(self.routes) + 1}, "
+            f"consumer_replicas: {len(self.routes) + 1} }}\n")
         return [nats_binary(), "-c", str(config)]
 
     def kill(self) -> None:
@@ -196,9 +200,32 @@ class NatsClusterFixture:
                                             preexec_fn=_die_with_parent)
             log.close()
         from iopv.testing.servers import wait_for_port
-        for node in self.nodes:  # the MQTT listener opens once JetStream has its quorum
+        for node in self.nodes:
             wait_for_port(node.port, node.process, node.log_path, timeout_s=30)
+        self.wait_ready()
         return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Until every live node is routed to the others and JetStream is current on it."""
+        import json
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        live = [n for n in self.nodes if n.process and n.process.poll() is None]
+        while time.monotonic() < deadline:
+            try:
+                ready = True
+                for node in live:
+                    base = f"http://127.0.0.1:{node.http_port}"
+                    routes = json.load(urllib.request.urlopen(f"{base}/routez", timeout=1))["num_routes"]
+                    health = json.load(urllib.request.urlopen(f"{base}/healthz", timeout=1)).get("status")
+                    ready = ready and routes >= len(live) - 1 and health == "ok"
+                if ready:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise ServerUnavailable("nats cluster not ready (routes, JetStream)")
 
     def stop(self) -> None:
         for node in self.nodes:
