@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 INTERVAL ?= 15
 TICKS_PER_S ?= 500
 
-.PHONY: setup servers run lint test test-slow bench bench-quick check-pcf demo-universe clean
+.PHONY: setup servers run lint test test-slow test-cluster cluster-demo bench bench-quick check-pcf demo-universe clean
 
 setup: $(STAMP) servers
 
@@ -36,7 +36,12 @@ lint: setup
 	$(BIN)/ruff check iopv tests bench
 
 test: lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The multi-process fault test: 2 shards x 2 replicas on a Redis Cluster and a NATS cluster,
+# SIGKILLs one at a time and together (~1.5 min). Its smoke subset runs in `make test`.
+test-cluster: setup
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

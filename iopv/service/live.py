@@ -148,11 +148,12 @@ class Service:
                 await self.http.start()
             self.tasks = [
                 asyncio.create_task(self.feed.run(), name="feed.mqtt"),
-                asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"),
                 asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
                 asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
                 asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
             ]
+            if s.ops.feed_silence_s > 0:  # the watchdog returns at once when off: not a task that ends the run
+                self.tasks.append(asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"))
             if self.realtime_sink:
                 self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
             done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
