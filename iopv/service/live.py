@@ -52,7 +52,8 @@ class Service:
         sink_class = ClusterRedisSink if settings.redis.cluster else RedisSink
         self.redis_sink = sink_class(settings.redis, max_queued=settings.redis.history_queue_cycles,
                                     state_key=redis_state.state_key(settings),
-                                    snapshot=lambda boundary_ns: restart.snapshot(self.engine.book, boundary_ns))
+                                    snapshot=lambda boundary_ns: restart.snapshot(self.engine.book, boundary_ns),
+                                    instance=instance)
         self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
                                   max_queued=settings.intake.sink_queue_cycles)
         self.engine.sinks = [self.redis_sink, self.mqtt_sink, *extra_sinks]

@@ -257,6 +257,7 @@ class ClusterRedisSink(RedisSink):
             if index is None:
                 index = lists[names] = len(lists) + 1
                 fields = [name for name in names if name != "fund"]
+                fields += self._extra_names
                 names_args.append(len(fields))
                 names_args.extend(fields)
             keys.append(key)
@@ -264,7 +265,7 @@ class ClusterRedisSink(RedisSink):
             values.append(index)
             fund_values = encoded[w // 2]
             if fund_values is None:
-                fund_values = encoded[w // 2] = field_values(record)
+                fund_values = encoded[w // 2] = field_values(record) + self._extra_values
             values.extend(fund_values)
         return ("EVALSHA", NODE_SHA1, 0, self.settings.history_maxlen, stream_id(publication.ts_ns),
                 len(keys), *keys, len(lists), *names_args, *values)

@@ -208,7 +208,7 @@ class RedisSink(QueuedSink):
     name = "redis"
 
     def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
-                 snapshot: Callable[[int], bytes] | None = None):
+                 snapshot: Callable[[int], bytes] | None = None, instance: str | None = None):
         super().__init__(max_queued=max_queued,
                          backoff=Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
         self.settings = settings
@@ -236,6 +236,12 @@ class RedisSink(QueuedSink):
         #: (publication, funds already written) when a send failed part-way through it.
         self._resume: tuple[Publication, int] | None = None
         self._keys_of: tuple[tuple[str, ...], list[str]] | None = None  # (funds, their keys)
+        #: ``instance``: written as a field ``instance`` with every hash and history entry, so a
+        #: reader sees which replica wrote a boundary (None: no such field).
+        self.instance = instance
+        self._extra_args: list[Any] = ["instance", instance] if instance else []
+        self._extra_names: list[str] = ["instance"] if instance else []
+        self._extra_values: list[Any] = [instance] if instance else []
 
     def offer(self, publication: Publication) -> None:
         """Queue a publication with the restart state as of its boundary: the state is taken now,
@@ -394,10 +400,12 @@ class RedisSink(QueuedSink):
             if index is None:
                 index = lists[names] = len(lists) + 1
                 fields = [name for name in names if name != "fund"]
+                fields += self._extra_names
                 names_args.append(len(fields))
                 names_args.extend(fields)
             add_value(index)
             add_values(field_values(record))
+            add_values(self._extra_values)
         if state is not None:
             keys.append(self.state_key)
             add_value(state)
@@ -434,7 +442,7 @@ class RedisSink(QueuedSink):
         entry_id = stream_id(chunk.publication.ts_ns)
         pipe = client.pipeline(transaction=False)
         for fund, record in zip(funds[chunk.start:chunk.end], chunk.publication.records[chunk.start:chunk.end]):
-            fields = field_args(record)
+            fields = field_args(record) + self._extra_args
             key = f"{prefix}:{fund}"
             pipe.execute_command("HSET", key, *fields)
             pipe.execute_command("XADD", f"{key}:history", "MAXLEN", "~", maxlen, entry_id, *fields)
