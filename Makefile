@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 INTERVAL ?= 15
 TICKS_PER_S ?= 500
+CLUSTER_INTERVAL ?= 2
 
 .PHONY: setup servers run lint test test-slow test-cluster cluster-demo bench bench-quick check-pcf demo-universe clean
 
@@ -45,6 +46,11 @@ test-cluster: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The engine beyond one machine on loopback: Redis Cluster 3+3, NATS cluster of 3, 2 shards x 2
+# replicas and the tick simulator; prints each fund's value and the replica that wrote it.
+cluster-demo: setup
+	$(BIN)/python -m iopv.demo.cluster --interval $(CLUSTER_INTERVAL) --ticks-per-s $(TICKS_PER_S)
 
 bench: setup
 	$(BIN)/python -m bench
