@@ -15,6 +15,8 @@ have() {
 missing=""
 have redis-server || missing="$missing redis-server"
 have mosquitto || missing="$missing mosquitto"
+# redis-cli creates the local Redis Cluster (tests, make cluster-demo): Debian's redis-tools.
+have redis-cli || missing="$missing redis-tools"
 [ -z "$missing" ] && exit 0
 
 echo "install-servers: missing:$missing"
@@ -31,10 +33,10 @@ if command -v apt-get >/dev/null 2>&1; then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing
 elif command -v brew >/dev/null 2>&1; then
-    packages=$(echo "$missing" | sed 's/redis-server/redis/')
+    packages=$(echo "$missing" | sed 's/redis-server/redis/; s/redis-tools/redis/')
     brew install $packages
 else
     echo "install-servers: no apt-get or brew here; install Redis (redis-server) and Mosquitto yourself:$missing" >&2
     exit 1
 fi
-have redis-server && have mosquitto || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }
+have redis-server && have mosquitto && have redis-cli || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }
