@@ -135,6 +135,8 @@ _NODE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError, OSError)
 
 
+#: A node that answers nothing this long is failed for this attempt (the connection is dropped).
+SOCKET_TIMEOUT_S = 5.0
 #: Most ms each node's batch waits for a replica's acknowledgement (``WAIT 1 <ms>``).
 WAIT_REPLICA_MS = 50
 _WAIT = object()
@@ -150,7 +152,7 @@ def cluster_client(settings: RedisSettings) -> RedisCluster:
 
     seeds = [urlsplit(url) for url in settings.seed_urls]
     first = seeds[0]
-    options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2,
+    options: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": 2,
                                "require_full_coverage": False}
     password = read_secret(settings.password_file) if settings.password_file else first.password
     if password:
