@@ -3,19 +3,25 @@
 
 ``redis.write_mode = "script"`` (default): a publication is written in chunks of
 ``SCRIPT_CHUNK_FUNDS`` funds, each one ``EVALSHA`` of ``WRITE_SCRIPT``. It gets every key in
-KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per
-chunk), and runs per fund ``HSET key f v ...`` and ``XADD key:history MAXLEN ~ <history_maxlen>
-* f v ...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the
-same byte for byte. At US scale (3,500 funds) that is 7 commands instead of 7,000: redis-py's
-per-command Python work was most of the cycle. The next chunk's arguments are built while the
-server runs the current one. The script is loaded with ``EVAL`` on connect, which also checks
-that the user may run it (a missing ACL rule fails at start, naming the fix), and again
-whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A script blocks other
-clients of the server while it runs, a few ms per chunk. (Redis Cluster could not run it, its
-keys spanning hash slots; but the client is not a cluster client in either mode.)
+KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per chunk),
+and runs per fund ``HSET key f v ...`` (only when the hash's ``ts`` is older: a replica that
+lags never moves it back) and ``XADD key:history MAXLEN ~ <history_maxlen> <boundary_ms>-0 f v
+...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the same
+byte for byte. The entry ID is the boundary's, which Redis accepts once per stream: a second
+writer of the boundary (a peer replica, or this one after a lost reply) is refused, and the
+script answers the entry's ``iopv`` so the sink can count a peer write and compare it with its
+own at the published digit (a replica divergence). At US scale (3,500 funds) that is 7 commands
+instead of 7,000: redis-py's per-command Python work was most of the cycle. The next chunk's
+arguments are built while the server runs the current one. The script is loaded with ``EVAL`` on
+connect, which also checks that the user may run it (a missing ACL rule fails at start, naming
+the fix), and again whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A
+script blocks other clients of the server while it runs, a few ms per chunk. (Redis Cluster:
+``iopv.adapters.redis.cluster``.)
 
 ``redis.write_mode = "pipeline"``: pipelines of ``CHUNK_FUNDS`` funds (2 commands each), for
-servers where scripting is not allowed. Same keys, fields, order and error handling.
+servers where scripting is not allowed. Same keys, fields, order and error handling; the history
+entries are just as idempotent (a refused ID is read back with XRANGE), but the hash is
+last-writer-wins (no conditional write without a script).
 
 In both modes a key of the wrong type (``WRONGTYPE``: someone else wrote it) does not stop the
 other funds: that write is skipped, logged and counted (``RedisSink.skipped_writes``). Any other
