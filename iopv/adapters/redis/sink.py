@@ -30,8 +30,9 @@ reconnect and resume; anything else fails the sink task, as it always did). The 
 the first fund not written -- in pipeline mode the commands after the failed one ran too, but
 such errors (OOM, READONLY, ...) fail them all -- and publications written before it in the
 same batch are not written again, so each fund gets one history entry per boundary. The one
-exception: a connection lost after the server ran a chunk and before its reply arrived; nothing
-can tell, and that chunk is written again. Between chunks the writer yields to the event loop,
+exception: a connection lost after the server ran a chunk and before its reply arrived; that
+chunk is sent again, and its history entries are refused (counted as peer writes, equal values),
+so the history still holds one entry per boundary. Between chunks the writer yields to the event loop,
 so tick intake, the clock and the MQTT sink never wait for a whole cycle.
 
 While Redis is away the queue holds up to ``redis.history_queue_cycles`` publications, which are
