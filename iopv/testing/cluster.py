@@ -31,7 +31,9 @@ class ClusterRedisNode(RedisServer):
         super().__init__(directory, extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                                 "--cluster-port", str(free_port()),
                                                 "--cluster-node-timeout", str(node_timeout_ms),
-                                                "--cluster-replica-validity-factor", "0"))
+                                                "--cluster-replica-validity-factor", "0",
+                                                # A master lost with no replica stops its own slots only.
+                                                "--cluster-require-full-coverage", "no"))
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no shutdown, no goodbye to the cluster."""

@@ -142,6 +142,12 @@ WAIT_REPLICA_MS = 50
 _WAIT = object()
 
 
+#: What a write inside the node script answers when the node cannot take it now (a failover, a
+#: slot moving, the cluster down): retried after a topology refresh, like a connection error.
+_NODE_SIGNS = ("non local key", "cluster is down", "CLUSTERDOWN", "READONLY", "TRYAGAIN", "MOVED", "ASK ",
+               "LOADING", "MASTERDOWN")
+
+
 class NodeUnavailable(redis.exceptions.ConnectionError):
     """Some writes could not reach their slot's master; the rest were written."""
 
@@ -335,6 +341,6 @@ class ClusterRedisSink(RedisSink):
             self._refused(_Chunk(publication, 0, len(publication.funds), False, None), refused)
         if stopped_at:
             message = f"{writes[stopped_at - 1][1]}: {_text(error)}"
-            if "non local key" in message or "CLUSTERDOWN" in message or "READONLY" in message:
+            if any(sign in message for sign in _NODE_SIGNS):
                 raise NodeUnavailable(message)  # the slot moved (a failover): refresh and retry
             raise redis.exceptions.ResponseError(message)
