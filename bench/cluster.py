@@ -16,7 +16,13 @@ one US-scale cycle of values through NATS's MQTT listener.
   NATS cluster (retained; QoS 1 acknowledged by JetStream's store, QoS 0 every byte written),
   median of a few, with Mosquitto's QoS 1 on the same publication for comparison.
 
-Not measured yet: the aggregate single-tick intake of 2 shards against 1 (see docs/scaling.md).
+- ``shards``: aggregate sustained single-tick intake of 2 shards against 1, same run: ``iopv run``
+  processes (``--shard 0/1``, then ``0/2`` and ``1/2`` side by side) fed over Mosquitto by
+  ``bench.loadgen`` (open loop, single-tick messages over the demo universe's symbols); each
+  shard subscribes only to its symbols' topics. Per configuration: the offered rate, each
+  shard's absorbed rate (slope of its logged tick counts over the window) and delivered ratio
+  (received after draining / published on its topics), and their sum. On a 2-core box the load
+  generator and the broker share the cores with the engines: the figure is a floor.
 """
 
 from __future__ import annotations
@@ -150,6 +156,49 @@ async def mqtt_cycle(url: str, funds: int, qos: int, runs: int) -> float:
     return float(np.median(times)) / 1e6
 
 
+def shard_intake(ctx: Context, rate: float, duration_s: float) -> dict:
+    """Aggregate single-tick intake of 1 shard, then of 2 shards side by side (same load)."""
+    from bench.end_to_end import EngineProcess, run_loadgen, write_inputs
+    from iopv.core.shard import Shard, load_shard, tick_symbols
+
+    pcf, symbols_file, symbols = write_inputs(ctx)
+    out: dict = {"offered_msgs_per_s": rate, "window_s": duration_s}
+    with local_servers() as (mosquitto, redis_server):
+        for label, shards in (("one_shard", ["0/1"]), ("two_shards", ["0/2", "1/2"])):
+            engines = []
+            for shard in shards:
+                engine = EngineProcess(pcf, mosquitto.url, redis_server.url, 0.25)
+                engine.command += ["--shard", shard, "--instance", f"bench-shard-{shard.replace('/', 'of')}"]
+                engines.append(engine)
+                engine.start()
+            try:
+                for engine in engines:
+                    engine.wait_ready()
+                time.sleep(0.5)
+                before = [engine.total() for engine in engines]
+                sent = run_loadgen(mosquitto.port, symbols_file, rate, duration_s, 1, seed=ctx.seed)
+                time.sleep(2.0)  # drain
+                rows = []
+                for engine, shard, start in zip(engines, shards, before):
+                    index, count = (int(x) for x in shard.split("/"))
+                    mine = set(tick_symbols(load_shard(pcf, Shard(index, count))))
+                    share = sum(1 for s in symbols if s in mine) / len(symbols)
+                    window = [(b, total) for b, _, _, total in engine.cycles
+                              if sent["t0_ns"] + 500_000_000 <= b <= sent["end_ns"]]
+                    absorbed = ((window[-1][1] - window[0][1]) / ((window[-1][0] - window[0][0]) / 1e9)
+                                if len(window) >= 2 else 0.0)
+                    # Symbols are drawn uniformly: the shard's expected count, within about 1%.
+                    expected = sent["sent"] * share
+                    rows.append({"shard": shard, "topic_share": share, "absorbed_msgs_per_s": absorbed,
+                                 "delivered_ratio": (engine.total() - start) / max(1.0, expected)})
+                out[label] = {"achieved_offered_msgs_per_s": sent["achieved_msgs_per_s"], "shards": rows,
+                              "absorbed_msgs_per_s": sum(r["absorbed_msgs_per_s"] for r in rows)}
+            finally:
+                for engine in engines:
+                    engine.stop()
+    return out
+
+
 async def _run(ctx: Context) -> dict:
     us = ctx.universe("us")
     out: dict = {"funds": len(us.funds)}
@@ -164,6 +213,8 @@ async def _run(ctx: Context) -> dict:
         out["nats_cycle_ms_qos0"] = await mqtt_cycle(url, funds, 0, runs)
     with local_servers(redis=False) as (mosquitto, _):
         out["mosquitto_cycle_ms_qos1"] = await mqtt_cycle(mosquitto.url, funds, 1, runs)
+    out["shards"] = await asyncio.to_thread(shard_intake, ctx, 60_000 if ctx.quick else 100_000,
+                                            2.0 if ctx.quick else 5.0)
     return {"cluster": out}
 
 

@@ -236,6 +236,14 @@ def render(results: dict) -> str:
             ["US cycle through NATS MQTT, retained QoS 1 / QoS 0 (ms)",
              f"{fmt(c['nats_cycle_ms_qos1'])} / {fmt(c['nats_cycle_ms_qos0'])}"],
             ["US cycle through Mosquitto, retained QoS 1 (ms)", fmt(c["mosquitto_cycle_ms_qos1"])]])
+        sh = c.get("shards")
+        if sh:
+            for label in ("one_shard", "two_shards"):
+                parts = ", ".join(f"{r['shard']}: {r['absorbed_msgs_per_s']:,.0f}/s (~{r['delivered_ratio']:.1%} "
+                                  f"delivered, {r['topic_share']:.0%} of topics)" for r in sh[label]["shards"])
+                lines.append(f"  single-tick intake, {label.replace('_', ' ')}, offered "
+                             f"{sh[label]['achieved_offered_msgs_per_s']:,.0f}/s: absorbed "
+                             f"{sh[label]['absorbed_msgs_per_s']:,.0f}/s ({parts})")
     if not errored("realtime") and results.get("realtime"):
         lines.append("\nReal-time mode (20,000 ticks/s offered; latencies in ms, p50 / p99 / p99.9)")
         rows = []
