@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ async def _main(args) -> int:
                     env=env, stdout=log, stderr=log, start_new_session=True)
                 log.close()
                 engines[name] = {"process": process, "http": http}
-        print(f"engines: {', '.join(engines)} (logs in {logs})", flush=True)
+        print(f"engines: {', '.join(engines)} (logs in {logs}, removed at exit)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -119,6 +120,8 @@ async def _main(args) -> int:
                     e["process"].wait(8)
                 except subprocess.TimeoutExpired:
                     e["process"].kill()
+                    e["process"].wait()
+            shutil.rmtree(logs, ignore_errors=True)
     return 0
 
 
