@@ -211,6 +211,11 @@ class MqttTickFeed:
         self._flush_scheduled = False
         self.intake.flush()
 
+    @property
+    def subscribed_topics(self) -> frozenset[str]:
+        """The topic filters subscribed on the current connection."""
+        return frozenset(self._subscribed_topics)
+
     def _make_client(self, node: int) -> aiomqtt.Client:
         client = make_client(self.settings.node(node), self.identifier)
         inner = paho_client(client)
