@@ -13,8 +13,9 @@ PYTEST_ARGS ?=
 INTERVAL ?= 15
 TICKS_PER_S ?= 500
 HTTP_PORT ?= 0
+CLUSTER_INTERVAL ?= 2
 
-.PHONY: setup servers run lint test test-slow bench bench-quick check-pcf demo-universe clean
+.PHONY: setup servers run lint test test-slow test-cluster cluster-demo bench bench-quick check-pcf demo-universe clean
 
 setup: $(STAMP) servers
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,cluster]'
 	@touch $(STAMP)
 
 servers:
@@ -38,10 +39,20 @@ lint: setup
 	$(BIN)/ruff check iopv tests bench
 
 test: lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The multi-process fault test: 2 shards x 2 replicas on a Redis Cluster and a NATS cluster,
+# SIGKILLs one at a time and together (~1.5 min). Its smoke subset runs in `make test`.
+test-cluster: setup
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The engine beyond one machine on loopback: Redis Cluster 3+3, NATS cluster of 3, 2 shards x 2
+# replicas and the tick simulator; prints each fund's value and the replica that wrote it.
+cluster-demo: setup
+	$(BIN)/python -m iopv.demo.cluster --interval $(CLUSTER_INTERVAL) --ticks-per-s $(TICKS_PER_S)
 
 bench: setup
 	$(BIN)/python -m bench

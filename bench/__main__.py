@@ -21,7 +21,8 @@ import orjson
 from bench import report
 from bench.common import Context, machine_info
 
-SECTIONS = ("universes", "valuation", "ingest", "end_to_end", "cycle", "memory", "replay", "realtime", "journal")
+SECTIONS = ("universes", "valuation", "ingest", "end_to_end", "cycle", "memory", "replay", "realtime", "journal",
+            "cluster")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

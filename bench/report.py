@@ -43,6 +43,10 @@ _target("batched tick intake", "ingest.batched_ticks_per_s", ">= 1,000,000 ticks
 _target("end to end, single-tick msgs", "end_to_end.sustained_msgs_per_s", ">= 50,000 msgs/s", ">=", 50_000)
 _target("cycle -> last MQTT publish p99", "cycle.mqtt_boundary_to_last_publish_ms_p99", "<= 100 ms", "<=", 100.0)
 _target("cycle -> last Redis publish p99", "cycle.redis_boundary_to_last_publish_ms_p99", "<= 100 ms", "<=", 100.0)
+_target("Redis Cluster 3+3: cycle -> last write p99", "cluster.redis_cluster_boundary_to_last_write_ms_p99",
+        "<= 100 ms", "<=", 100.0)
+_target("Redis master failover: history gap after recovery", "cluster.failover_longest_history_gap_boundaries",
+        "0 boundaries", "<=", 0.0)
 _target("boundary jitter p99", "cycle.jitter_ms_p99", "<= 5 ms", "<=", 5.0)
 
 
@@ -229,6 +233,28 @@ def render(results: dict) -> str:
                      f"+ multiply {r['pandas_multiply_s']:.2f}); engine/pandas speed-up {r['speedup_vs_pandas']:.2f}x; "
                      f"max |diff| {r['max_abs_diff']:.2g}")
 
+    if not errored("cluster") and results.get("cluster"):
+        c = results["cluster"]
+        lines.append(f"\nBeyond one machine ({c['funds']:,} funds; Redis Cluster 3+3, NATS 3 nodes)")
+        lines += _table(["", "value"], [
+            ["Redis Cluster: boundary -> last write p50 / p99 (ms)",
+             f"{fmt(c['redis_cluster_boundary_to_last_write_ms_p50'])} / "
+             f"{fmt(c['redis_cluster_boundary_to_last_write_ms_p99'])}"],
+            ["second replica, all refused: boundary -> last write p50 (ms)",
+             fmt(c["replica_boundary_to_last_write_ms_p50"])],
+            ["master SIGKILL -> first whole publication written (s)", fmt(c["failover_first_write_s"])],
+            ["longest history gap after recovery (boundaries)", c["failover_longest_history_gap_boundaries"]],
+            ["US cycle through NATS MQTT, retained QoS 1 / QoS 0 (ms)",
+             f"{fmt(c['nats_cycle_ms_qos1'])} / {fmt(c['nats_cycle_ms_qos0'])}"],
+            ["US cycle through Mosquitto, retained QoS 1 (ms)", fmt(c["mosquitto_cycle_ms_qos1"])]])
+        sh = c.get("shards")
+        if sh:
+            for label in ("one_shard", "two_shards"):
+                parts = ", ".join(f"{r['shard']}: {r['absorbed_msgs_per_s']:,.0f}/s (~{r['delivered_ratio']:.1%} "
+                                  f"delivered, {r['topic_share']:.0%} of topics)" for r in sh[label]["shards"])
+                lines.append(f"  single-tick intake, {label.replace('_', ' ')}, offered "
+                             f"{sh[label]['achieved_offered_msgs_per_s']:,.0f}/s: absorbed "
+                             f"{sh[label]['absorbed_msgs_per_s']:,.0f}/s ({parts})")
     if not errored("realtime") and results.get("realtime"):
         lines.append("\nReal-time mode (20,000 ticks/s offered; latencies in ms, p50 / p99 / p99.9)")
         rows = []

@@ -1,4 +1,4 @@
-"""Command line: ``iopv run | replay | demo | tail | check-pcf | history | import-holdings``.
+"""Command line: ``iopv run | replay | demo | tail | check-pcf | shards | history | import-holdings | explain``.
 
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback.
@@ -41,9 +41,11 @@ def _settings(args: argparse.Namespace, **engine: Any) -> Settings:
         args.config,
         overrides={
             "engine": {"pcf_path": getattr(args, "pcf", None), "interval_s": getattr(args, "interval", None),
+                       "shard": getattr(args, "shard", None), "instance": getattr(args, "instance", None),
                        **engine},
             "mqtt": {"url": getattr(args, "mqtt_url", None)},
-            "redis": {"url": getattr(args, "redis_url", None)},
+            "redis": {"url": getattr(args, "redis_url", None),
+                      "cluster": True if getattr(args, "redis_cluster", False) else None},
             "ops": {"http_port": getattr(args, "http_port", None),
                     "restore_state": False if getattr(args, "clean_start", False) else None},
         },
@@ -376,6 +378,23 @@ def _iso_utc(ts_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1_000_000:03d}Z"
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from iopv.core.shard import Shard, load_shard, tick_symbols
+
+    if args.count < 1:
+        raise ConfigError(f"--count: expected >= 1, got {args.count}")
+    whole = load_pcf(args.file)
+    print(f"{args.file}: {len(whole.funds)} funds, {whole.holdings} holdings, {len(whole.symbols)} symbols; "
+          f"shard = crc32(ticker) mod {args.count}")
+    for k in range(args.count):
+        universe = load_shard(args.file, Shard(k, args.count))
+        print(f"shard {k}/{args.count}: {len(universe.funds)} funds, {universe.holdings} holdings, "
+              f"{len(tick_symbols(universe))} tick symbols")
+        if args.funds:
+            print("  " + " ".join(universe.funds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
@@ -387,8 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pcf", help="basket file (engine.pcf_path)")
         p.add_argument("--interval", type=float, help="seconds between boundaries (engine.interval_s)")
         if urls:
-            p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port] (mqtt.url)")
-            p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+            p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port][,URL...] (mqtt.url; a list: "
+                           "a cluster's nodes, tried in turn)")
+            p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url); with "
+                           "--redis-cluster the seed nodes redis://host:port[,host:port...]")
+            p.add_argument("--redis-cluster", action="store_true", help="Redis Cluster mode (redis.cluster)")
+            p.add_argument("--shard", help="K/N: value the funds with crc32(ticker) mod N == K (engine.shard)")
+            p.add_argument("--instance", help="this instance's name, distinct per replica (engine.instance)")
             p.add_argument("--http-port", type=int, help="web server (board, /api, /healthz /readyz /metrics) "
                            "on this port (ops.http_port; 0 = off; the demo then picks a free port)")
             p.add_argument("--clean-start", action="store_true",
@@ -439,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, help="stop after this many records")
     tail.add_argument("--duration", type=float, help="stop after this many seconds")
     tail.set_defaults(handler=cmd_tail)
+
+    shards = commands.add_parser("shards", help="which funds each of N shards owns, with holdings and symbols")
+    shards.add_argument("file", help="basket file")
+    shards.add_argument("--count", type=int, required=True, help="number of shards N")
+    shards.add_argument("--funds", action="store_true", help="also list each shard's funds")
+    shards.set_defaults(handler=cmd_shards)
 
     check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
     check.add_argument("files", nargs="+")

@@ -44,6 +44,7 @@ class EngineSettings:
     spike_pct: float = 0.0  # spike filter: hold back moves beyond this % of the last price; 0 = off
     spike_confirm_ticks: int = 3  # consecutive ticks at a new level that confirm it
     pcf_watch_s: float = 0.0  # check pcf_path for a new basket file every this many s; 0 = off
+    shard: str = "0/1"  # "K/N": this instance values the funds with crc32(ticker) mod N == K (iopv.core.shard)
 
     def validate(self) -> None:
         if not (math.isfinite(self.interval_s) and 0.001 <= self.interval_s <= 86_400):
@@ -62,6 +63,11 @@ class EngineSettings:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"engine.{name}: expected a fraction 0..1, got {value!r}")
+        from iopv.core.shard import parse_shard
+        try:
+            parse_shard(self.shard)
+        except ValueError as exc:
+            raise ConfigError(f"engine.shard: {exc}") from None
         if self.spike_confirm_ticks < 2:
             raise ConfigError(f"engine.spike_confirm_ticks: expected >= 2, got {self.spike_confirm_ticks!r}")
         from iopv.core.calendar import CalendarError, SessionCalendar
@@ -93,9 +99,11 @@ class MqttSettings:
     tls_key_file: str = ""
 
     def validate(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
-            raise ConfigError(f"mqtt.url: expected mqtt[s]://host[:port], got {redact_url(self.url)!r}")
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+                raise ConfigError(f"mqtt.url: expected mqtt[s]://host[:port][,mqtt[s]://host[:port]...], "
+                                  f"got {redact_url(self.url)!r}")
         _check_files("mqtt", self)
         for name in ("tick_topic_prefix", "value_topic_prefix"):
             value = getattr(self, name)
@@ -108,24 +116,34 @@ class MqttSettings:
         _check_backoff("mqtt", self.reconnect_min_s, self.reconnect_max_s)
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The brokers of ``url``: one, or a comma-separated list of a cluster's nodes (tried in order)."""
+        return tuple(part.strip() for part in self.url.split(",")) or (self.url,)
+
+    def node(self, i: int) -> MqttSettings:
+        """These settings for broker ``i`` (mod the list) alone."""
+        urls = self.urls
+        return self if len(urls) == 1 else dataclasses.replace(self, url=urls[i % len(urls)])
+
+    @property
     def hostname(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        return urlsplit(self.urls[0]).hostname or "127.0.0.1"
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or bool(self.tls_ca_file)
+        return urlsplit(self.urls[0]).scheme == "mqtts" or bool(self.tls_ca_file)
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+        return urlsplit(self.urls[0]).port or (8883 if self.tls else 1883)
 
     @property
     def username(self) -> str | None:
-        return urlsplit(self.url).username
+        return urlsplit(self.urls[0]).username
 
     @property
     def password(self) -> str | None:
-        return read_secret(self.password_file) if self.password_file else urlsplit(self.url).password
+        return read_secret(self.password_file) if self.password_file else urlsplit(self.urls[0]).password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,11 +163,18 @@ class RedisSettings:
     #: "script": each chunk of funds in one server-side script call (EVALSHA); "pipeline": one
     #: HSET + XADD per fund in pipelines, for servers where scripting is not allowed.
     write_mode: str = "script"
+    #: Redis Cluster: ``url`` lists seed nodes ``redis://host:port[,host:port...]`` (iopv.adapters.redis.cluster).
+    cluster: bool = False
 
     def validate(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"redis.url: expected redis://host[:port][/db], got {redact_url(self.url)!r}")
+        if "," in self.url and not self.cluster:
+            raise ConfigError(f"redis.url: a list of nodes needs redis.cluster = true, got {redact_url(self.url)!r}")
+        for url in self.seed_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss", "unix") or (self.cluster and not parts.hostname):
+                raise ConfigError(f"redis.url: expected redis://host[:port][/db]"
+                                  f"{' or a list of cluster nodes redis://host:port,host:port' if self.cluster else ''}"
+                                  f", got {redact_url(self.url)!r}")
         if not self.key_prefix or any(c in self.key_prefix for c in " \t\r\n"):
             raise ConfigError(f"redis.key_prefix: expected a non-empty prefix without spaces, got {self.key_prefix!r}")
         if self.history_maxlen < 1:
@@ -160,6 +185,13 @@ class RedisSettings:
             raise ConfigError(f"redis.write_mode: expected \"script\" or \"pipeline\", got {self.write_mode!r}")
         _check_files("redis", self)
         _check_backoff("redis", self.reconnect_min_s, self.reconnect_max_s)
+
+    @property
+    def seed_urls(self) -> tuple[str, ...]:
+        """The nodes of ``url``; in cluster mode a bare ``host:port`` after the first takes its scheme."""
+        parts = [part.strip() for part in self.url.split(",")]
+        scheme = parts[0].partition("://")[0] if "://" in parts[0] else "redis"
+        return tuple(p if "://" in p else f"{scheme}://{p}" for p in parts)
 
 
 @dataclass(frozen=True, kw_only=True)

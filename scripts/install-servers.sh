@@ -31,6 +31,8 @@ browser() {
 missing=""
 have redis-server || missing="$missing redis-server"
 have mosquitto || missing="$missing mosquitto"
+# redis-cli creates the local Redis Cluster (tests, make cluster-demo): Debian's redis-tools.
+have redis-cli || missing="$missing redis-tools"
 if [ -z "$missing" ]; then browser; exit 0; fi
 
 echo "install-servers: missing:$missing"
@@ -47,11 +49,11 @@ if command -v apt-get >/dev/null 2>&1; then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing
 elif command -v brew >/dev/null 2>&1; then
-    packages=$(echo "$missing" | sed 's/redis-server/redis/')
+    packages=$(echo "$missing" | sed 's/redis-server/redis/; s/redis-tools/redis/')
     brew install $packages
 else
     echo "install-servers: no apt-get or brew here; install Redis (redis-server) and Mosquitto yourself:$missing" >&2
     exit 1
 fi
-have redis-server && have mosquitto || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }
+have redis-server && have mosquitto && have redis-cli || { echo "install-servers: install did not provide:$missing" >&2; exit 1; }
 browser

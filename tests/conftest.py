@@ -25,7 +25,9 @@ def redis_server(servers) -> RedisServer:
 
 
 # Markers follow the folders: tests/integration needs real servers, tests/soak is also slow.
-_FOLDER_MARKERS = {"integration": ("integration",), "soak": ("integration", "slow")}
+# tests/cluster (the multi-process fault test, `make test-cluster`) needs the cluster fixtures.
+_FOLDER_MARKERS = {"integration": ("integration",), "soak": ("integration", "slow"),
+                   "cluster": ("integration", "cluster")}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,6 +16,7 @@ import numpy as np
 from iopv.config import Settings
 from iopv.core.calendar import SessionCalendar
 from iopv.core.constants import BOOK_HALTED, counts_by_reason
+from iopv.core.shard import parse_shard
 from iopv.core.universe import Universe
 from iopv.engine import gcpolicy
 from iopv.engine.book import NEVER, PriceBook
@@ -48,7 +49,7 @@ class Engine:
         self.calendar = SessionCalendar(e.calendar)
         self.valuer = self._valuer(universe)
         self.static = static_fields(universe)
-        self.reloader = BasketReloader(e.pcf_path, e.pcf_watch_s)
+        self.reloader = BasketReloader(e.pcf_path, e.pcf_watch_s, parse_shard(e.shard))
         self._staged: PreparedBasket | None = None
         self.sinks = list(sinks)
         self.cycles = 0

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iopv.core.universe import PcfError, Universe, load_pcf
+from iopv.core.shard import Shard, load_shard
+from iopv.core.universe import PcfError, Universe
 from iopv.engine.book import PriceBook
 
 log = logging.getLogger(__name__)
@@ -41,18 +42,19 @@ def file_signature(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def prepare(path: str, current: Universe) -> PreparedBasket:
-    """Load and validate ``path`` and map the live book onto it (raises PcfError)."""
+def prepare(path: str, current: Universe, shard: Shard = Shard(0, 1)) -> PreparedBasket:
+    """Load and validate ``path`` (``shard``'s funds) and map the live book onto it (raises PcfError)."""
     signature = file_signature(path)
-    universe = load_pcf(path)
+    universe = load_shard(path, shard)
     return PreparedBasket(universe, PriceBook.carry_over(current, universe), signature)
 
 
 class BasketReloader:
     """Watches for reload requests and prepares new baskets for the engine."""
 
-    def __init__(self, path: str, watch_s: float):
+    def __init__(self, path: str, watch_s: float, shard: Shard = Shard(0, 1)):
         self.path = path
+        self.shard = shard
         self.watch_s = watch_s
         self.requested = asyncio.Event()
         self.signature = file_signature(path)
@@ -75,7 +77,7 @@ class BasketReloader:
                 log.info("basket file %s changed; reloading", self.path)
             self.requested.clear()
             try:
-                prepared = await asyncio.to_thread(prepare, self.path, engine.universe)
+                prepared = await asyncio.to_thread(prepare, self.path, engine.universe, self.shard)
             except PcfError as exc:
                 self.failed += 1
                 self.last_error = str(exc)

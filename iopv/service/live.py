@@ -22,9 +22,11 @@ from iopv.adapters.journal.writer import JournalWriter
 from iopv.adapters.mqtt.feed import MqttTickFeed
 from iopv.adapters.mqtt.sink import MqttSink
 from iopv.adapters.redis import state as redis_state
+from iopv.adapters.redis.cluster import ClusterRedisSink
 from iopv.adapters.redis.sink import RedisSink
 from iopv.config import Settings, redact_url
-from iopv.core.universe import Universe, load_pcf
+from iopv.core.shard import load_shard, parse_shard, tick_symbols
+from iopv.core.universe import Universe
 from iopv.engine import gcpolicy, restart
 from iopv.engine.clock import BoundaryClock
 from iopv.engine.cycle import Engine, Sink
@@ -42,19 +44,28 @@ DRAIN_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 0.5
 
 
+def _log_resubscribe_failure(task: asyncio.Task) -> None:
+    """A failed subscribe after a basket swap is logged; the next reconnect subscribes anyway."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("ticks: subscribing to a new basket's topics failed (%s); the next reconnect "
+                    "subscribes to them", task.exception())
+
+
 class Service:
     """One engine instance with its MQTT feed, its MQTT and Redis sinks, and its web server."""
 
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  extra_sinks: Iterable[Sink] = ()):
         self.settings = settings
-        universe = universe or load_pcf(settings.engine.pcf_path)
+        self.shard = parse_shard(settings.engine.shard)
+        universe = universe or load_shard(settings.engine.pcf_path, self.shard)
         instance = settings.engine.instance
         self.engine = Engine(universe, settings, [])
         # The Redis sink writes the restart state with every boundary's values (engine.restart).
-        self.redis_sink = RedisSink(settings.redis, max_queued=settings.redis.history_queue_cycles,
-                                    state_key=redis_state.state_key(settings),
-                                    snapshot=self._restart_state)
+        sink_class = ClusterRedisSink if settings.redis.cluster else RedisSink
+        self.redis_sink = sink_class(settings.redis, max_queued=settings.redis.history_queue_cycles,
+                                     state_key=redis_state.state_key(settings),
+                                     snapshot=self._restart_state, instance=instance)
         self.mqtt_sink = MqttSink(settings.mqtt, instance=instance,
                                   max_queued=settings.intake.sink_queue_cycles)
         self.engine.sinks = [self.redis_sink, self.mqtt_sink, *extra_sinks]
@@ -79,7 +90,14 @@ class Service:
             self.engine.gate = self._journal_gate
             self.engine.after_swap.append(self.journal.basket)
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
-                                 silence_s=settings.ops.feed_silence_s)
+                                 silence_s=settings.ops.feed_silence_s,
+                                 topics=None if self.shard.whole else self._shard_topics)
+        # Replicas: the status carries the peer-write and divergence counts, republished on a divergence.
+        self.mqtt_sink.status_fields = self._replica_status
+        self.redis_sink.on_divergence.append(self.mqtt_sink.status_changed)
+        self._subscribed_universe = universe
+        if not self.shard.whole:
+            self.engine.after_cycle.append(self._after_swap)
         self.clock = BoundaryClock(settings.engine.interval_ns)
         self.restored_symbols = 0
         # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
@@ -100,6 +118,21 @@ class Service:
                 self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
+
+    def _shard_topics(self) -> list[str]:
+        """A shard subscribes to its own symbols' topics and to ``<prefix>/_batch`` (arrays)."""
+        prefix = self.settings.mqtt.tick_topic_prefix
+        return [f"{prefix}/_batch", *(f"{prefix}/{symbol}" for symbol in tick_symbols(self.engine.universe))]
+
+    def _after_swap(self, _publication) -> None:
+        if self.engine.universe is not self._subscribed_universe:
+            self._subscribed_universe = self.engine.universe
+            task = asyncio.ensure_future(self.feed.resubscribe())
+            task.add_done_callback(_log_resubscribe_failure)
+
+    def _replica_status(self) -> dict:
+        sink = self.redis_sink
+        return {"shard": str(self.shard), "peer_writes": sink.peer_writes, "divergences": sink.divergences}
 
     @property
     def universe(self) -> Universe:
@@ -173,11 +206,12 @@ class Service:
                 await self.http.start()
             self.tasks = [
                 asyncio.create_task(self.feed.run(), name="feed.mqtt"),
-                asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"),
                 asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
                 asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
                 asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
             ]
+            if s.ops.feed_silence_s > 0:  # the watchdog returns at once when off: not a task that ends the run
+                self.tasks.append(asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"))
             if self.realtime_sink:
                 self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
             done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)

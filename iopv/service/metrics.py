@@ -66,17 +66,24 @@ class ServiceCollector:
                                    labels=["sink"])
         last = GaugeMetricFamily("iopv_sink_last_boundary_seconds", "Boundary of the last publication "
                                  "sent, Unix seconds", labels=["sink"])
-        skipped = 0.0
+        replica = dict.fromkeys(("skipped_writes", "peer_writes", "divergences", "late_writes"), 0.0)
         for name, stats in sinks:
             depth.add_metric([name], float(stats["queued"]))
             bound.add_metric([name], float(stats["max_queued"]))
             sent.add_metric([name], float(stats["published"]))
             lost.add_metric([name], float(stats["dropped"]))
             last.add_metric([name], stats["last_ts_ns"] / 1e9)
-            skipped += stats.get("skipped_writes", 0)
+            for key in replica:
+                replica[key] += stats.get(key, 0)
         yield from (depth, bound, sent, lost, last)
+        yield CounterMetricFamily("iopv_redis_peer_writes", "History entries already written for the "
+                                  "boundary (by a peer replica)", value=replica["peer_writes"])
+        yield CounterMetricFamily("iopv_replica_divergences", "Peer entries whose iopv differs from ours at "
+                                  "the published digit", value=replica["divergences"])
+        yield CounterMetricFamily("iopv_redis_late_writes", "History entries refused: the stream already "
+                                  "holds a later boundary", value=replica["late_writes"])
         yield CounterMetricFamily("iopv_redis_skipped_writes", "Redis writes skipped: the key holds "
-                                  "another type (WRONGTYPE)", value=skipped)
+                                  "another type (WRONGTYPE)", value=replica["skipped_writes"])
         yield GaugeMetricFamily("iopv_feed_silent", "1 while the tick feed is silent", value=float(feed["silent"]))
         yield CounterMetricFamily("iopv_feed_silences", "Times the tick feed went silent",
                                   value=float(feed["silences"]))

@@ -42,7 +42,7 @@ def publication(ts_ns: int, funds: int) -> Publication:
     names = tuple(f"F{i:04d}" for i in range(funds))
     records = []
     for i, name in enumerate(names):
-        record = {"fund": name, "ts": ts_ns, "iopv": round(10 + i / 7 + ts_ns / 1e6, 4),
+        record = {"fund": name, "ts": ts_ns, "iopv": round(10 + i / 7 + ts_ns / 1e12, 4),
                   "coverage": 0.5, "stale": i % 3, "status": "ok" if i % 4 else "degraded",
                   "flags": ["stale"] if i % 3 else [], "basket": "v1", "estimated_cash": -1234.5}
         if i % 2:
@@ -116,7 +116,7 @@ def small_chunks(monkeypatch):
 
 @pytest.mark.parametrize("funds", [1, 14, 23], ids=["one-fund", "multiple-of-chunk", "not-a-multiple"])
 def test_script_mode_writes_exactly_what_pipeline_mode_writes(redis_server, small_chunks, funds):
-    pubs = [publication(ts, funds) for ts in (1_000, 2_000, 3_000)]
+    pubs = [publication(ts, funds) for ts in (1_000_000_000, 2_000_000_000, 3_000_000_000)]
     written = {}
     calls_before = command_calls(redis_server, "evalsha")
     for mode in ("pipeline", "script"):
@@ -147,7 +147,7 @@ def test_connection_lost_mid_publication_resumes_from_the_failed_chunk(redis_ser
     the publication written before the second failure is not written again."""
     settings = redis_settings(redis_server, write_mode=mode)
     prefix, funds = settings.key_prefix, 30
-    pubs = [publication(ts, funds) for ts in (1_000, 2_000)]
+    pubs = [publication(ts, funds) for ts in (1_000_000_000, 2_000_000_000)]
     original = redis_client_module.HiredisConnection.send_packed_command
     first_command, per_publication = {"script": (b"EVALSHA", 5), "pipeline": (b"HSET", 6)}[mode]
     sent = {"chunks": 0}
@@ -167,7 +167,7 @@ def test_connection_lost_mid_publication_resumes_from_the_failed_chunk(redis_ser
         sink.offer(pubs[0])
         sink.offer(pubs[1])
         task = asyncio.create_task(sink.run())
-        await wait_for(lambda: sink.last_ts_ns == 2_000, what="both publications written")
+        await wait_for(lambda: sink.last_ts_ns == 2_000_000_000, what="both publications written")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return sink
@@ -188,7 +188,7 @@ def test_error_inside_a_chunk_resumes_at_the_fund_it_stopped(redis_server, small
     retry starts at that fund: the funds before it in the same chunk are not written twice."""
     settings = redis_settings(redis_server)
     prefix, funds = settings.key_prefix, 20
-    pubs = [publication(ts, funds) for ts in (1_000, 2_000)]
+    pubs = [publication(ts, funds) for ts in (1_000_000_000, 2_000_000_000)]
     sink = RedisSink(settings, max_queued=8, state_key=f"{prefix}:_state:t")
     sink.pending_state = b"state-1"
     bad = f"{prefix}:F0010:history"  # second chunk (funds 7-13), fourth fund
@@ -218,7 +218,7 @@ def test_key_of_the_wrong_type_is_skipped_and_counted_and_the_rest_written(redis
                                                                              caplog, mode):
     settings = redis_settings(redis_server, write_mode=mode)
     prefix, funds = settings.key_prefix, 16
-    pub = publication(5_000, funds)
+    pub = publication(5_000_000_000, funds)
     r = redis.Redis.from_url(redis_server.url)
     try:
         r.set(f"{prefix}:F0003", "someone else's")  # a string where the latest-value hash goes
@@ -245,7 +245,7 @@ def test_key_of_the_wrong_type_is_skipped_and_counted_and_the_rest_written(redis
 def test_script_cache_flushed_between_publications_is_reloaded_transparently(redis_server, small_chunks):
     settings = redis_settings(redis_server)
     prefix, funds = settings.key_prefix, 10
-    pubs = [publication(ts, funds) for ts in (1_000, 2_000)]
+    pubs = [publication(ts, funds) for ts in (1_000_000_000, 2_000_000_000)]
     sink = RedisSink(settings, max_queued=8)
 
     async def scenario():
@@ -288,11 +288,11 @@ def test_state_snapshot_goes_with_the_last_chunk_and_only_then_is_cleared(redis_
     sink.pending_state = b"first"
     r = redis.Redis.from_url(redis_server.url)
     try:
-        asyncio.run(send(sink, [publication(1_000, 10)]))
+        asyncio.run(send(sink, [publication(1_000_000_000, 10)]))
         # Chunk 0-7 was built without the state; 7-10, the last, took "first" before it changed.
         assert seen == [(0, 7, None), (7, 10, b"first")]
         assert r.get(f"{prefix}:_state:t") == b"first" and sink.pending_state == b"second"
-        asyncio.run(send(sink, [publication(2_000, 3)]))
+        asyncio.run(send(sink, [publication(2_000_000_000, 3)]))
         assert r.get(f"{prefix}:_state:t") == b"second" and sink.pending_state is None
     finally:
         r.close()
@@ -316,7 +316,7 @@ def test_shipped_acl_allows_script_mode_and_without_scripting_the_sink_says_what
     users = {"full": f"iopv-engine-{tag}", "no-scripts": f"iopv-engine-{tag}-ns"}
     admin.execute_command("ACL", "SETUSER", users["full"], ">pw", *shipped_engine_rules())
     admin.execute_command("ACL", "SETUSER", users["no-scripts"], ">pw", *shipped_engine_rules(), "-eval", "-evalsha")
-    pub = publication(1_000, 9)
+    pub = publication(1_000_000_000, 9)
     host = redis_server.url.split("://", 1)[1]
 
     def settings_for(user: str, mode: str):

@@ -65,14 +65,14 @@ def test_mqtt_sink_publishes_every_fund_beyond_one_window(mosquitto, redis_serve
     monkeypatch.setattr(mqtt_sink_module, "PUBLISH_WINDOW", 7)
     settings = sink_settings(mosquitto, redis_server)
     funds = 50
-    pub = publication(123, funds)
+    pub = publication(123_000_000, funds)
 
     async def scenario():
         sink = MqttSink(settings.mqtt, instance=f"t{uuid.uuid4().hex[:6]}", max_queued=4)
         task = asyncio.create_task(sink.run())
         await wait_for(lambda: sink.connected, what="mqtt sink connected")
         sink.offer(pub)
-        await wait_for(lambda: sink.last_ts_ns == 123, what="publication sent")
+        await wait_for(lambda: sink.last_ts_ns == 123_000_000, what="publication sent")
         received = {}
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"sub-{uuid.uuid4().hex[:6]}") as sub:
             await sub.subscribe(f"{settings.mqtt.value_topic_prefix}/+")
@@ -98,7 +98,7 @@ def test_redis_sink_writes_every_fund_in_order_across_chunks_and_resumes_a_faile
     # Pipeline mode (script mode's resume is tested in test_redis_script.py).
     settings = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, write_mode="pipeline"))
     prefix, funds = settings.redis.key_prefix, 10
-    pubs = [publication(ts, funds) for ts in (1_000, 2_000, 3_000)]
+    pubs = [publication(ts, funds) for ts in (1_000_000_000, 2_000_000_000, 3_000_000_000)]
 
     async def scenario():
         sink = RedisSink(settings.redis, max_queued=8, state_key=f"{prefix}:_state:t")
@@ -107,7 +107,7 @@ def test_redis_sink_writes_every_fund_in_order_across_chunks_and_resumes_a_faile
         await wait_for(lambda: sink.connected, what="redis sink connected")
         sink.offer(pubs[0])
         sink.offer(pubs[1])
-        await wait_for(lambda: sink.last_ts_ns == 2_000, what="two publications written")
+        await wait_for(lambda: sink.last_ts_ns == 2_000_000_000, what="two publications written")
         # The third fails on its second chunk once: the first chunk must not be written twice.
         original = aioredis.client.Pipeline.execute
         calls = {"n": 0}
@@ -120,7 +120,7 @@ def test_redis_sink_writes_every_fund_in_order_across_chunks_and_resumes_a_faile
 
         monkeypatch.setattr(aioredis.client.Pipeline, "execute", flaky)
         sink.offer(pubs[2])
-        await wait_for(lambda: sink.last_ts_ns == 3_000, what="third publication written")
+        await wait_for(lambda: sink.last_ts_ns == 3_000_000_000, what="third publication written")
         monkeypatch.setattr(aioredis.client.Pipeline, "execute", original)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -45,6 +46,9 @@ from iopv.config import MqttSettings
 from iopv.engine.intake import TickIntake
 
 log = logging.getLogger(__name__)
+
+#: Topic filters per SUBSCRIBE packet (a shard subscribes to each of its symbols' topics).
+SUBSCRIBE_BATCH = 500
 
 
 class TickSocket(PacketSocket):
@@ -135,8 +139,15 @@ class MqttTickFeed:
     """Subscribes to tick topics and decodes every message into a TickIntake."""
 
     def __init__(self, settings: MqttSettings, intake: TickIntake, *, instance: str,
-                 silence_s: float = 0.0):
+                 silence_s: float = 0.0, topics: Callable[[], list[str]] | None = None):
         self.settings = settings
+        #: The topic filters to subscribe to (a shard's: its symbols' topics and ``_batch``);
+        #: None: ``<tick_topic_prefix>/#``. Read at every (re)subscribe.
+        self.topics = topics
+        #: Index of the broker (in ``mqtt.url``'s list) of the current or next connection.
+        self.node = 0
+        self._subscribed_topics: set[str] = set()
+        self._client: aiomqtt.Client | None = None
         self.intake = intake
         self.identifier = f"{instance}-ticks"
         self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
@@ -193,28 +204,65 @@ class MqttTickFeed:
         self._flush_scheduled = False
         self.intake.flush()
 
-    async def run(self) -> None:
-        client = make_client(self.settings, self.identifier)
-        self._loop = asyncio.get_running_loop()
+    @property
+    def subscribed_topics(self) -> frozenset[str]:
+        """The topic filters subscribed on the current connection."""
+        return frozenset(self._subscribed_topics)
+
+    def _make_client(self, node: int) -> aiomqtt.Client:
+        client = make_client(self.settings.node(node), self.identifier)
         inner = paho_client(client)  # fails loudly if the internals used here are gone
         inner.on_message = self._on_message
         max_payload = self.intake.max_payload_bytes
         wrap_sockets(inner, lambda sock: TickSocket(sock, self._on_publish, max_payload_bytes=max_payload,
                                                     on_oversize=self._on_oversize))
-        topic = f"{self.settings.tick_topic_prefix}/#"
+        return client
+
+    def _topic_filters(self) -> list[str]:
+        return self.topics() if self.topics is not None else [f"{self.settings.tick_topic_prefix}/#"]
+
+    async def _subscribe(self, client: aiomqtt.Client, topics: list[str]) -> None:
+        """Subscribe to ``topics``, many filters per SUBSCRIBE packet."""
+        for i in range(0, len(topics), SUBSCRIBE_BATCH):
+            await client.subscribe([(topic, 0) for topic in topics[i:i + SUBSCRIBE_BATCH]])
+        self._subscribed_topics.update(topics)
+
+    async def resubscribe(self) -> None:
+        """After a basket swap: subscribe to the topics the new basket added (those it dropped
+        stay subscribed until the next reconnect; their ticks count as unknown symbols)."""
+        if not (self.connected and self._client is not None):
+            return  # the next connect subscribes to the current list
+        added = [topic for topic in self._topic_filters() if topic not in self._subscribed_topics]
+        if added:
+            await self._subscribe(self._client, added)
+            log.info("ticks: subscribed to %d more topics after a basket change", len(added))
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         intake = self.intake
+        nodes = len(self.settings.urls)
+        clients: dict[int, aiomqtt.Client] = {}
         while True:
             delay = self.backoff.next_delay_s()
+            node = self.node % nodes
+            client = clients.get(node) or clients.setdefault(node, self._make_client(node))
+            self._client = client
             try:
                 async with client:
-                    await client.subscribe(topic, qos=0)
+                    topics = self._topic_filters()
+                    self._subscribed_topics = set()
+                    await self._subscribe(client, topics)
                     self.connected_since_ns = time.time_ns()
                     self.connected = True
                     self.backoff.reset()
                     self.subscribed.set()
-                    log.info("ticks: subscribed to %s", topic)
+                    log.info("ticks: connected to %s:%s, subscribed to %s", self.settings.node(node).hostname,
+                             self.settings.node(node).port,
+                             topics[0] if len(topics) == 1 else f"{len(topics)} topics")
                     await until_disconnected(client)  # raises MqttError
             except aiomqtt.MqttError as exc:
+                if nodes > 1:
+                    self.node += 1  # a cluster: try the next node
                 log.warning("ticks: %s; reconnecting in %.2f s", exc, delay)
             finally:
                 self.connected = False

@@ -162,6 +162,13 @@ class MqttSink(QueuedSink):
         self.identifier = f"{instance}-values"
         self.status_topic = status_topic(settings, instance)
         self._client: aiomqtt.Client | None = None
+        #: Index of the broker (in ``mqtt.url``'s list) of the current or next connection; a
+        #: connection that fails or drops moves to the next node.
+        self.node = 0
+        self._clients: dict[int, aiomqtt.Client] = {}
+        self._connects = 0
+        #: Extra fields of the retained ``online`` status (e.g. the replica divergence counts).
+        self.status_fields: Callable[[], dict] | None = None
         #: Most time one publication may take to be acknowledged before the connection is
         #: treated as broken (the client's per-call timeout, applied to the whole batch).
         self.send_timeout_s = SEND_TIMEOUT_S
@@ -169,18 +176,37 @@ class MqttSink(QueuedSink):
         self._fields_of: tuple[tuple[str, ...], list[bytes]] = ((), [])  # the last funds tuple's
 
     def connect(self) -> aiomqtt.Client:
-        if self._client is None:
+        nodes = len(self.settings.urls)
+        if self._connects and nodes > 1:
+            self.node += 1  # the last connection failed or dropped: a cluster tries its next node
+        self._connects += 1
+        node = self.node % nodes
+        client = self._clients.get(node)
+        if client is None:
             will = aiomqtt.Will(self.status_topic, status_payload(self.instance, "offline", "connection lost"),
                                 qos=1, retain=True)
-            client = make_client(self.settings, self.identifier, will=will)
+            client = make_client(self.settings.node(node), self.identifier, will=will)
             inner = paho_client(client)  # fails loudly if the internals used here are gone
             if self.settings.value_qos == 1:
                 wrap_sockets(inner, PubackSocket)
-            self._client = client
-        return self._client
+            self._clients[node] = client
+        self._client = client
+        return client
+
+    def _online(self) -> bytes:
+        payload = status_payload(self.instance, "online")
+        if self.status_fields is None:
+            return payload
+        return orjson.dumps(orjson.loads(payload) | self.status_fields())
 
     async def on_connect(self, client: aiomqtt.Client) -> None:
-        await client.publish(self.status_topic, status_payload(self.instance, "online"), qos=1, retain=True)
+        await client.publish(self.status_topic, self._online(), qos=1, retain=True)
+
+    def status_changed(self) -> None:
+        """Publish the retained ``online`` status again with fresh ``status_fields`` (not blocking)."""
+        if self.connected and self._client is not None:
+            task = asyncio.ensure_future(self._client.publish(self.status_topic, self._online(), qos=1, retain=True))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def publish_offline(self, timeout_s: float) -> bool:
         """Publish the retained ``offline`` status before a clean disconnect (which sends no will)."""

@@ -3,19 +3,25 @@
 
 ``redis.write_mode = "script"`` (default): a publication is written in chunks of
 ``SCRIPT_CHUNK_FUNDS`` funds, each one ``EVALSHA`` of ``WRITE_SCRIPT``. It gets every key in
-KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per
-chunk), and runs per fund ``HSET key f v ...`` and ``XADD key:history MAXLEN ~ <history_maxlen>
-* f v ...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the
-same byte for byte. At US scale (3,500 funds) that is 7 commands instead of 7,000: redis-py's
-per-command Python work was most of the cycle. The next chunk's arguments are built while the
-server runs the current one. The script is loaded with ``EVAL`` on connect, which also checks
-that the user may run it (a missing ACL rule fails at start, naming the fix), and again
-whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A script blocks other
-clients of the server while it runs, a few ms per chunk. (Redis Cluster could not run it, its
-keys spanning hash slots; but the client is not a cluster client in either mode.)
+KEYS (per fund its hash and its stream) and the values in ARGV (the field names once per chunk),
+and runs per fund ``HSET key f v ...`` (only when the hash's ``ts`` is older: a replica that
+lags never moves it back) and ``XADD key:history MAXLEN ~ <history_maxlen> <boundary_ms>-0 f v
+...`` with exactly the arguments ``field_args`` gives pipeline mode, so the data are the same
+byte for byte. The entry ID is the boundary's, which Redis accepts once per stream: a second
+writer of the boundary (a peer replica, or this one after a lost reply) is refused, and the
+script answers the entry's ``iopv`` so the sink can count a peer write and compare it with its
+own at the published digit (a replica divergence). At US scale (3,500 funds) that is 7 commands
+instead of 7,000: redis-py's per-command Python work was most of the cycle. The next chunk's
+arguments are built while the server runs the current one. The script is loaded with ``EVAL`` on
+connect, which also checks that the user may run it (a missing ACL rule fails at start, naming
+the fix), and again whenever the server answers NOSCRIPT (restart, failover, SCRIPT FLUSH). A
+script blocks other clients of the server while it runs, a few ms per chunk. (Redis Cluster:
+``iopv.adapters.redis.cluster``.)
 
 ``redis.write_mode = "pipeline"``: pipelines of ``CHUNK_FUNDS`` funds (2 commands each), for
-servers where scripting is not allowed. Same keys, fields, order and error handling.
+servers where scripting is not allowed. Same keys, fields, order and error handling; the history
+entries are just as idempotent (a refused ID is read back with XRANGE), but the hash is
+last-writer-wins (no conditional write without a script).
 
 In both modes a key of the wrong type (``WRONGTYPE``: someone else wrote it) does not stop the
 other funds: that write is skipped, logged and counted (``RedisSink.skipped_writes``). Any other
@@ -24,8 +30,9 @@ reconnect and resume; anything else fails the sink task, as it always did). The 
 the first fund not written -- in pipeline mode the commands after the failed one ran too, but
 such errors (OOM, READONLY, ...) fail them all -- and publications written before it in the
 same batch are not written again, so each fund gets one history entry per boundary. The one
-exception: a connection lost after the server ran a chunk and before its reply arrived; nothing
-can tell, and that chunk is written again. Between chunks the writer yields to the event loop,
+exception: a connection lost after the server ran a chunk and before its reply arrived; that
+chunk is sent again, and its history entries are refused (counted as peer writes, equal values),
+so the history still holds one entry per boundary. Between chunks the writer yields to the event loop,
 so tick intake, the clock and the MQTT sink never wait for a whole cycle.
 
 While Redis is away the queue holds up to ``redis.history_queue_cycles`` publications, which are
@@ -74,37 +81,75 @@ SCRIPT_CHUNK_FUNDS = 500
 #: then index, error of each write skipped}. A WRONGTYPE key is skipped (HSET and XADD are
 #: separate writes); any other error stops the chunk at that fund, which is then not counted.
 WRITE_SCRIPT = """
-local maxlen = ARGV[1]
-local out = {0, 0, ''}
+local maxlen, id = ARGV[1], ARGV[3]
+local out = {0, 0, '', {}, {}}
 local function stops(k, reply)
   if string.sub(reply.err, 1, 10) == 'WRONGTYPE ' then
-    out[#out + 1] = k
-    out[#out + 1] = reply.err
+    local skipped = out[4]
+    skipped[#skipped + 1] = k
+    skipped[#skipped + 1] = reply.err
     return false
   end
   out[2] = k
   out[3] = reply.err
   return true
 end
-local lists, a = {}, 4
-for s = 1, tonumber(ARGV[3]) do
+local lists, tsat, a = {}, {}, 5
+for s = 1, tonumber(ARGV[4]) do
   local n = tonumber(ARGV[a])
   lists[s] = {unpack(ARGV, a + 1, a + n)}
+  tsat[s] = 0
+  for j = 1, n do
+    if lists[s][j] == 'ts' then tsat[s] = j end
+  end
   a = a + 1 + n
+end
+local function older(cur, ts)
+  return (not cur) or #cur < #ts or (#cur == #ts and cur < ts)
 end
 local args = {}
 for f = 1, math.floor(#KEYS / 2) do
   local k = 2 * f - 1
-  local names = lists[tonumber(ARGV[a])]
+  local s = tonumber(ARGV[a])
+  local names = lists[s]
   local n = #names
   for j = 1, n do
     args[2 * j - 1] = names[j]
     args[2 * j] = ARGV[a + j]
   end
-  local reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n))
-  if type(reply) == 'table' and reply.err and stops(k, reply) then return out end
-  reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, '*', unpack(args, 1, 2 * n))
-  if type(reply) == 'table' and reply.err and stops(k + 1, reply) then return out end
+  local newer = true
+  if tsat[s] > 0 then
+    local cur = redis.pcall('HGET', KEYS[k], 'ts')
+    if type(cur) == 'table' and cur.err then
+      if stops(k, cur) then return out end
+      newer = false
+    else
+      newer = older(cur, ARGV[a + tsat[s]])
+    end
+  end
+  if newer then
+    local reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n))
+    if type(reply) == 'table' and reply.err and stops(k, reply) then return out end
+  end
+  local reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, id, unpack(args, 1, 2 * n))
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'equal or smaller', 1, true) then
+      local refused = out[5]
+      local peer = redis.call('XRANGE', KEYS[k + 1], id, id)
+      local value = false
+      if #peer > 0 then
+        local fv = peer[1][2]
+        value = ''
+        for j = 1, #fv, 2 do
+          if fv[j] == 'iopv' then value = fv[j + 1] end
+        end
+      end
+      refused[#refused + 1] = f
+      refused[#refused + 1] = value
+    elseif stops(k + 1, reply) then
+      return out
+    end
+  end
   out[1] = f
   a = a + 1 + n
 end
@@ -132,8 +177,16 @@ class _Chunk(NamedTuple):
 
 
 #: What writing one chunk did: funds written (from its start), the error that stopped it (None:
-#: the whole chunk is written), and the writes skipped as (key, error).
-ChunkResult = tuple[int, Exception | None, list[tuple[str, str]]]
+#: the whole chunk is written), the writes skipped as (key, error), and the history entries
+#: refused because the boundary's entry was there already, as (fund's index in the chunk, the
+#: ``iopv`` field of the entry found -- None when the stream holds a later entry and not this one).
+ChunkResult = tuple[int, Exception | None, list[tuple[str, str]], list[tuple[int, bytes | None]]]
+
+
+def stream_id(boundary_ns: int) -> str:
+    """The history entry ID of a boundary, ``<boundary_ms>-0``: Redis accepts it once per stream,
+    which makes the write idempotent across replicas and retries."""
+    return f"{boundary_ns // 1_000_000}-0"
 
 
 def field_args(record: dict[str, Any]) -> list[Any]:
@@ -162,11 +215,13 @@ class RedisSink(QueuedSink):
     name = "redis"
 
     def stats(self) -> dict[str, float]:
-        """The queued sink's counters plus ``skipped_writes`` (WRONGTYPE keys)."""
-        return {**super().stats(), "skipped_writes": self.skipped_writes}
+        """The queued sink's counters plus ``skipped_writes`` (WRONGTYPE keys) and the replica
+        counters: ``peer_writes``, ``divergences``, ``late_writes``."""
+        return {**super().stats(), "skipped_writes": self.skipped_writes, "peer_writes": self.peer_writes,
+                "divergences": self.divergences, "late_writes": self.late_writes}
 
     def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
-                 snapshot: Callable[[int], bytes] | None = None):
+                 snapshot: Callable[[int], bytes] | None = None, instance: str | None = None):
         super().__init__(max_queued=max_queued,
                          backoff=Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
         self.settings = settings
@@ -180,9 +235,26 @@ class RedisSink(QueuedSink):
         self.snapshots = 0
         #: Writes skipped because their key held another type (WRONGTYPE), since start.
         self.skipped_writes = 0
+        #: History entries refused because the boundary's entry was there: written by a peer
+        #: replica (or by this instance before a lost reply or a restart), since start.
+        self.peer_writes = 0
+        #: Of those, entries whose ``iopv`` differs from ours at the published digit.
+        self.divergences = 0
+        #: Entries refused because the stream already holds a later boundary (and not this one).
+        self.late_writes = 0
+        #: (fund, boundary ns, our iopv text, the peer's) of the last divergence.
+        self.last_divergence: tuple[str, int, str, str] | None = None
+        #: Called (no arguments) after a chunk that found a divergence (e.g. to publish the status).
+        self.on_divergence: list[Callable[[], None]] = []
         #: (publication, funds already written) when a send failed part-way through it.
         self._resume: tuple[Publication, int] | None = None
         self._keys_of: tuple[tuple[str, ...], list[str]] | None = None  # (funds, their keys)
+        #: ``instance``: written as a field ``instance`` with every hash and history entry, so a
+        #: reader sees which replica wrote a boundary (None: no such field).
+        self.instance = instance
+        self._extra_args: list[Any] = ["instance", instance] if instance else []
+        self._extra_names: list[str] = ["instance"] if instance else []
+        self._extra_values: list[Any] = [instance] if instance else []
 
     def offer(self, publication: Publication) -> None:
         """Queue a publication with the restart state as of its boundary: the state is taken now,
@@ -207,7 +279,7 @@ class RedisSink(QueuedSink):
             return
         # Load the script (a run with no funds) and find out now whether this user may run it.
         try:
-            await client.execute_command("EVAL", WRITE_SCRIPT, 0, self.settings.history_maxlen, 0, 0)
+            await client.execute_command("EVAL", WRITE_SCRIPT, 0, self.settings.history_maxlen, 0, "0-1", 0)
         except redis.exceptions.ResponseError as exc:
             if not (isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc)):
                 raise
@@ -246,7 +318,9 @@ class RedisSink(QueuedSink):
 
     def _chunk_written(self, chunk: _Chunk, result: ChunkResult) -> None:
         """Account for a chunk's reply; raises the error that stopped it, if any."""
-        done, error, skipped = result
+        done, error, skipped, refused = result
+        if refused:
+            self._refused(chunk, refused)
         if skipped:
             self.skipped_writes += len(skipped)
             key, message = skipped[0]
@@ -261,6 +335,30 @@ class RedisSink(QueuedSink):
         self._resume = None
         if chunk.final and self.pending_state is chunk.state:
             self.pending_state = None
+
+    def _refused(self, chunk: _Chunk, refused: list[tuple[int, bytes | None]]) -> None:
+        """Account for history entries Redis refused: the boundary was written already. Compare
+        the entry found with ours at the published digit (the ``iopv`` field's JSON text)."""
+        publication = chunk.publication
+        diverged = 0
+        for position, peer in refused:
+            i = chunk.start + position
+            if peer is None:
+                self.late_writes += 1
+                log.warning("redis: history of %s already holds a boundary after %d: this entry is not written",
+                            publication.funds[i], publication.ts_ns)
+                continue
+            self.peer_writes += 1
+            ours = orjson.dumps(publication.records[i].get("iopv"))
+            if peer != ours:
+                diverged += 1
+                self.divergences += 1
+                self.last_divergence = (publication.funds[i], publication.ts_ns, ours.decode(), _text(peer))
+                log.warning("replica divergence: %s at boundary %d: ours %s, peer's %s (%d since start)",
+                            publication.funds[i], publication.ts_ns, ours.decode(), _text(peer), self.divergences)
+        if diverged:
+            for callback in self.on_divergence:
+                callback()
 
     async def _send_scripts(self, client: aioredis.Redis, chunks: Iterator[_Chunk]) -> None:
         """One script call per chunk, on one connection. The next chunk's arguments are built
@@ -315,15 +413,17 @@ class RedisSink(QueuedSink):
             if index is None:
                 index = lists[names] = len(lists) + 1
                 fields = [name for name in names if name != "fund"]
+                fields += self._extra_names
                 names_args.append(len(fields))
                 names_args.extend(fields)
             add_value(index)
             add_values(field_values(record))
+            add_values(self._extra_values)
         if state is not None:
             keys.append(self.state_key)
             add_value(state)
-        return [len(keys), *keys, self.settings.history_maxlen, 0 if state is None else 1, len(lists),
-                *names_args, *values]
+        return [len(keys), *keys, self.settings.history_maxlen, 0 if state is None else 1,
+                stream_id(publication.ts_ns), len(lists), *names_args, *values]
 
     def _keys(self, funds: tuple[str, ...]) -> list[str]:
         """Hash and stream key of every fund in ``funds``, made once per universe."""
@@ -352,18 +452,23 @@ class RedisSink(QueuedSink):
         pipeline; its replies read as the script's are."""
         prefix, maxlen = self.settings.key_prefix, self.settings.history_maxlen
         funds = chunk.publication.funds
+        entry_id = stream_id(chunk.publication.ts_ns)
         pipe = client.pipeline(transaction=False)
         for fund, record in zip(funds[chunk.start:chunk.end], chunk.publication.records[chunk.start:chunk.end]):
-            fields = field_args(record)
+            fields = field_args(record) + self._extra_args
             key = f"{prefix}:{fund}"
             pipe.execute_command("HSET", key, *fields)
-            pipe.execute_command("XADD", f"{key}:history", "MAXLEN", "~", maxlen, "*", *fields)
+            pipe.execute_command("XADD", f"{key}:history", "MAXLEN", "~", maxlen, entry_id, *fields)
         if chunk.state is not None and self.state_key:
             pipe.set(self.state_key, chunk.state)
         replies = await pipe.execute(raise_on_error=False)
         skipped: list[tuple[str, str]] = []
+        refused: list[tuple[int, bytes | None]] = []
         for i, reply in enumerate(replies):
             if not isinstance(reply, Exception):
+                continue
+            if i % 2 and i < 2 * (chunk.end - chunk.start) and "equal or smaller" in str(reply):
+                refused.append((i // 2, None))
                 continue
             if i < 2 * (chunk.end - chunk.start):
                 key = f"{prefix}:{funds[chunk.start + i // 2]}" + (":history" if i % 2 else "")
@@ -375,17 +480,34 @@ class RedisSink(QueuedSink):
             # Resume at this fund. Unlike the script, the pipeline ran the commands after it
             # too; but an error that is not about one key (OOM, READONLY...) fails them all.
             reply.args = (f"{key}: {reply.args[0] if reply.args else reply}", *reply.args[1:])
-            return i // 2, reply, skipped
-        return chunk.end - chunk.start, None, skipped
+            return i // 2, reply, skipped, await self._peer_values(client, chunk, refused)
+        return chunk.end - chunk.start, None, skipped, await self._peer_values(client, chunk, refused)
+
+    async def _peer_values(self, client: aioredis.Redis, chunk: _Chunk,
+                           refused: list[tuple[int, bytes | None]]) -> list[tuple[int, bytes | None]]:
+        """Pipeline mode: the ``iopv`` of each refused boundary's entry, read back (XRANGE)."""
+        if not refused:
+            return refused
+        prefix, entry_id = self.settings.key_prefix, stream_id(chunk.publication.ts_ns)
+        pipe = client.pipeline(transaction=False)
+        for position, _ in refused:
+            pipe.execute_command("XRANGE", f"{prefix}:{chunk.publication.funds[chunk.start + position]}:history",
+                                 entry_id, entry_id)
+        found = []
+        for (position, _), entries in zip(refused, await pipe.execute()):
+            fields = entries[0][1] if entries else None
+            found.append((position, None if fields is None else fields.get(b"iopv", b"")))
+        return found
 
 
 def _script_result(args: list[Any], reply: list[Any]) -> ChunkResult:
     """``WRITE_SCRIPT``'s reply for the call with ``args``, keys named (KEYS are ``args[1:]``)."""
-    done, stopped_at, error = reply[0], reply[1], reply[2]
-    skipped = [(args[reply[i]], _text(reply[i + 1])) for i in range(3, len(reply), 2)]
+    done, stopped_at, error, skipped_flat, refused_flat = reply[0], reply[1], reply[2], reply[3], reply[4]
+    skipped = [(args[skipped_flat[i]], _text(skipped_flat[i + 1])) for i in range(0, len(skipped_flat), 2)]
+    refused = [(refused_flat[i] - 1, refused_flat[i + 1]) for i in range(0, len(refused_flat), 2)]
     if stopped_at:
-        return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {_text(error)}"), skipped
-    return done, None, skipped
+        return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {_text(error)}"), skipped, refused
+    return done, None, skipped, refused
 
 
 def _text(value: bytes | str) -> str:
