@@ -166,6 +166,7 @@ def test_replay_and_explain_reproduce_a_killed_and_restarted_session(tmp_path, m
     for fund in ("F0", "F1", "F2", "F3", "CASH"):
         for _id, fields in client.xrange(f"iopv{tag}:{fund}:history"):
             fields = {k.decode(): _field(v) for k, v in fields.items()}
+            assert fields.pop("instance") == f"j{tag}"  # Redis names the instance that wrote it
             assert {"fund": fund, **fields} == by_key[(fund, fields["ts"])]
             checked += 1
     assert checked >= 5 * 6

@@ -136,8 +136,12 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
     assert {r["fund"]: f"{r['iopv']:.4f}" for r in values} == reference
     assert out["one"] == (200, pub2.records[1])
     # History: the Redis stream's entries, by time, as the published records.
-    assert out["history"] == (200, [pub1.records[0], pub2.records[0]])
-    assert out["history_all"] == out["history"]
+    status, history = out["history"]
+    assert status == 200 and all(record.pop("instance") for record in history)  # Redis names the writer
+    assert history == [pub1.records[0], pub2.records[0]]
+    status_all, history_all = out["history_all"]
+    assert status_all == 200 and all(record.pop("instance") for record in history_all)
+    assert history_all == history
     assert out["history_after"] == (200, [])
     assert out["bad_to"][0] == 400 and out["bad_to"][1]["parameter"] == "to"
     assert out["reversed"][0] == 400 and out["reversed"][1]["parameter"] == "from"

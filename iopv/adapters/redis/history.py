@@ -23,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 
 #: Fields the sink stores as plain strings (not JSON text).
-STRING_FIELDS = frozenset({"status", "basket", "as_of", "reason"})
+STRING_FIELDS = frozenset({"status", "basket", "as_of", "reason", "instance"})
 #: Entries read per XRANGE call.
 PAGE_ENTRIES = 1000
 #: What a fund name may be (README "Basket files"): it becomes a key, so nothing else is looked up.
