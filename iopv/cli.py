@@ -269,7 +269,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     import orjson
     import redis.exceptions
 
-    from iopv.adapters.redis.client import close_client, redis_client
+    from iopv.adapters.redis.client import close_client
+    from iopv.adapters.redis.cluster import reader_client
     from iopv.adapters.redis.history import UnknownFund, parse_time_ns, read_history
     from iopv.config import redact_url
 
@@ -285,7 +286,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit: expected a number >= 1, got {args.limit}")
 
     async def fetch() -> list[dict[str, Any]]:
-        client = redis_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)
+        client = reader_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)
         try:
             return await read_history(client, settings.redis.key_prefix, args.fund, from_ns=from_ns, to_ns=to_ns,
                                       limit=args.limit)
@@ -477,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="a fund's published values from the Redis history, by time")
     history.add_argument("fund", help="fund ticker")
     history.add_argument("--config", help="TOML settings file (default config/default.toml or $IOPV_CONFIG)")
-    history.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url)")
+    history.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url); with "
+                         "--redis-cluster the seed nodes redis://host:port[,host:port...]")
+    history.add_argument("--redis-cluster", action="store_true", help="Redis Cluster mode (redis.cluster)")
     history.add_argument("--from", dest="from_time", metavar="T",
                          help="first boundary: ISO-8601 (no offset = UTC) or epoch ms (default: the oldest)")
     history.add_argument("--to", dest="to_time", metavar="T",

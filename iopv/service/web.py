@@ -16,7 +16,8 @@ from importlib import resources
 
 from aiohttp import web
 
-from iopv.adapters.redis.client import close_client, redis_client
+from iopv.adapters.redis.client import close_client
+from iopv.adapters.redis.cluster import reader_client
 from iopv.config import Settings
 from iopv.service import health
 from iopv.service.api import ValuesHub
@@ -61,7 +62,7 @@ class WebServer:
 
     async def start(self) -> None:
         # One client for history reads, apart from the sink's writer connection.
-        self.hub.redis = redis_client(self.settings.redis)
+        self.hub.redis = reader_client(self.settings.redis)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

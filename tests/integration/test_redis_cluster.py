@@ -9,6 +9,7 @@ import asyncio
 import signal
 import time
 
+import orjson
 import pytest
 import redis
 
@@ -187,3 +188,33 @@ def test_a_node_that_times_out_is_retried_on_a_fresh_connection(cluster, monkeyp
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.02)
+
+
+def test_iopv_history_and_other_readers_use_the_cluster_seed_nodes(cluster, capsys, monkeypatch):
+    """Readers use the seed-node list too: ``iopv history --redis-url <seeds>`` in cluster mode."""
+    from iopv.adapters.redis.cluster import reader_client
+    from iopv.cli import main
+
+    settings = RedisSettings(url=cluster.url, cluster=True, key_prefix="rd")
+    sink = ClusterRedisSink(settings, max_queued=10)
+    boundaries = [k * SECOND for k in range(1, 4)]
+
+    async def write_and_read_one_key():
+        for ts in boundaries:
+            sink.offer(publication(ts, funds=3))
+        await run_sinks([sink], lambda: sink.last_ts_ns == boundaries[-1])
+        client = reader_client(settings)
+        try:
+            return await client.hget("rd:F002", "ts")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(write_and_read_one_key()) == str(boundaries[-1]).encode()
+    monkeypatch.setenv("IOPV_REDIS_KEY_PREFIX", "rd")
+    code = main(["history", "F002", "--redis-url", cluster.url, "--redis-cluster", "--format", "json",
+                 "--from", str(2 * SECOND // 1_000_000)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [orjson.loads(line) for line in out.splitlines()]
+    assert [(r["ts"], r["iopv"]) for r in records] == [
+        (ts, publication(ts, funds=3).records[2]["iopv"]) for ts in boundaries[1:]]

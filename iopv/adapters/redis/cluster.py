@@ -41,10 +41,12 @@ import logging
 from typing import Any
 
 import hiredis
+import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from iopv.adapters.redis.client import redis_client
 from iopv.adapters.redis.sink import RedisSink, _Chunk, _text, field_values, stream_id
 from iopv.config import RedisSettings, read_secret
 from iopv.engine.publication import Publication
@@ -166,6 +168,13 @@ def cluster_client(settings: RedisSettings) -> RedisCluster:
     if first.username:
         options["username"] = first.username
     return RedisCluster(startup_nodes=[ClusterNode(s.hostname, s.port or 6379) for s in seeds], **options)
+
+
+def reader_client(settings: RedisSettings, **options: Any) -> aioredis.Redis | RedisCluster:
+    """A client for reads of single keys (the restart state, ``iopv history``, the web API's
+    history): a cluster client in cluster mode (``redis.url`` is then a list of seed nodes), else
+    ``redis_client(settings, **options)``."""
+    return cluster_client(settings) if settings.cluster else redis_client(settings, **options)
 
 
 class ClusterRedisSink(RedisSink):

@@ -11,7 +11,7 @@ import logging
 
 import redis.exceptions
 
-from iopv.adapters.redis.client import redis_client
+from iopv.adapters.redis.cluster import reader_client
 from iopv.config import Settings
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,7 @@ def state_key(settings: Settings) -> str:
 async def load(settings: Settings, timeout_s: float = 2.0) -> bytes | None:
     """The saved snapshot, or None when there is none or Redis cannot be reached in time
     (the engine then starts from previous closes rather than wait: it is logged)."""
-    if settings.redis.cluster:
-        from iopv.adapters.redis.cluster import cluster_client
-        client = cluster_client(settings.redis)
-    else:
-        client = redis_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client = reader_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         return await asyncio.wait_for(client.get(state_key(settings)), timeout_s)
     except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
