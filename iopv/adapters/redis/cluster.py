@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from typing import Any
 
@@ -47,87 +46,13 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from iopv.adapters.redis.client import redis_client
+from iopv.adapters.redis.scripts import NODE_SCRIPT, NODE_SHA1
 from iopv.adapters.redis.sink import RedisSink, _Chunk, _text, field_values, stream_id
 from iopv.config import RedisSettings, read_secret
 from iopv.engine.publication import Publication
 
 log = logging.getLogger(__name__)
 
-#: Independent writes on one node. ARGV: history maxlen, the entry ID, the number of keys, the keys
-#: (not declared as KEYS: Redis refuses declared keys of several slots even with the flag), the number
-#: of field-name lists, then each as its length and names; then per key its kind (``h``: the
-#: latest-value hash, ``x``: the history stream), its list's index and its values. Returns {keys
-#: written, refused history entries as (key index, the entry's iopv or false when only a later
-#: entry is there), skipped WRONGTYPE keys as (index, error), index of the key that stopped the
-#: call or 0, its error}.
-NODE_SCRIPT = """#!lua flags=allow-cross-slot-keys
-local maxlen, id, nkeys = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local KEYS = {unpack(ARGV, 4, 3 + nkeys)}
-local lists, tsat, a = {}, {}, 5 + nkeys
-for s = 1, tonumber(ARGV[4 + nkeys]) do
-  local n = tonumber(ARGV[a])
-  lists[s] = {unpack(ARGV, a + 1, a + n)}
-  tsat[s] = 0
-  for j = 1, n do
-    if lists[s][j] == 'ts' then tsat[s] = j end
-  end
-  a = a + 1 + n
-end
-local refused, skipped, args = {}, {}, {}
-local function failed(k, reply)
-  if string.sub(reply.err, 1, 10) == 'WRONGTYPE ' then
-    skipped[#skipped + 1] = k
-    skipped[#skipped + 1] = reply.err
-    return false
-  end
-  return true
-end
-for k = 1, #KEYS do
-  local kind, s = ARGV[a], tonumber(ARGV[a + 1])
-  local names = lists[s]
-  local n = #names
-  for j = 1, n do
-    args[2 * j - 1] = names[j]
-    args[2 * j] = ARGV[a + 1 + j]
-  end
-  local reply = nil
-  if kind == 'h' then
-    local newer = true
-    if tsat[s] > 0 then
-      local cur = redis.pcall('HGET', KEYS[k], 'ts')
-      local ts = ARGV[a + 1 + tsat[s]]
-      if type(cur) == 'table' and cur.err then
-        reply = cur
-      elseif cur and (#cur > #ts or (#cur == #ts and cur >= ts)) then
-        newer = false
-      end
-    end
-    if newer and not reply then reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n)) end
-  else
-    reply = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', maxlen, id, unpack(args, 1, 2 * n))
-    if type(reply) == 'table' and reply.err and string.find(reply.err, 'equal or smaller', 1, true) then
-      local peer = redis.call('XRANGE', KEYS[k], id, id)
-      local value = false
-      if #peer > 0 then
-        value = ''
-        local fv = peer[1][2]
-        for j = 1, #fv, 2 do
-          if fv[j] == 'iopv' then value = fv[j + 1] end
-        end
-      end
-      refused[#refused + 1] = k
-      refused[#refused + 1] = value
-      reply = nil
-    end
-  end
-  if type(reply) == 'table' and reply.err and failed(k, reply) then
-    return {k - 1, refused, skipped, k, reply.err}
-  end
-  a = a + 2 + n
-end
-return {#KEYS, refused, skipped, 0, ''}
-"""
-NODE_SHA1 = hashlib.sha1(NODE_SCRIPT.encode()).hexdigest()
 #: Writes per script call (a call blocks its node for about a ms per 500).
 NODE_CHUNK = 500
 

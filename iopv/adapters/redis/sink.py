@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -59,6 +58,7 @@ import redis.exceptions
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.queued import QueuedSink
 from iopv.adapters.redis.client import close_client, redis_client
+from iopv.adapters.redis.scripts import WRITE_SCRIPT, WRITE_SCRIPT_SHA1
 from iopv.config import RedisSettings
 from iopv.engine.publication import Publication
 
@@ -71,98 +71,6 @@ CHUNK_FUNDS = 64
 #: the script blocks the server, for a few ms each (bench/cycle.py); US scale is 7 calls.
 SCRIPT_CHUNK_FUNDS = 500
 
-#: One chunk of a publication, server-side. KEYS: per fund its hash and its history stream, then
-#: the state key when ARGV[2] is "1". ARGV: the history maxlen; that flag; the number of distinct
-#: field-name lists, then each as its length and its names; then per fund the index (from 1) of
-#: its list and its values; then the state value. (Names go once per chunk, not once per fund:
-#: packing arguments is the larger part of the client's work.) Per fund it runs HSET and XADD
-#: with the names and values interleaved: the arguments ``field_args`` gives pipeline mode.
-#: Returns {funds written, index in KEYS of the key that stopped it or 0, its error or "",
-#: then index, error of each write skipped}. A WRONGTYPE key is skipped (HSET and XADD are
-#: separate writes); any other error stops the chunk at that fund, which is then not counted.
-WRITE_SCRIPT = """
-local maxlen, id = ARGV[1], ARGV[3]
-local out = {0, 0, '', {}, {}}
-local function stops(k, reply)
-  if string.sub(reply.err, 1, 10) == 'WRONGTYPE ' then
-    local skipped = out[4]
-    skipped[#skipped + 1] = k
-    skipped[#skipped + 1] = reply.err
-    return false
-  end
-  out[2] = k
-  out[3] = reply.err
-  return true
-end
-local lists, tsat, a = {}, {}, 5
-for s = 1, tonumber(ARGV[4]) do
-  local n = tonumber(ARGV[a])
-  lists[s] = {unpack(ARGV, a + 1, a + n)}
-  tsat[s] = 0
-  for j = 1, n do
-    if lists[s][j] == 'ts' then tsat[s] = j end
-  end
-  a = a + 1 + n
-end
-local function older(cur, ts)
-  return (not cur) or #cur < #ts or (#cur == #ts and cur < ts)
-end
-local args = {}
-for f = 1, math.floor(#KEYS / 2) do
-  local k = 2 * f - 1
-  local s = tonumber(ARGV[a])
-  local names = lists[s]
-  local n = #names
-  for j = 1, n do
-    args[2 * j - 1] = names[j]
-    args[2 * j] = ARGV[a + j]
-  end
-  local newer = true
-  if tsat[s] > 0 then
-    local cur = redis.pcall('HGET', KEYS[k], 'ts')
-    if type(cur) == 'table' and cur.err then
-      if stops(k, cur) then return out end
-      newer = false
-    else
-      newer = older(cur, ARGV[a + tsat[s]])
-    end
-  end
-  if newer then
-    local reply = redis.pcall('HSET', KEYS[k], unpack(args, 1, 2 * n))
-    if type(reply) == 'table' and reply.err and stops(k, reply) then return out end
-  end
-  local reply = redis.pcall('XADD', KEYS[k + 1], 'MAXLEN', '~', maxlen, id, unpack(args, 1, 2 * n))
-  if type(reply) == 'table' and reply.err then
-    if string.find(reply.err, 'equal or smaller', 1, true) then
-      local refused = out[5]
-      local peer = redis.call('XRANGE', KEYS[k + 1], id, id)
-      local value = false
-      if #peer > 0 then
-        local fv = peer[1][2]
-        value = ''
-        for j = 1, #fv, 2 do
-          if fv[j] == 'iopv' then value = fv[j + 1] end
-        end
-      end
-      refused[#refused + 1] = f
-      refused[#refused + 1] = value
-    elseif stops(k + 1, reply) then
-      return out
-    end
-  end
-  out[1] = f
-  a = a + 1 + n
-end
-if ARGV[2] == '1' then
-  local reply = redis.pcall('SET', KEYS[#KEYS], ARGV[a])
-  if type(reply) == 'table' and reply.err then
-    out[2] = #KEYS
-    out[3] = reply.err
-  end
-end
-return out
-"""
-WRITE_SCRIPT_SHA1 = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
 
 
 class _Chunk(NamedTuple):
