@@ -46,8 +46,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from iopv.adapters.redis.client import redis_client
+from iopv.adapters.redis.fields import field_values, stream_id
 from iopv.adapters.redis.scripts import NODE_SCRIPT, NODE_SHA1
-from iopv.adapters.redis.sink import RedisSink, _Chunk, _text, field_values, stream_id
+from iopv.adapters.redis.sink import RedisSink, _Chunk, _text
 from iopv.config import RedisSettings, read_secret
 from iopv.engine.publication import Publication
 

@@ -1,9 +1,9 @@
 """Reading a fund's published values back from its Redis history stream ``<prefix>:<FUND>:history``.
 
 Used by ``iopv history`` and meant for any other reader (the web API's ``/api/history``). An
-entry's fields are the record's fields as the sink writes them (``sink.field_args``): strings as
+entry's fields are the record's fields as the sink writes them (``fields.field_args``): strings as
 they are (``status``, ``basket``, ``as_of``), everything else as its JSON text; the fund is in the
-key. ``decode_entry`` turns them back into the record published on MQTT.
+key. ``fields.decode_entry`` turns them back into the record published on MQTT.
 
 Time selection works whatever the entry IDs are. An entry is written after its boundary, so its
 ID's milliseconds are never below the boundary's (``<boundary_ms>-0`` IDs equal it; ``*`` IDs are
@@ -19,11 +19,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 
-#: Fields the sink stores as plain strings (not JSON text).
-STRING_FIELDS = frozenset({"status", "basket", "as_of", "reason", "instance"})
+from iopv.adapters.redis.fields import decode_entry
+
 #: Entries read per XRANGE call.
 PAGE_ENTRIES = 1000
 #: What a fund name may be (README "Basket files"): it becomes a key, so nothing else is looked up.
@@ -55,21 +54,6 @@ def parse_time_ns(text: str) -> int:
 def history_key(key_prefix: str, fund: str) -> str:
     """The history stream of ``fund``: ``<prefix>:<FUND>:history``."""
     return f"{key_prefix}:{fund}:history"
-
-
-def decode_entry(fund: str, fields: dict[Any, Any]) -> dict[str, Any]:
-    """One stream entry's fields (bytes or str) as the published record, ``fund`` first."""
-    record: dict[str, Any] = {"fund": fund}
-    for name, value in fields.items():
-        name = name.decode() if isinstance(name, bytes) else name
-        if name in STRING_FIELDS:
-            record[name] = value.decode() if isinstance(value, bytes) else value
-            continue
-        try:
-            record[name] = orjson.loads(value)
-        except orjson.JSONDecodeError:  # a field a newer writer stores as a plain string
-            record[name] = value.decode() if isinstance(value, bytes) else value
-    return record
 
 
 async def iter_history(client: aioredis.Redis, key_prefix: str, fund: str, *, from_ns: int | None = None,

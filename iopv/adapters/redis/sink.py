@@ -58,6 +58,7 @@ import redis.exceptions
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.queued import QueuedSink
 from iopv.adapters.redis.client import close_client, redis_client
+from iopv.adapters.redis.fields import field_args, field_values, stream_id
 from iopv.adapters.redis.scripts import WRITE_SCRIPT, WRITE_SCRIPT_SHA1
 from iopv.config import RedisSettings
 from iopv.engine.publication import Publication
@@ -89,32 +90,6 @@ class _Chunk(NamedTuple):
 #: refused because the boundary's entry was there already, as (fund's index in the chunk, the
 #: ``iopv`` field of the entry found -- None when the stream holds a later entry and not this one).
 ChunkResult = tuple[int, Exception | None, list[tuple[str, str]], list[tuple[int, bytes | None]]]
-
-
-def stream_id(boundary_ns: int) -> str:
-    """The history entry ID of a boundary, ``<boundary_ms>-0``: Redis accepts it once per stream,
-    which makes the write idempotent across replicas and retries."""
-    return f"{boundary_ns // 1_000_000}-0"
-
-
-def field_args(record: dict[str, Any]) -> list[Any]:
-    """A record as flat Redis hash/stream field arguments ``[name, value, ...]``: the same fields
-    (strings as they are, anything else as its JSON text; the fund is in the key), with JSON kept
-    as bytes so nothing is decoded and re-encoded."""
-    args: list[Any] = []
-    append = args.append
-    dumps = orjson.dumps
-    for key, value in record.items():
-        if key != "fund":
-            append(key)
-            append(value if type(value) is str else dumps(value))
-    return args
-
-
-def field_values(record: dict[str, Any]) -> list[Any]:
-    """The values of ``field_args(record)`` alone, in the same order and encoding."""
-    dumps = orjson.dumps
-    return [value if type(value) is str else dumps(value) for key, value in record.items() if key != "fund"]
 
 
 class RedisSink(QueuedSink):
