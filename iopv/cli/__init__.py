@@ -1,0 +1,156 @@
+"""Command line: ``iopv run | replay | demo | tail | check-pcf | shards | history |
+import-holdings | explain``.
+
+Errors in configuration or basket files end the command with exit code 2 and a message that
+names the file, field or key -- never a traceback. The commands live by concept in
+``iopv.cli.engine`` (run, demo, replay, explain, check-pcf, shards) and ``iopv.cli.readers``
+(tail, history, import-holdings); this module holds the parser and ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from iopv.cli.engine import (
+    cmd_check_pcf,
+    cmd_demo,
+    cmd_explain,
+    cmd_replay,
+    cmd_run,
+    cmd_shards,
+)
+from iopv.cli.readers import cmd_history, cmd_import_holdings, cmd_tail
+from iopv.config import ConfigError
+from iopv.core.universe import PcfError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
+    parser.add_argument("--log-level", default=None,
+                        help="logging level (default INFO; WARNING for demo, which draws a table)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, *, urls: bool) -> None:
+        p.add_argument("--config", help="TOML settings file (default config/default.toml or $IOPV_CONFIG)")
+        p.add_argument("--pcf", help="basket file (engine.pcf_path)")
+        p.add_argument("--interval", type=float, help="seconds between boundaries (engine.interval_s)")
+        if urls:
+            p.add_argument("--mqtt-url", help="mqtt://[user:pass@]host[:port][,URL...] (mqtt.url; a list: "
+                           "a cluster's nodes, tried in turn)")
+            p.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url); with "
+                           "--redis-cluster the seed nodes redis://host:port[,host:port...]")
+            p.add_argument("--redis-cluster", action="store_true", help="Redis Cluster mode (redis.cluster)")
+            p.add_argument("--shard", help="K/N: value the funds with crc32(ticker) mod N == K (engine.shard)")
+            p.add_argument("--instance", help="this instance's name, distinct per replica (engine.instance)")
+            p.add_argument("--http-port", type=int, help="web server (board, /api, /healthz /readyz /metrics) "
+                           "on this port (ops.http_port; 0 = off; the demo then picks a free port)")
+            p.add_argument("--clean-start", action="store_true",
+                           help="start from previous closes, not the saved session state (ops.restore_state)")
+
+    run = commands.add_parser("run", help="the service: ticks over MQTT in, values to Redis and MQTT out")
+    common(run, urls=True)
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="the engine on the demo universe with simulated live ticks")
+    common(demo, urls=True)
+    demo.add_argument("--ticks-per-s", type=float, default=500.0, help="simulated tick rate (default 500)")
+    demo.add_argument("--seed", type=int, default=2004, help="simulator seed (default 2004)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.set_defaults(handler=cmd_demo)
+
+    replay = commands.add_parser("replay", help="value a recorded tape offline; JSON lines to stdout")
+    common(replay, urls=False)
+    replay.add_argument("--tape", help="JSON-lines tick tape (with --pcf)")
+    replay.add_argument("--journal", help="an audit journal day file: reproduce what the live engine published "
+                        "(docs/audit.md); needs no --pcf or --tape")
+    replay.add_argument("--decimals", type=int, default=None, help="published decimals (engine.decimals)")
+    replay.add_argument("--rejects", action="store_true", help="list rejected tape lines on stderr")
+    replay.add_argument("--calendar", default=None,
+                        help="sessions: 'always' or an exchange code such as XNYS (engine.calendar)")
+    replay.set_defaults(handler=cmd_replay)
+
+    explain = commands.add_parser("explain", help="one fund's value at a boundary, holding by holding, "
+                                  "from the audit journal")
+    explain.add_argument("fund")
+    explain.add_argument("--at", required=True, help="time: the boundary at or before it is explained "
+                         "(ns, YYYY-MM-DDTHH:MM:SS[+HH:MM], or HH:MM:SS on the journal's day)")
+    explain.add_argument("--journal", help="journal day file (default: ops.journal_dir, the instance and the day)")
+    explain.add_argument("--tz", help="time zone of a time without offset (default UTC), e.g. America/New_York")
+    explain.add_argument("--json", action="store_true", help="JSON for machines")
+    explain.add_argument("--config", help="TOML settings file (for ops.journal_dir and engine.instance)")
+    explain.set_defaults(handler=cmd_explain)
+
+    tail = commands.add_parser("tail", help="live table of the published values (any subscriber); --json: raw records")
+    tail.add_argument("funds", nargs="*", metavar="FUND", help="funds to show (default: every fund)")
+    tail.add_argument("--mqtt-url", help="broker, mqtt://[user:pass@]host[:port] (mqtt.url)")
+    tail.add_argument("--realtime", action="store_true",
+                      help="also follow the real-time values (realtime.topic_prefix)")
+    tail.add_argument("--json", action="store_true", help="print the records as received, one per line")
+    tail.add_argument("--config", help="TOML settings file (topic prefixes, interval, decimals)")
+    tail.add_argument("--pcf", help="basket file: fund names, and the previous closes for the change column")
+    tail.add_argument("--interval", type=float, help="the engine's interval, for the age rule (engine.interval_s)")
+    tail.add_argument("--count", type=int, help="stop after this many records")
+    tail.add_argument("--duration", type=float, help="stop after this many seconds")
+    tail.set_defaults(handler=cmd_tail)
+
+    shards = commands.add_parser("shards", help="which funds each of N shards owns, with holdings and symbols")
+    shards.add_argument("file", help="basket file")
+    shards.add_argument("--count", type=int, required=True, help="number of shards N")
+    shards.add_argument("--funds", action="store_true", help="also list each shard's funds")
+    shards.set_defaults(handler=cmd_shards)
+
+    check = commands.add_parser("check-pcf", help="validate basket files and report every problem")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(handler=cmd_check_pcf)
+
+    history = commands.add_parser("history", help="a fund's published values from the Redis history, by time")
+    history.add_argument("fund", help="fund ticker")
+    history.add_argument("--config", help="TOML settings file (default config/default.toml or $IOPV_CONFIG)")
+    history.add_argument("--redis-url", help="redis://[user:pass@]host[:port][/db] (redis.url); with "
+                         "--redis-cluster the seed nodes redis://host:port[,host:port...]")
+    history.add_argument("--redis-cluster", action="store_true", help="Redis Cluster mode (redis.cluster)")
+    history.add_argument("--from", dest="from_time", metavar="T",
+                         help="first boundary: ISO-8601 (no offset = UTC) or epoch ms (default: the oldest)")
+    history.add_argument("--to", dest="to_time", metavar="T",
+                         help="last boundary, inclusive, same forms (default: the newest)")
+    history.add_argument("--format", choices=("csv", "json"), default="csv",
+                         help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
+    history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
+    history.set_defaults(handler=cmd_history)
+
+    holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file")
+    holdings.add_argument("file", help="the issuer's holdings download (CSV, or XLSX for ssga)")
+    holdings.add_argument("--format", required=True, choices=("ishares", "invesco", "ssga"), help="the file's layout")
+    holdings.add_argument("--out", required=True, help="basket file to write (JSON, README 'Basket files')")
+    holdings.add_argument("--creation-unit", help="shares the holdings are for (default: the file's shares "
+                          "outstanding; required for invesco and ssga)")
+    holdings.add_argument("--prices", help="CSV of symbol,close: previous closes (needed for ssga; "
+                          "wins over the file's)")
+    holdings.add_argument("--allow-unpriced", action="store_true",
+                          help="leave rows that cannot be priced out of the basket (listed in the report) "
+                          "instead of failing")
+    holdings.add_argument("--fund", help="fund ticker (default: from the file)")
+    holdings.add_argument("--currency", default="USD", help="fund currency (default USD)")
+    holdings.add_argument("--fx", action="append", metavar="CCY=RATE",
+                          help="fund currency per unit of CCY (repeatable); default: the file's FX Rate (ishares)")
+    holdings.add_argument("--report", help="JSON report of rows not in the basket or put in cash "
+                          "(default: OUT with .report.json)")
+    holdings.set_defaults(handler=cmd_import_holdings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ConfigError, PcfError) as exc:
+        print(f"iopv {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
