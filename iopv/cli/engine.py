@@ -139,6 +139,9 @@ def parse_time(text: str, *, tz: str | None, day: str | None) -> int:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
+    from iopv.adapters.redis.history import parse_time_ns
+
+    text = text.strip()
     if text.isdigit():
         return int(text)
     zone = ZoneInfo(tz) if tz else dt.UTC
@@ -147,13 +150,9 @@ def parse_time(text: str, *, tz: str | None, day: str | None) -> int:
             if day is None:
                 raise ValueError("a bare time needs a day: give --journal FILE or a full date-time")
             text = f"{day}T{text}"
-        stamp = dt.datetime.fromisoformat(text.replace(" ", "T"))
+        return parse_time_ns(text.replace(" ", "T"), zone=zone)
     except ValueError as exc:
         raise ConfigError(f"--at: expected nanoseconds, YYYY-MM-DDTHH:MM:SS[+HH:MM] or HH:MM:SS: {exc}") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=zone)
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (stamp - epoch) // dt.timedelta(microseconds=1) * 1000
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
