@@ -171,7 +171,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         day = match.group(1) if match else None
     at_ns = parse_time(args.at, tz=args.tz, day=day)
     if not path:
-        from iopv.adapters.journal.writer import journal_path
+        from iopv.adapters.journal.files import journal_path
 
         settings = settings_from(args)
         if not settings.ops.journal_dir:

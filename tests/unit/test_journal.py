@@ -16,7 +16,8 @@ import pytest
 
 from iopv.adapters.journal import JournalError, JournalReader, events
 from iopv.adapters.journal import format as fmt
-from iopv.adapters.journal.writer import JournalWriter, day_of
+from iopv.adapters.journal.files import day_of
+from iopv.adapters.journal.writer import JournalWriter
 from iopv.cli import main
 from iopv.config import load_settings
 from iopv.core.constants import DAY_NS

@@ -29,7 +29,6 @@ each rotation.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import logging
 import operator
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from iopv.adapters.journal import files
 from iopv.adapters.journal import format as fmt
 from iopv.config import ConfigError, Settings
 from iopv.core.constants import DAY_NS
@@ -52,7 +52,6 @@ from iopv.kernels.journal import TICK_HEAD_BYTES, pack_ticks_nb
 
 log = logging.getLogger(__name__)
 
-SUFFIX = ".iopvj"
 _ROTATE = object()  # an internal queue item: close this file, start the next day's
 _SYNC_EVERY_S = 1.0
 _TOPIC_CACHE = 1 << 16
@@ -70,15 +69,6 @@ class _TopicBytes(dict):
             self.clear()
         name = self[topic] = topic.encode("utf-8", "surrogatepass")[:fmt.NO_TOPIC - 1]
         return name
-
-
-def day_of(time_ns: int) -> str:
-    return dt.datetime.fromtimestamp(time_ns // DAY_NS * 86_400, dt.UTC).strftime("%Y-%m-%d")
-
-
-def journal_path(directory: str | os.PathLike, instance: str, time_ns: int) -> Path:
-    """The day file of ``instance`` for the UTC day of ``time_ns``."""
-    return Path(directory) / f"{instance}-{day_of(time_ns)}{SUFFIX}"
 
 
 class JournalWriter:
@@ -347,53 +337,12 @@ class JournalWriter:
     # -- files -------------------------------------------------------------------------------
 
     def _open(self, time_ns: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = journal_path(self.directory, self.instance, time_ns)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        size = os.fstat(fd).st_size
-        if size:
-            data = fmt.map_file(str(path))
-            try:
-                end, damage = fmt.block_spans(data, str(path))
-            finally:
-                if hasattr(data, "close"):
-                    data.close()
-            if damage is not None:
-                if end == 0:
-                    os.close(fd)
-                    raise OSError(f"{path}: exists and is not an IOPV journal: {damage}")
-                log.warning("journal: %s; cutting the file at offset %d before appending (%d bytes)",
-                            damage, end, size - end)
-                os.ftruncate(fd, end)
-                size = end
-        if not size:
-            os.write(fd, fmt.FILE_HEADER)
-        self._fd, self.path = fd, path
-        self._sweep(time_ns)
-
-    def _sweep(self, time_ns: int) -> None:
-        """Delete day files (and their flags) older than the retention."""
-        if self.retention_days <= 0:
-            return
-        oldest = day_of(time_ns - self.retention_days * DAY_NS)
-        prefix = f"{self.instance}-"
-        for path in self.directory.glob(f"{prefix}*{SUFFIX}*"):
-            day = path.name[len(prefix):len(prefix) + 10]
-            if len(day) == 10 and day < oldest:
-                try:
-                    path.unlink()
-                    log.info("journal: deleted %s (older than %d days)", path, self.retention_days)
-                except OSError as exc:
-                    log.warning("journal: cannot delete %s: %s", path, exc)
+        self._fd, self.path = files.open_day_file(self.directory, self.instance, time_ns)
+        files.sweep(self.directory, self.instance, self.retention_days, time_ns)
 
     def _flag_incomplete(self, reason: str) -> None:
-        if self.path is None:
-            return
-        try:
-            with open(f"{self.path}.incomplete", "a", encoding="utf-8") as handle:
-                handle.write(f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {reason}\n")
-        except OSError as exc:
-            log.warning("journal: cannot flag %s incomplete: %s", self.path, exc)
+        if self.path is not None:
+            files.flag_incomplete(self.path, reason)
 
     # -- the writer thread: compression and writes release the GIL -------------------------
 
