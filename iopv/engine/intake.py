@@ -97,8 +97,9 @@ class TickIntake:
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
-        #: When set, called with every message as ``recorder(payload, topic, recv_ts_ns)`` before
-        #: it is decoded (the audit journal; ``iopv.engine.journal_replay`` decodes it again).
+        #: When set, ``decode`` calls it with every message as ``recorder(payload, topic,
+        #: recv_ts_ns)`` before staging it (the audit journal; ``iopv.engine.journal_replay``
+        #: decodes it again); ``stage`` does not.
         self.recorder = None
         self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
         self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
@@ -128,12 +129,18 @@ class TickIntake:
         return self._filled + len(self._ts)
 
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
-        """Stage the ticks of one message (a JSON object or array). Never raises on bad input."""
-        self.messages += 1
+        """Record (``recorder``) and stage the ticks of one message (a JSON object or array).
+        Never raises on bad input."""
         if self.recorder is not None:
             if recv_ts_ns is None:
                 recv_ts_ns = time.time_ns()
             self.recorder(payload, topic, recv_ts_ns)
+        self.stage(payload, topic, recv_ts_ns)
+
+    def stage(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
+        """Stage the ticks of one message without recording it: for a caller that has recorded
+        it already (the MQTT feed records a whole socket read at once). Never raises on bad input."""
+        self.messages += 1
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
             return

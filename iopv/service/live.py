@@ -92,6 +92,8 @@ class Service:
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s,
                                  topics=None if self.shard.whole else self._shard_topics)
+        if self.journal is not None:  # a socket read's messages are recorded in one call
+            self.feed.recorder = self.journal.publishes
         # Replicas: the status carries the peer-write and divergence counts, republished on a divergence.
         self.mqtt_sink.status_fields = self._replica_status
         self.redis_sink.on_divergence.append(self.mqtt_sink.status_changed)

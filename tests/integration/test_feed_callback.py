@@ -21,7 +21,7 @@ import pytest
 
 from iopv.adapters.mqtt import client as mqtt_client
 from iopv.adapters.mqtt.client import INTERNALS, paho_client
-from iopv.adapters.mqtt.feed import MqttTickFeed, TickSocket
+from iopv.adapters.mqtt.feed import OTHER_ROWS, TICK_ROWS, MqttTickFeed, TickSocket
 from iopv.config import load_settings
 from iopv.core.constants import counts_by_reason
 from iopv.core.universe import build_universe
@@ -141,8 +141,13 @@ def test_tick_socket_splits_any_chunking_exactly(seed):
         if kind in (3, 4):
             expected_paho.append(data)
         stream.append(data)
-    ticks = []
-    wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng), lambda t, p: ticks.append((t, p)))
+    ticks, times, reads = [], [], []
+
+    def on_read(now, buffer, rows):  # the journal's view of each read: the same messages, in order
+        reads.extend((now, buffer[start:topic_end], buffer[topic_end:end]) for start, topic_end, end in rows.tolist())
+
+    wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng),
+                         lambda t, p, now: (ticks.append((t, p)), times.append(now)), on_read=on_read)
     to_paho = bytearray()
     while True:
         try:
@@ -156,6 +161,33 @@ def test_tick_socket_splits_any_chunking_exactly(seed):
         wrapped.pending()
     assert ticks == expected_ticks
     assert bytes(to_paho) == b"".join(expected_paho)
+    assert reads == [(now, t, p) for now, (t, p) in zip(times, ticks)]
+    assert times == sorted(times) and len(set(times)) < len(times)  # one receive time per read
+
+
+def test_tick_socket_splits_a_read_fuller_than_its_packet_tables_in_order():
+    """A read holding more packets than one split call's tables (TICK_ROWS ticks, OTHER_ROWS
+    others) is split on from where the call stopped; a malformed length passes the rest to paho."""
+    tiny = [publish(b"", b"%d" % (i % 10)) for i in range(TICK_ROWS + 500)]  # 5 bytes each
+    pings = [b"\xd0\x00"] * (OTHER_ROWS + 3)
+    malformed = b"\x30\xff\xff\xff\xff\x01" + b"rest"
+    stream = b"".join(tiny[:100] + pings + tiny[100:] + [malformed])
+
+    class Once:
+        done = False
+
+        def recv(self, size):
+            assert size >= len(stream)
+            if self.done:
+                return b""
+            self.done = True
+            return stream
+
+    ticks = []
+    wrapped = TickSocket(Once(), lambda t, p, _now: ticks.append(p))
+    wrapped.read_bytes = len(stream)
+    assert wrapped.recv(len(stream)) == b"".join(pings) + malformed
+    assert ticks == [b"%d" % (i % 10) for i in range(TICK_ROWS + 500)]
 
 
 def test_tick_socket_reads_at_most_one_chunk_per_readable_event():
@@ -171,7 +203,7 @@ def test_tick_socket_reads_at_most_one_chunk_per_readable_event():
             return chunk
 
     seen = []
-    wrapped = TickSocket(Endless(), lambda t, p: seen.append(p))
+    wrapped = TickSocket(Endless(), lambda t, p, _now: seen.append(p))
     with pytest.raises(BlockingIOError):
         while True:
             wrapped.recv(1)
@@ -206,7 +238,7 @@ def test_tick_socket_skips_oversize_publishes_unbuffered_in_any_chunking(seed):
             stream.append(publish(topic, payload))
             expected_ticks.append((topic, payload))
     ticks, reported, held = [], [], []
-    wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng), lambda t, p: ticks.append((t, p)),
+    wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng), lambda t, p, _now: ticks.append((t, p)),
                          max_payload_bytes=limit, on_oversize=lambda: reported.append(1))
     to_paho = bytearray()
     while True:
@@ -241,7 +273,7 @@ def test_tick_socket_reads_a_large_message_under_the_limit_in_linear_time():
             return chunk
 
     seen = []
-    wrapped = TickSocket(Whole(), lambda t, p: seen.append((t, p)), max_payload_bytes=len(payload))
+    wrapped = TickSocket(Whole(), lambda t, p, _now: seen.append((t, p)), max_payload_bytes=len(payload))
     started = time.perf_counter()
     while len(seen) < 2:
         with pytest.raises(BlockingIOError):

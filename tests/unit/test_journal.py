@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import random
 import struct
 import time
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -18,6 +20,8 @@ from iopv.adapters.journal import JournalError, JournalReader, events
 from iopv.adapters.journal import format as fmt
 from iopv.adapters.journal.files import day_of
 from iopv.adapters.journal.writer import JournalWriter
+from iopv.adapters.mqtt.feed import TickSocket
+from iopv.adapters.mqtt.wire import remaining_length
 from iopv.cli import main
 from iopv.config import load_settings
 from iopv.core.constants import DAY_NS
@@ -27,6 +31,7 @@ from iopv.engine.cycle import Engine
 from iopv.engine.explain import explain
 from iopv.engine.journal_replay import JournalReplay
 from iopv.engine.reload import prepare
+from iopv.kernels.journal import pack_publishes_nb
 from tests.support.live import exact, make_basket
 
 INTERVAL_NS = 1_000_000_000
@@ -65,8 +70,53 @@ def _ticks(step: int, t0: int = T0) -> list[tuple[str, bytes]]:
     ]
 
 
-def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: int = T0, basis: str = "last"):
-    """The engine with a journal writer, driven by hand: messages, then a cycle per step."""
+class Reads:
+    """A socket that delivers a byte stream in random pieces (BlockingIOError between reads)."""
+
+    def __init__(self, data: bytes, rng: random.Random):
+        self.data, self.rng, self.position = data, rng, 0
+
+    def recv(self, size: int) -> bytes:
+        if self.position and self.rng.random() < 0.3:
+            raise BlockingIOError
+        piece = min(size, self.rng.randrange(1, 700))
+        chunk = self.data[self.position:self.position + piece]
+        self.position += len(chunk)
+        return chunk
+
+
+def feed_reads(messages: list[tuple[str | bytes, bytes]], intake, writer, rng: random.Random) -> int:
+    """The messages as QoS 0 PUBLISH packets through the live feed's socket wrapper, as
+    ``MqttTickFeed`` wires it with a journal: each read recorded at once, its messages staged
+    unrecorded. Returns the number of reads that held messages."""
+    reads = []
+
+    def on_read(now, buffer, rows):
+        reads.append(len(rows))
+        writer.publishes(now, buffer, rows)
+
+    stream = b"".join(encode_publish_bytes(t if isinstance(t, bytes) else t.encode(), p) for t, p in messages)
+    wrapped = TickSocket(Reads(stream, rng),
+                         lambda topic, payload, now: intake.stage(payload, topic.decode("utf-8", "replace"), now),
+                         on_read=on_read)
+    while True:
+        try:
+            if not wrapped.recv(4096):
+                break
+        except BlockingIOError:
+            wrapped.pending()
+    assert sum(reads) == len(messages)
+    return len(reads)
+
+
+def encode_publish_bytes(topic: bytes, payload: bytes) -> bytes:
+    return b"\x30" + remaining_length(2 + len(topic) + len(payload)) + len(topic).to_bytes(2, "big") + topic + payload
+
+
+def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: int = T0, basis: str = "last",
+             reads: random.Random | None = None):
+    """The engine with a journal writer, driven by hand: messages, then a cycle per step.
+    ``reads``: the messages go through the MQTT feed's socket wrapper in random reads."""
     document = make_basket(3)
     for fund in document:
         fund["price_basis"] = basis
@@ -96,8 +146,12 @@ def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: i
         engine.gate = gate
         writer.start(engine.universe)
         for step in range(steps):
-            for topic, payload in _ticks(step, t0):
-                engine.intake.decode(payload, topic, t0 + step * INTERVAL_NS + 10)
+            if reads is not None:
+                hostile_topics = [("ticks/S\u00e901", b'{"price": 1.5}'), (b"ticks/\xff\xfe", b'{"price": 2.5}')]
+                feed_reads(_ticks(step, t0) + hostile_topics[:step % 3], engine.intake, writer, reads)
+            else:
+                for topic, payload in _ticks(step, t0):
+                    engine.intake.decode(payload, topic, t0 + step * INTERVAL_NS + 10)
             if step == reload_at:
                 document[0]["holdings"][0]["shares"] += 100
                 pcf.write_bytes(orjson.dumps(document))
@@ -130,6 +184,39 @@ def test_replay_reproduces_every_published_byte_across_a_reload(tmp_path):
     assert replay.stats.reloads == 1 and replay.stats.clean_end
     versions = {orjson.loads(p)["basket"] for p in payloads}
     assert len(versions) == 2, "the reload must show in the replayed records"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_socket_reads_recorded_at_once_replay_every_published_byte(tmp_path, seed):
+    """The live feed's path: each socket read's messages packed in one kernel call (a read with a
+    non-ASCII or invalid UTF-8 topic, one by one) replay to the same bytes as were published."""
+    writer, sink, _ = run_live(tmp_path, reads=random.Random(seed))
+    assert len(sink.boundaries) == 5 and writer.dropped == 0
+    payloads, replay, reader = replay_payloads(writer.path)
+    assert reader.damage is None and payloads == sink.payloads
+    assert replay.stats.matched == 5 and replay.stats.mismatched == 0 and replay.stats.count_mismatches == 0
+    topics = [data[0] for kind, _, data in events(JournalReader(str(writer.path))) if kind == "tick"]
+    assert "ticks/S\u00e901" in topics and "ticks/\ufffd\ufffd" in topics and topics.count("ticks/S001") == 5
+
+
+def test_a_read_packs_to_the_records_of_its_messages_one_by_one():
+    """pack_publishes_nb writes, straight from the bytes read, what encode_tick writes for each
+    message (the documented record); a non-ASCII topic makes it decline (-1)."""
+    rng = random.Random(5)
+    messages = [(f"ticks/S{rng.randrange(1000)}".encode(), rng.randbytes(rng.randrange(0, 300))) for _ in range(200)]
+    messages += [(b"", b""), (b"t" * 300, b"{}")]
+    stream = b"".join(encode_publish_bytes(t, p) for t, p in messages)
+    rows, position = [], 0
+    for topic, payload in messages:
+        end = position + len(encode_publish_bytes(topic, payload))
+        rows.append((end - len(payload) - len(topic), end - len(payload), end))
+        position = end
+    out = np.empty(16 * len(messages) + len(stream), dtype=np.uint8)
+    written = pack_publishes_nb(fmt.TICK, 1234567, np.frombuffer(stream, dtype=np.uint8), np.array(rows), out)
+    assert out[:written].tobytes() == b"".join(fmt.encode_tick(1234567, t.decode(), p) for t, p in messages)
+    hostile = encode_publish_bytes("ticks/S\u00e9".encode(), b"{}")
+    assert pack_publishes_nb(fmt.TICK, 1, np.frombuffer(hostile, dtype=np.uint8),
+                             np.array([(4, len(hostile) - 2, len(hostile))]), np.empty(64, dtype=np.uint8)) == -1
 
 
 def test_a_new_day_rotates_to_a_file_that_replays_on_its_own(tmp_path):

@@ -36,19 +36,23 @@ import time
 from collections.abc import Callable
 
 import aiomqtt
+import numpy as np
 import paho.mqtt.client as paho
 
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.mqtt.client import make_client, paho_client, until_disconnected, wrap_sockets
 from iopv.adapters.mqtt.stream import PacketSocket
-from iopv.adapters.mqtt.wire import INCOMPLETE, MALFORMED, MAX_REMAINING_LENGTH, read_remaining_length
+from iopv.adapters.mqtt.wire import MAX_REMAINING_LENGTH, read_remaining_length
 from iopv.config import MqttSettings
 from iopv.engine.intake import TickIntake
+from iopv.kernels.mqtt import split_packets_nb
 
 log = logging.getLogger(__name__)
 
 #: Topic filters per SUBSCRIBE packet (a shard subscribes to each of its symbols' topics).
 SUBSCRIBE_BATCH = 500
+#: Rows of the packet tables one ``split_packets_nb`` call fills (a fuller read takes more calls).
+TICK_ROWS, OTHER_ROWS = 8_192, 256
 
 
 class TickSocket(PacketSocket):
@@ -64,16 +68,24 @@ class TickSocket(PacketSocket):
     A QoS 0 PUBLISH whose header announces a payload over ``max_payload_bytes`` is skipped as
     its bytes arrive, never buffered, and reported once to ``on_oversize`` (the intake counts
     it ``oversize_payload``): a 64 MiB message costs a few ms of reads, and the ticks after it
-    flow as before. At most one chunk is read per readable event (then ``BlockingIOError``,
+    flow as before. Every message of one read gets the same receive time, taken once per read.
+    The packets are found by one compiled call per read (``iopv.kernels.mqtt.split_packets_nb``).
+    ``on_read``, when given, is then called with that time, the read's bytes and the table of
+    the PUBLISH packets just handed to ``on_publish``, one row each: topic start, topic end,
+    packet end (an int64 array valid during the call only): the audit journal records them in
+    one call. At most one chunk is read per readable event (then ``BlockingIOError``,
     which paho takes as "later"), so a firehose cannot starve the event loop -- the clock, the
     sinks; while skipping, a chunk is up to 1 MiB."""
 
     def __init__(self, sock, on_publish, *, max_payload_bytes: int = MAX_REMAINING_LENGTH,
-                 on_oversize=None):
+                 on_oversize=None, on_read=None):
         super().__init__(sock)
         self._on_publish = on_publish
         self._max_payload = max_payload_bytes
         self._on_oversize = on_oversize
+        self._on_read = on_read
+        self._ticks = np.empty((TICK_ROWS, 3), dtype=np.int64)  # split_packets_nb's tables
+        self._others = np.empty((OTHER_ROWS, 2), dtype=np.int64)
         self._read_this_event = False
 
     def _read(self) -> bytes:
@@ -85,42 +97,32 @@ class TickSocket(PacketSocket):
 
     def _split(self, buffer: bytes) -> tuple[bytes, int]:
         on_publish = self._on_publish
-        limit = self._max_payload
-        others = []
-        end_of_data = len(buffer)
+        now = time.time_ns()  # the receive time of every message in this read
+        data = np.frombuffer(buffer, dtype=np.uint8)
+        ticks, others = self._ticks, self._others
+        for_paho = []
         position = 0
-        while position < end_of_data:
-            first = buffer[position]
-            length, index = read_remaining_length(buffer, position + 1, end_of_data)
-            if length == INCOMPLETE:
-                break
-            if length == MALFORMED:  # let paho see it (and drop the connection)
-                others.append(buffer[position:])
-                position = end_of_data
-                break
-            end = index + length
-            if end <= end_of_data:  # the whole packet is here
-                if first & 0xF6 == 0x30 and length >= 2:  # PUBLISH, QoS 0 (DUP/RETAIN ignored)
-                    topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
-                    if topic_end <= end:
-                        if end - topic_end <= limit:
-                            on_publish(buffer[index + 2:topic_end], buffer[topic_end:end])
-                        elif self._on_oversize is not None:
-                            self._on_oversize()
-                        position = end
-                        continue
-                others.append(buffer[position:end])
-                position = end
-                continue
-            if first & 0xF6 == 0x30 and length >= 2 and index + 2 <= end_of_data:  # an oversize PUBLISH?
-                topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
-                if topic_end <= end and end - topic_end > limit:
-                    if self._on_oversize is not None:
-                        self._on_oversize()
-                    self.skip(end - end_of_data)  # the rest, as it arrives
-                    position = end_of_data
-            break
-        return b"".join(others), position
+        while True:
+            n_ticks, n_others, oversize, stop, skip = split_packets_nb(data, position, self._max_payload,
+                                                                       ticks, others)
+            if n_ticks:
+                rows = ticks[:n_ticks]
+                for topic_start, topic_end, end in zip(*rows.T.tolist()):
+                    on_publish(buffer[topic_start:topic_end], buffer[topic_end:end], now)
+                if self._on_read is not None:
+                    self._on_read(now, buffer, rows)
+            if n_others:
+                for start, end in others[:n_others].tolist():
+                    for_paho.append(buffer[start:end])
+            if oversize and self._on_oversize is not None:
+                for _ in range(oversize):
+                    self._on_oversize()
+            if skip:
+                self.skip(skip)  # the rest of an oversize PUBLISH, as it arrives
+            position = stop
+            if n_ticks < len(ticks) and n_others < len(others):
+                return b"".join(for_paho), position
+            # a table filled up: split on from where it stopped
 
     def _needed(self, partial: bytearray) -> int:
         length, index = read_remaining_length(partial, 1, len(partial))
@@ -162,6 +164,12 @@ class MqttTickFeed:
         self.callback_errors = 0  # exceptions caught in on_message (a bug: logged, counted)
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: When set (before ``run``), called once per socket read as ``recorder(recv_ts_ns,
+        #: buffer, marks)`` with the QoS 0 PUBLISH packets read straight from the socket (see
+        #: ``TickSocket``), which are then staged unrecorded (``TickIntake.stage``); messages
+        #: paho delivers still go through ``TickIntake.decode`` and its per-message recorder.
+        self.recorder = None
+        self._stage = intake.decode
 
     def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
         """paho's on_message, on the event loop's thread: decode now, flush once per iteration.
@@ -176,17 +184,26 @@ class MqttTickFeed:
             self.callback_errors += 1
             log.exception("ticks: on_message failed")
 
-    def _on_publish(self, topic: bytes, payload: bytes) -> None:
-        """A QoS 0 PUBLISH straight from the socket (TickSocket): as ``_on_message``."""
+    def _on_publish(self, topic: bytes, payload: bytes, now: int) -> None:
+        """A QoS 0 PUBLISH straight from the socket (TickSocket), received at ``now``: as
+        ``_on_message``; recorded by ``recorder`` when that is set, else by the intake's."""
         try:
-            self.last_message_ns = now = time.time_ns()
-            self.intake.decode(payload, topic.decode("utf-8", "replace"), now)
+            self.last_message_ns = now
+            self._stage(payload, topic.decode("utf-8", "replace"), now)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         except Exception:  # noqa: BLE001
             self.callback_errors += 1
             log.exception("ticks: on_publish failed")
+
+    def _on_read(self, now: int, buffer: bytes, marks: list[int]) -> None:
+        """One socket read's QoS 0 PUBLISH packets, already staged: to ``recorder``."""
+        try:
+            self.recorder(now, buffer, marks)
+        except Exception:  # noqa: BLE001
+            self.callback_errors += 1
+            log.exception("ticks: recording a read failed")
 
     def _on_oversize(self) -> None:
         """A PUBLISH too large to read (TickSocket skips it): counted once, as ``decode`` would."""
@@ -214,8 +231,11 @@ class MqttTickFeed:
         inner = paho_client(client)  # fails loudly if the internals used here are gone
         inner.on_message = self._on_message
         max_payload = self.intake.max_payload_bytes
+        recorder = self.recorder
+        self._stage = self.intake.decode if recorder is None else self.intake.stage
+        on_read = None if recorder is None else self._on_read
         wrap_sockets(inner, lambda sock: TickSocket(sock, self._on_publish, max_payload_bytes=max_payload,
-                                                    on_oversize=self._on_oversize))
+                                                    on_oversize=self._on_oversize, on_read=on_read))
         return client
 
     def _topic_filters(self) -> list[str]:
