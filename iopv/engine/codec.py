@@ -32,6 +32,11 @@ from iopv.core.constants import (
 NAN = math.nan
 
 
+#: How a topic's bytes as received (MQTT: UTF-8) become text: invalid bytes read as U+FFFD, by
+#: the live feed and by a journal replay of the packets it recorded alike.
+TOPIC_ERRORS = "replace"
+
+
 def topic_symbol(topic: str, prefix: str) -> str | None:
     """The symbol a tick topic names (``<prefix>/<SYMBOL>``), or None for any other topic
     (deeper levels, or a level starting with ``_`` such as ``ticks/_batch``)."""

@@ -4,7 +4,7 @@ The live feed reads paho's socket in 32 KiB chunks and takes the QoS 0 PUBLISH p
 ticks) out of the byte stream itself (``iopv.adapters.mqtt.feed.TickSocket``). Finding where each
 packet starts and ends, byte by byte, cost ~0.5 us of Python per message; here it is one call
 per read, and the same table of offsets serves the intake (one slice pair per tick) and the audit
-journal (``iopv.kernels.journal.pack_publishes_nb`` packs the ticks straight from these offsets).
+journal (which records the packets as they were received, and splits them the same way on replay).
 
 References: MQTT Version 3.1.1 (OASIS Standard, 2014), sections 2.2 (fixed header: packet type
 and flags in the first byte; remaining length, 1-4 bytes of 7 bits, least significant first) and
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from numba import njit
 
-#: Columns of a row of the ``ticks`` table: topic start, topic end (= payload start), packet end.
-TICK_TOPIC, TICK_PAYLOAD, TICK_END = 0, 1, 2
+#: Columns of a row of the ``ticks`` table: packet start, topic start, topic end (= payload
+#: start), packet end.
+TICK_START, TICK_TOPIC, TICK_PAYLOAD, TICK_END = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -27,7 +28,7 @@ def split_packets_nb(buffer, start, limit, ticks, others):
     """Split ``buffer[start:]`` (uint8; ``start`` is where a packet begins) into whole packets.
 
     - A QoS 0 PUBLISH (first byte ``0x30`` with any DUP and RETAIN bits) whose topic fits in it:
-      a row of ``ticks`` (topic start, topic end, end) if its payload is at most ``limit``
+      a row of ``ticks`` (start, topic start, topic end, end) if its payload is at most ``limit``
       bytes, else counted as oversize (its bytes are dropped).
     - Any other whole packet (CONNACK, SUBACK, PINGRESP, a QoS 1 or 2 PUBLISH, a PUBLISH whose
       topic length overruns it): a row of ``others`` (start, end), for paho, in order.
@@ -79,9 +80,10 @@ def split_packets_nb(buffer, start, limit, ticks, others):
                 topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
                 if topic_end <= end:
                     if end - topic_end <= limit:
-                        ticks[n_ticks, 0] = index + 2
-                        ticks[n_ticks, 1] = topic_end
-                        ticks[n_ticks, 2] = end
+                        ticks[n_ticks, 0] = position
+                        ticks[n_ticks, 1] = index + 2
+                        ticks[n_ticks, 2] = topic_end
+                        ticks[n_ticks, 3] = end
                         n_ticks += 1
                     else:
                         oversize += 1

@@ -124,13 +124,14 @@ class ChunkedSocket:
 @pytest.mark.parametrize("seed", range(20))
 def test_tick_socket_splits_any_chunking_exactly(seed):
     rng = random.Random(seed)
-    stream, expected_ticks, expected_paho = [], [], []
+    stream, expected_ticks, expected_paho, tick_packets = [], [], [], []
     for i in range(200):
         kind = rng.randrange(6)
         if kind <= 2:
             topic, payload = f"ticks/S{i}".encode(), b'{"price": %d.5}' % i * rng.choice([1, 1, 400])
             data = publish(topic, payload, flags=rng.choice([0, 1, 8]))
             expected_ticks.append((topic, payload))
+            tick_packets.append(data)
         elif kind == 3:
             data = publish(b"ticks/Q", b"qos1", qos=1)  # paho acknowledges QoS 1
         elif kind == 4:
@@ -138,13 +139,15 @@ def test_tick_socket_splits_any_chunking_exactly(seed):
         else:
             data = publish(b"", b"")  # empty topic and payload: still a QoS 0 PUBLISH
             expected_ticks.append((b"", b""))
+            tick_packets.append(data)
         if kind in (3, 4):
             expected_paho.append(data)
         stream.append(data)
     ticks, times, reads = [], [], []
 
-    def on_read(now, buffer, rows):  # the journal's view of each read: the same messages, in order
-        reads.extend((now, buffer[start:topic_end], buffer[topic_end:end]) for start, topic_end, end in rows.tolist())
+    def on_read(now, buffer, rows):  # the journal's view of each read: the same packets, in order
+        reads.extend((now, buffer[start:end], buffer[topic:payload], buffer[payload:end])
+                     for start, topic, payload, end in rows.tolist())
 
     wrapped = TickSocket(ChunkedSocket(b"".join(stream), rng),
                          lambda t, p, now: (ticks.append((t, p)), times.append(now)), on_read=on_read)
@@ -161,7 +164,7 @@ def test_tick_socket_splits_any_chunking_exactly(seed):
         wrapped.pending()
     assert ticks == expected_ticks
     assert bytes(to_paho) == b"".join(expected_paho)
-    assert reads == [(now, t, p) for now, (t, p) in zip(times, ticks)]
+    assert reads == [(now, packet, t, p) for now, packet, (t, p) in zip(times, tick_packets, ticks)]
     assert times == sorted(times) and len(set(times)) < len(times)  # one receive time per read
 
 

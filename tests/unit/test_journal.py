@@ -12,7 +12,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
@@ -31,7 +30,6 @@ from iopv.engine.cycle import Engine
 from iopv.engine.explain import explain
 from iopv.engine.journal_replay import JournalReplay
 from iopv.engine.reload import prepare
-from iopv.kernels.journal import pack_publishes_nb
 from tests.support.live import exact, make_basket
 
 INTERVAL_NS = 1_000_000_000
@@ -73,19 +71,20 @@ def _ticks(step: int, t0: int = T0) -> list[tuple[str, bytes]]:
 class Reads:
     """A socket that delivers a byte stream in random pieces (BlockingIOError between reads)."""
 
-    def __init__(self, data: bytes, rng: random.Random):
-        self.data, self.rng, self.position = data, rng, 0
+    def __init__(self, data: bytes, rng: random.Random, piece: int = 700):
+        self.data, self.rng, self.position, self.piece = data, rng, 0, piece
 
     def recv(self, size: int) -> bytes:
         if self.position and self.rng.random() < 0.3:
             raise BlockingIOError
-        piece = min(size, self.rng.randrange(1, 700))
+        piece = min(size, self.rng.randrange(1, self.piece))
         chunk = self.data[self.position:self.position + piece]
         self.position += len(chunk)
         return chunk
 
 
-def feed_reads(messages: list[tuple[str | bytes, bytes]], intake, writer, rng: random.Random) -> int:
+def feed_reads(messages: list[tuple[str | bytes, bytes]], intake, writer, rng: random.Random,
+               piece: int = 700) -> int:
     """The messages as QoS 0 PUBLISH packets through the live feed's socket wrapper, as
     ``MqttTickFeed`` wires it with a journal: each read recorded at once, its messages staged
     unrecorded. Returns the number of reads that held messages."""
@@ -95,8 +94,10 @@ def feed_reads(messages: list[tuple[str | bytes, bytes]], intake, writer, rng: r
         reads.append(len(rows))
         writer.publishes(now, buffer, rows)
 
-    stream = b"".join(encode_publish_bytes(t if isinstance(t, bytes) else t.encode(), p) for t, p in messages)
-    wrapped = TickSocket(Reads(stream, rng),
+    # A PINGRESP after every 7th message: the journal records the reads' ticks without it.
+    stream = b"".join(encode_publish_bytes(t if isinstance(t, bytes) else t.encode(), p) + b"\xd0\x00" * (k % 7 == 6)
+                      for k, (t, p) in enumerate(messages))
+    wrapped = TickSocket(Reads(stream, rng, piece),
                          lambda topic, payload, now: intake.stage(payload, topic.decode("utf-8", "replace"), now),
                          on_read=on_read)
     while True:
@@ -188,8 +189,8 @@ def test_replay_reproduces_every_published_byte_across_a_reload(tmp_path):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_socket_reads_recorded_at_once_replay_every_published_byte(tmp_path, seed):
-    """The live feed's path: each socket read's messages packed in one kernel call (a read with a
-    non-ASCII or invalid UTF-8 topic, one by one) replay to the same bytes as were published."""
+    """The live feed's path: each socket read's messages recorded at once, as received (non-ASCII
+    and invalid UTF-8 topics included), replay to the same bytes as were published."""
     writer, sink, _ = run_live(tmp_path, reads=random.Random(seed))
     assert len(sink.boundaries) == 5 and writer.dropped == 0
     payloads, replay, reader = replay_payloads(writer.path)
@@ -199,24 +200,28 @@ def test_socket_reads_recorded_at_once_replay_every_published_byte(tmp_path, see
     assert "ticks/S\u00e901" in topics and "ticks/\ufffd\ufffd" in topics and topics.count("ticks/S001") == 5
 
 
-def test_a_read_packs_to_the_records_of_its_messages_one_by_one():
-    """pack_publishes_nb writes, straight from the bytes read, what encode_tick writes for each
-    message (the documented record); a non-ASCII topic makes it decline (-1)."""
+def test_a_read_is_recorded_as_received_and_reads_back_as_its_messages(tmp_path):
+    """A READ record's body is the PUBLISH packets exactly as received (flags included), and
+    reads back as the messages the feed staged; anything else in a READ body is damage named by
+    file and offset."""
     rng = random.Random(5)
     messages = [(f"ticks/S{rng.randrange(1000)}".encode(), rng.randbytes(rng.randrange(0, 300))) for _ in range(200)]
-    messages += [(b"", b""), (b"t" * 300, b"{}")]
-    stream = b"".join(encode_publish_bytes(t, p) for t, p in messages)
-    rows, position = [], 0
-    for topic, payload in messages:
-        end = position + len(encode_publish_bytes(topic, payload))
-        rows.append((end - len(payload) - len(topic), end - len(payload), end))
-        position = end
-    out = np.empty(16 * len(messages) + len(stream), dtype=np.uint8)
-    written = pack_publishes_nb(fmt.TICK, 1234567, np.frombuffer(stream, dtype=np.uint8), np.array(rows), out)
-    assert out[:written].tobytes() == b"".join(fmt.encode_tick(1234567, t.decode(), p) for t, p in messages)
-    hostile = encode_publish_bytes("ticks/S\u00e9".encode(), b"{}")
-    assert pack_publishes_nb(fmt.TICK, 1, np.frombuffer(hostile, dtype=np.uint8),
-                             np.array([(4, len(hostile) - 2, len(hostile))]), np.empty(64, dtype=np.uint8)) == -1
+    messages += [(b"", b""), (b"t" * 300, b"{}"), ("ticks/S\u00e9".encode(), b"{}"), (b"ticks/\xff", b"{}")]
+    packets = [encode_publish_bytes(t, p) for t, p in messages]
+    packets[7] = b"\x39" + packets[7][1:]  # DUP and RETAIN set: still a QoS 0 PUBLISH, kept as is
+    body = b"".join(packets)
+    assert fmt.read_ticks(body) == [(t.decode("utf-8", "replace"), p) for t, p in messages]
+    for bad in (body + b"\xd0\x00", body[:-1], b"\x32" + body[1:]):  # a PINGRESP, cut short, QoS 1
+        with pytest.raises(ValueError, match="other than whole QoS 0 PUBLISH"):
+            fmt.read_ticks(bad)
+    path = tmp_path / "bad.iopvj"
+    compressor = fmt.new_compressor()
+    path.write_bytes(fmt.FILE_HEADER + fmt.encode_block([fmt.read_header(5, len(body)), body], compressor)
+                     + fmt.encode_block([fmt.read_header(6, len(body) + 2), body + b"\xd0\x00"], compressor))
+    reader = JournalReader(str(path))
+    assert [data for kind, _, data in events(reader) if kind == "tick"] == fmt.read_ticks(body)
+    assert reader.damage is not None and reader.damage.offset > len(fmt.FILE_HEADER)
+    assert f"{path}: offset {reader.damage.offset}: a READ record holds something other" in str(reader.damage)
 
 
 def test_a_new_day_rotates_to_a_file_that_replays_on_its_own(tmp_path):
@@ -274,21 +279,46 @@ def _block_offsets(data: bytes) -> list[int]:
     return offsets
 
 
-def test_file_is_plain_zstd_frames_with_documented_records(tmp_path):
-    """docs/audit.md: read with zstd alone, the records parse with the documented layout."""
+@pytest.mark.parametrize("through_reads", [False, True])
+def test_file_is_plain_zstd_frames_with_documented_records(tmp_path, through_reads):
+    """docs/audit.md: read with zstd alone, the records parse with the documented layout (the
+    reader there, kinds 5 and 9), giving the messages that were received."""
     import zstandard
 
-    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2, reads=random.Random(3) if through_reads else None)
     stream = io.BytesIO(writer.path.read_bytes())
     raw = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True).read()
-    kinds, position, ticks = [], 0, 0
+
+    def publishes(body):  # kind 9: MQTT 3.1.1 QoS 0 PUBLISH packets, as in docs/audit.md
+        at = 0
+        while at < len(body):
+            length, shift, at = 0, 0, at + 1  # the first byte: packet type and flags
+            while True:
+                byte = body[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            topic_length = int.from_bytes(body[at:at + 2], "big")
+            yield body[at + 2:at + 2 + topic_length].decode("utf-8", "replace"), body[at + 2 + topic_length:at + length]
+            at += length
+
+    kinds, position, messages = [], 0, []
     while position < len(raw):
         kind, length, _time = struct.unpack_from("<BIq", raw, position)
+        body = raw[position + 13:position + 13 + length]
         kinds.append(kind)
-        ticks += kind == fmt.TICK
+        if kind == 5:
+            _payload_type, topic_length = struct.unpack_from("<BH", body)
+            messages.append((body[3:3 + topic_length].decode(), body[3 + topic_length:]))
+        elif kind == 9:
+            messages.extend(publishes(body))
         position += 13 + length
     assert kinds[:2] == [fmt.SESSION, fmt.BASKET] and kinds[-1] == fmt.END
-    assert kinds.count(fmt.MARK) == 2 and ticks == 2 * len(_ticks(0))
+    assert (fmt.READ in kinds) == through_reads and (fmt.TICK in kinds) != through_reads
+    sent = _ticks(0) + _ticks(1) + ([("ticks/S\u00e901", b'{"price": 1.5}')] if through_reads else [])
+    assert kinds.count(fmt.MARK) == 2 and messages == [(t if isinstance(t, str) else t.decode(), p) for t, p in sent]
 
 
 def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path, capsys):
@@ -319,6 +349,42 @@ def test_writer_drops_count_and_mark_when_the_queue_is_full(tmp_path, capsys):
     assert Path(f"{writer.path}.incomplete").is_file()
     assert main(["replay", "--journal", str(writer.path)]) == 3
     assert "flagged incomplete" in capsys.readouterr().err
+
+
+def test_writer_drops_whole_reads_counting_their_messages_when_the_queue_is_full(tmp_path):
+    settings = load_settings(environ={}, overrides={
+        "engine": {"pcf_path": str(tmp_path / "p.json"), "instance": "drops"},
+        "ops": {"journal_dir": str(tmp_path), "journal_queue_bytes": 65536}})
+    (tmp_path / "p.json").write_bytes(orjson.dumps(make_basket(1)))
+    messages = [("ticks/S001", b'{"price": 1.5, "pad": "%s"}' % (b"x" * 1_000))] * 10  # ~10 KB per read
+    recorded = []
+
+    async def scenario():
+        writer = JournalWriter(settings)
+        writer.start(load_pcf(tmp_path / "p.json"))
+        await asyncio.sleep(0.3)
+
+        class Intake:
+            def stage(self, payload, topic, now):
+                recorded.append(topic)
+
+        for _ in range(12):  # no await: nothing is handed to the writer in between
+            feed_reads(messages, Intake(), writer, random.Random(1), piece=1 << 16)
+        dropped = writer.dropped
+        await asyncio.sleep(0.4)
+        feed_reads(messages, Intake(), writer, random.Random(1), piece=1 << 16)
+        await writer.aclose()
+        return writer, dropped
+
+    writer, dropped = asyncio.run(scenario())
+    assert 40 <= dropped <= 80 and writer.dropped == dropped, "about 64 KiB of 1 KB messages fit, of 120"
+    reader = JournalReader(str(writer.path))
+    records = list(reader)
+    assert reader.dropped == dropped and len(recorded) == 130
+    assert sum(len(fmt.read_ticks(r.body)) for r in records if r.kind == fmt.READ) == 130 - dropped
+    after = records[[r.kind for r in records].index(fmt.DROP) + 1:]
+    assert [r.kind for r in after[:-1]] == [fmt.READ] * (len(after) - 1) and after[-1].kind == fmt.END
+    assert sum(len(fmt.read_ticks(r.body)) for r in after[:-1]) == 10, "the gap is marked before the last read"
 
 
 def test_explain_sums_to_the_published_value_and_the_reference(tmp_path):

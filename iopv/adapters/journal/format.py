@@ -1,4 +1,4 @@
-"""The journal file format, version 1: zstd frames of length-prefixed records (docs/audit.md).
+"""The journal file format, version 2: zstd frames of length-prefixed records (docs/audit.md).
 
 A journal file is a plain concatenation of zstd frames, so ``zstd -dc FILE`` prints its record
 stream without any of our code:
@@ -11,7 +11,8 @@ stream without any of our code:
 
 A record is a 13-byte header -- u8 kind, u32 body length, i64 time in ns since the epoch, UTC --
 and its body. Every integer is little-endian. The kinds and bodies are listed in ``KINDS`` and in
-docs/audit.md.
+docs/audit.md. Version 2 added the READ record (version 1 files are read as before; a day file
+begun by a version 1 writer keeps its header, and its version 2 sessions say ``"format": 2``).
 
 ``read_records`` yields every whole record of a file, in order, and stops at the first damage it
 finds -- a bad magic, a CRC mismatch, a frame that does not decompress, a record that runs past
@@ -29,10 +30,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 import zstandard
 
-FORMAT_VERSION = 1
+from iopv.engine.codec import TOPIC_ERRORS
+from iopv.kernels.mqtt import TICK_END, TICK_PAYLOAD, TICK_TOPIC, split_packets_nb
+
+FORMAT_VERSION = 2
+#: File header versions this reader reads.
+READABLE_VERSIONS = (1, 2)
 FILE_MAGIC = b"IOPVJRNL"
 SKIPPABLE_HEADER = 0x184D2A5A
 SKIPPABLE_BLOCK = 0x184D2A5B
@@ -51,8 +58,9 @@ TICK = 5  # body: u8 payload type, u16 topic length (0xFFFF: none), topic UTF-8,
 MARK = 6  # body: MARK_BODY; time: the boundary whose values were published
 DROP = 7  # body: u64 tick messages dropped here (the writer could not keep up); time: wall clock
 END = 8  # body: empty; a clean stop; time: wall clock
+READ = 9  # body: QoS 0 MQTT PUBLISH packets as received, back to back, one tick message each; time: receipt
 KINDS = {SESSION: "session", BASKET: "basket", RESTORE: "restore", CHECKPOINT: "checkpoint",
-         TICK: "tick", MARK: "mark", DROP: "drop", END: "end"}
+         TICK: "tick", MARK: "mark", DROP: "drop", END: "end", READ: "read"}
 
 #: TICK payload types: how the message reached the intake (``bytes`` is the norm).
 PAYLOAD_BYTES = 0
@@ -128,6 +136,32 @@ def decode_tick(body: bytes) -> tuple[str | None, object]:
     return topic, payload
 
 
+def read_ticks(body: bytes) -> list[tuple[str, bytes]]:
+    """The tick messages of a READ body: ``(topic, payload)`` per PUBLISH packet, in order, the
+    topic decoded as the live feed decoded it. Raises ``ValueError`` if the body is not whole
+    QoS 0 PUBLISH packets and nothing else."""
+    rows = _split_read(body)
+    return [(body[topic:payload].decode("utf-8", TOPIC_ERRORS), body[payload:end]) for topic, payload, end
+            in zip(rows[:, TICK_TOPIC].tolist(), rows[:, TICK_PAYLOAD].tolist(), rows[:, TICK_END].tolist())]
+
+
+def _split_read(body: bytes) -> np.ndarray:
+    """The packet table of a READ body (``split_packets_nb``); ``ValueError`` if it holds anything
+    but whole QoS 0 PUBLISH packets."""
+    rows = np.empty((len(body) // 4 + 1, 4), dtype=np.int64)  # a PUBLISH takes at least 4 bytes
+    n_ticks, n_others, oversize, position, _ = split_packets_nb(np.frombuffer(body, dtype=np.uint8), 0, len(body),
+                                                                rows, np.empty((1, 2), dtype=np.int64))
+    if n_others or oversize or position != len(body):
+        raise ValueError(f"a READ record holds something other than whole QoS 0 PUBLISH packets (at byte "
+                         f"{position} of its body)")
+    return rows[:n_ticks]
+
+
+def read_header(time_ns: int, length: int) -> bytes:
+    """The header of a READ record whose body (``length`` bytes of PUBLISH packets) follows."""
+    return RECORD_HEADER.pack(READ, length, time_ns)
+
+
 def encode_record(kind: int, time_ns: int, body: bytes) -> bytes:
     return RECORD_HEADER.pack(kind, len(body), time_ns) + body
 
@@ -163,7 +197,13 @@ def _records(raw: bytes, offset: int, path: str, whole_only: bool) -> Iterator[R
             raise JournalError(path, offset, "a record runs past the end of its block")
         if kind not in KINDS:
             raise JournalError(path, offset, f"unknown record kind {kind} at raw position {position}")
-        yield Record(kind, time_ns, raw[body_start:body_start + length], offset)
+        body = raw[body_start:body_start + length]
+        if kind == READ:
+            try:
+                _split_read(body)
+            except ValueError as exc:
+                raise JournalError(path, offset, f"{exc}, at raw position {position}") from None
+        yield Record(kind, time_ns, body, offset)
         position = body_start + length
 
 
@@ -172,8 +212,9 @@ def block_spans(data: bytes, path: str = "<journal>") -> tuple[int, JournalError
     only (the writer uses it to cut a torn tail off before appending)."""
     if not data:
         return 0, None
-    if data[:len(FILE_HEADER)] != FILE_HEADER:
-        return 0, JournalError(path, 0, "not an IOPV journal (bad file header)")
+    if len(data) < len(FILE_HEADER) or data[:16] != FILE_HEADER[:16] \
+            or struct.unpack_from("<I", data, 16)[0] not in READABLE_VERSIONS:
+        return 0, JournalError(path, 0, "not an IOPV journal of a known version (bad file header)")
     position = len(FILE_HEADER)
     while position < len(data):
         if position + BLOCK_HEADER.size > len(data):
@@ -215,8 +256,9 @@ class JournalReader:
         if len(data) < len(FILE_HEADER) or data[:8] != FILE_HEADER[:8] or data[8:16] != FILE_MAGIC:
             raise JournalError(path, 0, "not an IOPV journal (bad file header)")
         version = struct.unpack_from("<I", data, 16)[0]
-        if version != FORMAT_VERSION:
-            raise JournalError(path, 16, f"journal format version {version}, this reader knows {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise JournalError(path, 16, f"journal format version {version}, this reader knows "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}")
         position = len(FILE_HEADER)
         decompressor = zstandard.ZstdDecompressor()
         while position < len(data):
@@ -269,7 +311,10 @@ def events(records) -> Iterator[tuple[str, int, object]]:
     funds, tick messages this session, digest), drop -> count, end -> None."""
     for record in records:
         kind, body = record.kind, record.body
-        if kind == TICK:
+        if kind == READ:
+            for message in read_ticks(body):
+                yield "tick", record.time_ns, message
+        elif kind == TICK:
             yield "tick", record.time_ns, decode_tick(body)
         elif kind == MARK:
             yield "mark", record.time_ns, MARK_BODY.unpack(body)

@@ -1,18 +1,18 @@
 """The live journal writer: a bounded queue, one writer thread, write-ahead boundary markers.
 
 The event loop's share is small. The MQTT feed hands over each socket read's QoS 0 PUBLISH
-packets at once (``publishes``): the loop keeps the bytes read and their packet offsets, and the
-writer thread packs them into records, one kernel call per read. Any other tick message the
-intake receives is appended to a list (``tick``), packed by one kernel call per batch
-(``iopv.kernels.journal``). The records go into a buffer, which is handed to the writer thread
-as one queue item every ``ops.journal_flush_ms`` and at each published boundary, ending with
-that boundary's marker (``boundary``). The thread compresses each item into one block and ``os.write`` them (both
-release the GIL). When a marker's block has been handed to the operating system, the thread tells
-the loop, which then -- and only then -- offers that boundary's values to the sinks
+packets at once (``publishes``), recorded as received in one READ record whose body is a view of
+the bytes read. Any other tick message the intake receives is appended to a list (``tick``),
+packed into TICK records by one kernel call per batch (``iopv.kernels.journal``). The records go
+into a buffer, which is handed to the writer thread as one queue item every
+``ops.journal_flush_ms`` and at each published boundary, ending with that boundary's marker
+(``boundary``). The thread compresses each item into one block and ``os.write`` them (both
+release the GIL). When a marker's block has been handed to the operating system, the thread
+tells the loop, which then -- and only then -- offers that boundary's values to the sinks
 (write-ahead): a killed process never leaves a published value the journal cannot reproduce. The
 clock never waits: a marker not written within ``ops.journal_max_wait_ms`` releases its values
-anyway (logged, counted in ``late_releases``). Once a second the file is also synced (``fdatasync``),
-so a machine crash loses at most about a second.
+anyway (logged, counted in ``late_releases``). Once a second the file is also synced
+(``fdatasync``), so a machine crash loses at most about a second.
 
 When more than ``ops.journal_queue_bytes`` wait (the disk cannot keep up), new tick messages
 are dropped, counted (``dropped``), logged, and a DROP record marks the place; a file
@@ -50,7 +50,8 @@ from iopv.config import ConfigError, Settings
 from iopv.core.constants import DAY_NS
 from iopv.core.universe import Universe
 from iopv.engine.journal_replay import publication_digest, recorded_settings
-from iopv.kernels.journal import TICK_HEAD_BYTES, pack_publishes_nb, pack_ticks_nb
+from iopv.kernels.journal import TICK_HEAD_BYTES, pack_ticks_nb
+from iopv.kernels.mqtt import TICK_END, TICK_START
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,6 @@ class JournalWriter:
         self._set_room()
         empty_bytes, empty_ints = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
         pack_ticks_nb(fmt.TICK, empty_ints, empty_bytes, empty_ints, empty_bytes, empty_ints, empty_bytes)
-        pack_publishes_nb(fmt.TICK, 0, empty_bytes, empty_ints.reshape(0, 3), empty_bytes)  # loaded now
 
     def stats(self) -> dict[str, float]:
         """Counters for ``/metrics`` (``iopv_journal_*``)."""
@@ -157,19 +157,26 @@ class JournalWriter:
 
     def publishes(self, recv_ts_ns: int, buffer: bytes, rows: np.ndarray) -> None:
         """The QoS 0 PUBLISH packets of one socket read, all received at ``recv_ts_ns``: ``rows``
-        holds each one's topic start, topic end and end offsets in ``buffer`` (``TickSocket``;
-        valid during the call only). The loop thread keeps the read's bytes and a copy of the
-        rows; the writer thread packs them into records (``_Read``). The intake stages these
-        messages unrecorded (``TickIntake.stage``)."""
+        holds each one's start, topic start, topic end and end offsets in ``buffer``
+        (``TickSocket``; valid during the call only). They are recorded as they were received, in
+        one READ record: when they lie back to back (the norm) its body is a view of the bytes
+        read, with no copy; else the packets are joined without what lay between them. The
+        intake stages these messages unrecorded (``TickIntake.stage``)."""
         if self._items:
             self._pack()  # the messages recorded one by one before this read stay ahead of it
-        read = _Read(recv_ts_ns, buffer, rows)
+        first, last = int(rows[0, TICK_START]), int(rows[-1, TICK_END])
         pending = self._pending_bytes()
-        if pending + read.size > self.bound_bytes or self._thread is None or self.failed is not None:
+        if pending + last - first > self.bound_bytes or self._thread is None or self.failed is not None:
             self._drop(len(rows), pending)
             return
         self._end_drop_run()
-        self._add(read)
+        starts, ends = rows[:, TICK_START], rows[:, TICK_END]
+        if len(rows) == 1 or (starts[1:] == ends[:-1]).all():
+            body = memoryview(buffer)[first:last]
+        else:
+            body = b"".join(buffer[start:end] for start, end in zip(starts.tolist(), ends.tolist()))
+        self._add(fmt.read_header(recv_ts_ns, len(body)))
+        self._add(body)
         if self._size >= fmt.BLOCK_RAW_BYTES:
             self._handoff()
         else:
@@ -401,7 +408,6 @@ class JournalWriter:
                 self._rotate(marker)
                 continue
             self._consumed += sum(map(len, parts))
-            parts = [part.records() if type(part) is _Read else part for part in parts]
             if marker is not None:
                 seq, boundary_ns, publication, messages = marker
                 body = fmt.MARK_BODY.pack(1, len(publication.funds), messages,
@@ -431,34 +437,6 @@ class JournalWriter:
         self._fd = -1
         self._open(time_ns)
         log.info("journal: new day, recording to %s", self.path)
-
-
-class _Read:
-    """One socket read's tick messages (``JournalWriter.publishes``), packed into TICK records by
-    the writer thread: one kernel call straight from the bytes read (``pack_publishes_nb``, which
-    releases the GIL), or message by message for a read with a non-ASCII topic. Its length is
-    the bytes reserved for the records (``size``, at least what they take), as the queue counts."""
-
-    __slots__ = ("time_ns", "buffer", "rows", "size")
-
-    def __init__(self, time_ns: int, buffer: bytes, rows: np.ndarray):
-        self.time_ns = time_ns
-        self.buffer = buffer
-        self.rows = rows.copy()
-        self.size = TICK_HEAD_BYTES * len(rows) + len(buffer)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def records(self):
-        """The TICK records (a uint8 array, or bytes)."""
-        out = np.empty(self.size, dtype=np.uint8)
-        written = pack_publishes_nb(fmt.TICK, self.time_ns, np.frombuffer(self.buffer, dtype=np.uint8), self.rows, out)
-        if written >= 0:
-            return out[:written]
-        buffer = self.buffer
-        return b"".join(fmt.encode_tick(self.time_ns, buffer[topic_start:topic_end].decode("utf-8", "replace"),
-                                        buffer[topic_end:end]) for topic_start, topic_end, end in self.rows.tolist())
 
 
 def _basket_body(meta: dict, data: bytes) -> bytes:

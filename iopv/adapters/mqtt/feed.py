@@ -44,6 +44,7 @@ from iopv.adapters.mqtt.client import make_client, paho_client, until_disconnect
 from iopv.adapters.mqtt.stream import PacketSocket
 from iopv.adapters.mqtt.wire import MAX_REMAINING_LENGTH, read_remaining_length
 from iopv.config import MqttSettings
+from iopv.engine.codec import TOPIC_ERRORS
 from iopv.engine.intake import TickIntake
 from iopv.kernels.mqtt import split_packets_nb
 
@@ -71,9 +72,9 @@ class TickSocket(PacketSocket):
     flow as before. Every message of one read gets the same receive time, taken once per read.
     The packets are found by one compiled call per read (``iopv.kernels.mqtt.split_packets_nb``).
     ``on_read``, when given, is then called with that time, the read's bytes and the table of
-    the PUBLISH packets just handed to ``on_publish``, one row each: topic start, topic end,
-    packet end (an int64 array valid during the call only): the audit journal records them in
-    one call. At most one chunk is read per readable event (then ``BlockingIOError``,
+    the PUBLISH packets just handed to ``on_publish``, one row each: packet start, topic start,
+    topic end, packet end (an int64 array valid during the call only): the audit journal records
+    them in one call. At most one chunk is read per readable event (then ``BlockingIOError``,
     which paho takes as "later"), so a firehose cannot starve the event loop -- the clock, the
     sinks; while skipping, a chunk is up to 1 MiB."""
 
@@ -84,7 +85,7 @@ class TickSocket(PacketSocket):
         self._max_payload = max_payload_bytes
         self._on_oversize = on_oversize
         self._on_read = on_read
-        self._ticks = np.empty((TICK_ROWS, 3), dtype=np.int64)  # split_packets_nb's tables
+        self._ticks = np.empty((TICK_ROWS, 4), dtype=np.int64)  # split_packets_nb's tables
         self._others = np.empty((OTHER_ROWS, 2), dtype=np.int64)
         self._read_this_event = False
 
@@ -107,7 +108,8 @@ class TickSocket(PacketSocket):
                                                                        ticks, others)
             if n_ticks:
                 rows = ticks[:n_ticks]
-                for topic_start, topic_end, end in zip(*rows.T.tolist()):
+                _, topic_starts, topic_ends, ends = rows.T.tolist()
+                for topic_start, topic_end, end in zip(topic_starts, topic_ends, ends):
                     on_publish(buffer[topic_start:topic_end], buffer[topic_end:end], now)
                 if self._on_read is not None:
                     self._on_read(now, buffer, rows)
@@ -189,7 +191,7 @@ class MqttTickFeed:
         ``_on_message``; recorded by ``recorder`` when that is set, else by the intake's."""
         try:
             self.last_message_ns = now
-            self._stage(payload, topic.decode("utf-8", "replace"), now)
+            self._stage(payload, topic.decode("utf-8", TOPIC_ERRORS), now)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
