@@ -20,6 +20,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import redis
 
+from iopv.adapters.journal import JournalReader
+from iopv.adapters.journal import format as fmt
 from iopv.testing.servers import free_port
 from tests.support.live import exact, make_basket
 
@@ -148,6 +150,8 @@ def test_replay_and_explain_reproduce_a_killed_and_restarted_session(tmp_path, m
                 process.kill()
     files = sorted(journal_dir.glob("*.iopvj"))
     assert len(files) == 1, "one file per session day, appended by the restarted process"
+    kinds = [record.kind for record in JournalReader(str(files[0]))]
+    assert fmt.READ in kinds, "the feed's messages are recorded one socket read at a time, as received"
     replay = subprocess.run([sys.executable, "-m", "iopv", "replay", "--journal", str(files[0])],
                             env=env, capture_output=True, timeout=120)
     err = replay.stderr.decode()

@@ -166,10 +166,11 @@ class MqttTickFeed:
         self.callback_errors = 0  # exceptions caught in on_message (a bug: logged, counted)
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: When set (before ``run``), called once per socket read as ``recorder(recv_ts_ns,
-        #: buffer, marks)`` with the QoS 0 PUBLISH packets read straight from the socket (see
-        #: ``TickSocket``), which are then staged unrecorded (``TickIntake.stage``); messages
-        #: paho delivers still go through ``TickIntake.decode`` and its per-message recorder.
+        #: When set (before ``run``; it and the intake's ``recorder`` are read when a connection's
+        #: client is made), called once per socket read as ``recorder(recv_ts_ns, buffer, rows)``
+        #: with the QoS 0 PUBLISH packets read straight from the socket (see ``TickSocket``),
+        #: which are staged unrecorded (``TickIntake.stage``); messages paho delivers still go
+        #: through ``TickIntake.decode`` and its per-message recorder.
         self.recorder = None
         self._stage = intake.decode
 
@@ -234,7 +235,10 @@ class MqttTickFeed:
         inner.on_message = self._on_message
         max_payload = self.intake.max_payload_bytes
         recorder = self.recorder
-        self._stage = self.intake.decode if recorder is None else self.intake.stage
+        # A read's messages are recorded by ``recorder``, or one by one by the intake's own
+        # recorder (``decode``), or not at all (``stage``, one call fewer per message).
+        per_message = recorder is None and self.intake.recorder is not None
+        self._stage = self.intake.decode if per_message else self.intake.stage
         on_read = None if recorder is None else self._on_read
         wrap_sockets(inner, lambda sock: TickSocket(sock, self._on_publish, max_payload_bytes=max_payload,
                                                     on_oversize=self._on_oversize, on_read=on_read))
