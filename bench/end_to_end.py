@@ -54,9 +54,10 @@ CYCLE_LINE = re.compile(r"cycle ts=(\d+) funds=\d+ took=([\d.]+)ms late=([-\d.]+
 class EngineProcess:
     """``python -m iopv run`` as a child process, its cycle log lines parsed as they come."""
 
-    def __init__(self, pcf: str, mqtt_url: str, redis_url: str, interval_s: float):
+    def __init__(self, pcf: str, mqtt_url: str, redis_url: str, interval_s: float, env: dict | None = None):
         self.command = [sys.executable, "-m", "iopv", "--log-level", "INFO", "run", "--pcf", pcf,
                         "--mqtt-url", mqtt_url, "--redis-url", redis_url, "--interval", str(interval_s)]
+        self.env = env or {}  # extra environment (IOPV_* settings)
         self.cycles: list[tuple[int, float, float, int]] = []  # (boundary, took_ms, late_ms, total)
         self.tail: list[str] = []
         self.warnings: list[str] = []
@@ -66,7 +67,7 @@ class EngineProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, env=python_env(), cwd=REPO)
+                                        stderr=subprocess.PIPE, env={**python_env(), **self.env}, cwd=REPO)
         self._reader = threading.Thread(target=self._read, name="engine-log", daemon=True)
         self._reader.start()
 
@@ -220,6 +221,19 @@ def measure_rate(engine: EngineProcess, subscriber: ProbeSubscriber, port: int, 
         elif n - stable_since[0] >= 3:
             break
         time.sleep(0.05)
+    row = absorption(engine, start_total, sent, rate, duration_s)
+    row.update(latency_stats(sent, subscriber.records[start_pubs:], int(INTERVAL_S * 1e9)))
+    in_window = [(took, late) for b, took, late, _ in engine.cycles if sent["t0_ns"] <= b <= sent["end_ns"]]
+    if in_window:
+        row["engine_cycle_ms_max"] = max(t for t, _ in in_window)
+        row["engine_late_ms_max"] = max(l for _, l in in_window)
+    return row, last_k + 1
+
+
+def absorption(engine: EngineProcess, start_total: int, sent: dict, rate: float, duration_s: float) -> dict:
+    """What ``engine`` took of one generator window (``sent``): tick messages received, the share
+    delivered, and the absorbed rate -- messages counted per second between the engine's first
+    boundary 0.5 s into the window and its last one in it -- with the backlog at that boundary."""
     received = engine.total() - start_total
     t0, t_end = sent["t0_ns"], sent["end_ns"]
     window = [(b, total - start_total) for b, _, _, total in engine.cycles if t0 + 500_000_000 <= b <= t_end]
@@ -231,7 +245,7 @@ def measure_rate(engine: EngineProcess, subscriber: ProbeSubscriber, port: int, 
         absorbed, backlog = received / max(1e-9, duration_s), 0.0
     delivered = received / sent["sent"] if sent["sent"] else 0.0
     achieved = sent["achieved_msgs_per_s"]
-    row = {
+    return {
         "offered_msgs_per_s": rate,
         "achieved_offered_msgs_per_s": achieved,
         "generator_max_lag_ms": sent["max_lag_ms"],
@@ -245,12 +259,6 @@ def measure_rate(engine: EngineProcess, subscriber: ProbeSubscriber, port: int, 
         "boundaries_in_window": len(window),
         "drained": bool(received >= sent["sent"]),
     }
-    row.update(latency_stats(sent, subscriber.records[start_pubs:], int(INTERVAL_S * 1e9)))
-    in_window = [(took, late) for b, took, late, _ in engine.cycles if t0 <= b <= t_end]
-    if in_window:
-        row["engine_cycle_ms_max"] = max(t for t, _ in in_window)
-        row["engine_late_ms_max"] = max(l for _, l in in_window)
-    return row, last_k + 1
 
 
 def run(ctx: Context) -> dict:

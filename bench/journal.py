@@ -1,17 +1,19 @@
 """The audit journal's cost (docs/audit.md): what recording costs the live engine, what it costs
 on disk, and how fast a journal replays.
 
-- Over MQTT (the figures the issue sets a bound on): ``python -m iopv run`` on the demo universe,
-  as in ``end_to_end``, fed single-tick QoS 0 messages by ``bench.loadgen`` offered flat out.
-  Engines with the journal off and on run alternately in the same run on the same servers (quick:
-  3 pairs of 1.5 s windows; full: 5 pairs of 4 s) and the medians are compared:
-  ``mqtt_on_over_off``, the absorbed (sustained) rates (target >= 0.9). On this 2-core machine
-  the generator and Mosquitto, not the engine, set the pace: every run delivers every message
-  (``mqtt_delivered_min``), so that ratio says the journal costs no rate here, not how much
-  headroom is left. The engine's own capacity is its event-loop thread's CPU time per message,
-  read from ``/proc`` over the same windows: ``loop_capacity_on_over_off`` = CPU per message off /
-  on (target >= 0.9); ``process_cpu_us_per_msg_*`` adds the writer thread (compression). Bytes
-  on disk per tick message come from the "on" engines' journal files.
+- Over MQTT (the figures the issue sets a bound on): two ``python -m iopv run`` engines on the
+  demo universe, as in ``end_to_end``, one with the journal off and one with it on, subscribed to
+  the same Mosquitto at once (apart in Redis and on the value topics), fed single-tick QoS 0
+  messages by ``bench.loadgen`` offered flat out (quick: 3 windows of 1.5 s; full: 5 of 4 s).
+  Both get every window's messages, so each window gives a paired ratio and the generator's
+  run-to-run swings cancel; the medians of the per-window ratios are reported.
+  ``mqtt_on_over_off``: absorbed (sustained) rate on / off (target >= 0.9). On this 2-core
+  machine the generator and Mosquitto, not the engines, set the pace when every message is
+  delivered (``mqtt_delivered_min``): the ratio then says the journal costs no rate there, not how
+  much headroom is left. The engine's own capacity is its event-loop thread's CPU time per
+  message, read from ``/proc`` over the same windows: ``loop_capacity_on_over_off`` = CPU per
+  message off / on (target >= 0.9); ``process_cpu_us_per_msg_*`` adds the writer thread
+  (compression). Bytes on disk per tick message come from the "on" engine's journal file.
 - In process: the live feed's path -- QoS 0 PUBLISH packets read in 32 KiB chunks by the feed's
   socket wrapper (``TickSocket``), staged by the intake and, journal on, recorded one read at a
   time -- plus ``Engine.cycle`` at every boundary, over N single-tick messages (demo universe,
@@ -38,7 +40,7 @@ import numpy as np
 import orjson
 
 from bench import end_to_end as e2e
-from bench.common import REPO, Context, python_env
+from bench.common import Context
 from iopv.adapters.journal import JournalReader, events
 from iopv.adapters.journal.writer import JournalWriter
 from iopv.adapters.mqtt.feed import TickSocket
@@ -59,78 +61,88 @@ INTERVAL_NS = 15_000_000_000
 SESSION_START_NS = time.time_ns() // DAY_NS * DAY_NS + 3_600_000_000_000
 
 
-class JournaledEngine(e2e.EngineProcess):
-    """``python -m iopv run`` with ``ops.journal_dir`` set (or not)."""
-
-    def __init__(self, *args, journal_dir: str | None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.journal_dir = journal_dir
-
-    def start(self) -> None:
-        import subprocess
-        import threading
-
-        env = python_env()
-        if self.journal_dir:
-            env["IOPV_OPS_JOURNAL_DIR"] = self.journal_dir
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, env=env, cwd=REPO)
-        self._reader = threading.Thread(target=self._read, name="engine-log", daemon=True)
-        self._reader.start()
-
-
 def mqtt_cost(ctx: Context) -> dict:
-    # Offered flat out: the open-loop generator sends as fast as it and the broker go here (about
-    # 200k msgs/s on 2 shared cores), so each engine absorbs what it can of the most it can be given.
+    """Two engines, journal off and on, subscribed to the same broker at once: every window's
+    messages reach both (same offered load, same machine state), so each window gives a paired
+    ratio and the generator's run-to-run swings cancel out."""
+    # Offered flat out: the open-loop generator sends as fast as it and the broker go here, so
+    # both engines are given the most this machine can deliver.
     rate = 400_000
     duration_s = 1.5 if ctx.quick else 4.0
-    order = ["off", "on"] * (3 if ctx.quick else 5)
+    windows = 3 if ctx.quick else 5
     pcf, symbols_file, _ = e2e.write_inputs(ctx)
+    journal_dir = os.path.join(ctx.tmpdir(), "journal-mqtt")
     runs = []
     with local_servers() as (mosquitto, redis_server):
-        for i, mode in enumerate(order):
-            journal_dir = os.path.join(ctx.tmpdir(), f"journal-{i}") if mode == "on" else None
-            engine = JournaledEngine(pcf, mosquitto.url, redis_server.url, e2e.INTERVAL_S, journal_dir=journal_dir)
-            engine.start()
-            subscriber = None
-            try:
+        engines = {}
+        for mode in ("off", "on"):  # apart in Redis and on the value topics; the ticks are shared
+            env = {"IOPV_ENGINE_INSTANCE": f"bench-{mode}", "IOPV_REDIS_KEY_PREFIX": f"iopv-{mode}",
+                   "IOPV_MQTT_VALUE_TOPIC_PREFIX": f"iopv-{mode}"}
+            if mode == "on":
+                env["IOPV_OPS_JOURNAL_DIR"] = journal_dir
+            engines[mode] = e2e.EngineProcess(pcf, mosquitto.url, redis_server.url, e2e.INTERVAL_S, env=env)
+        try:
+            for engine in engines.values():
+                engine.start()
+            for engine in engines.values():
                 engine.wait_ready()
-                subscriber = e2e.ProbeSubscriber("127.0.0.1", mosquitto.port)
-                time.sleep(2 * e2e.INTERVAL_S)
-                pid = engine.process.pid
-                loop_before, process_before = cpu_seconds(pid, pid), cpu_seconds(pid)
-                row, _ = e2e.measure_rate(engine, subscriber, mosquitto.port, symbols_file, rate, duration_s, 1,
-                                          seed=ctx.seed + i, drain_max_s=3.0)
-                received = max(1, row["received"])
-                row["loop_cpu_us_per_msg"] = (cpu_seconds(pid, pid) - loop_before) / received * 1e6
-                row["process_cpu_us_per_msg"] = (cpu_seconds(pid) - process_before) / received * 1e6
-            finally:
-                if subscriber:
-                    subscriber.close()
-                exit_code = engine.stop()
-            row = {k: row[k] for k in ("offered_msgs_per_s", "achieved_offered_msgs_per_s", "sent", "received",
-                                       "absorbed_msgs_per_s", "delivered_ratio", "loop_cpu_us_per_msg",
-                                       "process_cpu_us_per_msg")}
-            row.update(journal=mode, engine_exit_code=exit_code)
-            if journal_dir:
-                size = sum(p.stat().st_size for p in Path(journal_dir).glob("*.iopvj"))
-                total = engine.total()  # every tick message the engine counted (probes included)
-                row.update(journal_bytes=size, journal_bytes_per_tick=size / max(1, total))
-            runs.append(row)
-    def median(key: str, mode: str) -> float:
-        return statistics.median(r[key] for r in runs if r["journal"] == mode)
+            time.sleep(2 * e2e.INTERVAL_S)
+            for i in range(windows):
+                before = {mode: (engine.total(), cpu_seconds(engine.process.pid, engine.process.pid),
+                                 cpu_seconds(engine.process.pid)) for mode, engine in engines.items()}
+                sent = e2e.run_loadgen(mosquitto.port, symbols_file, rate, duration_s, 1 + i * 1_000_000,
+                                       seed=ctx.seed + i)
+                _drain(engines.values(), sent["sent"], [b[0] for b in before.values()])
+                row = {"window": i, "achieved_offered_msgs_per_s": sent["achieved_msgs_per_s"], "sent": sent["sent"]}
+                for mode, engine in engines.items():
+                    total, loop_cpu, process_cpu = before[mode]
+                    taken = e2e.absorption(engine, total, sent, rate, duration_s)
+                    received = max(1, taken["received"])
+                    pid = engine.process.pid
+                    row[mode] = {"received": taken["received"], "delivered_ratio": taken["delivered_ratio"],
+                                 "absorbed_msgs_per_s": taken["absorbed_msgs_per_s"],
+                                 "loop_cpu_us_per_msg": (cpu_seconds(pid, pid) - loop_cpu) / received * 1e6,
+                                 "process_cpu_us_per_msg": (cpu_seconds(pid) - process_cpu) / received * 1e6}
+                row["absorbed_on_over_off"] = row["on"]["absorbed_msgs_per_s"] / row["off"]["absorbed_msgs_per_s"]
+                row["loop_capacity_on_over_off"] = row["off"]["loop_cpu_us_per_msg"] / row["on"]["loop_cpu_us_per_msg"]
+                runs.append(row)
+        finally:
+            exit_codes = {mode: engine.stop() for mode, engine in engines.items()}
+        on_total = engines["on"].total()
+    size = sum(p.stat().st_size for p in Path(journal_dir).glob("*.iopvj"))
 
-    off, on = median("absorbed_msgs_per_s", "off"), median("absorbed_msgs_per_s", "on")
-    loop_off, loop_on = median("loop_cpu_us_per_msg", "off"), median("loop_cpu_us_per_msg", "on")
-    return {"offered_msgs_per_s": rate, "window_s": duration_s, "runs": runs,
-            "mqtt_absorbed_off_msgs_per_s": off, "mqtt_absorbed_on_msgs_per_s": on,
-            "mqtt_on_over_off": on / off if off else None,
-            "mqtt_delivered_min": min(r["delivered_ratio"] for r in runs),
-            "loop_cpu_us_per_msg_off": loop_off, "loop_cpu_us_per_msg_on": loop_on,
-            "loop_capacity_on_over_off": loop_off / loop_on if loop_on else None,
-            "process_cpu_us_per_msg_off": median("process_cpu_us_per_msg", "off"),
-            "process_cpu_us_per_msg_on": median("process_cpu_us_per_msg", "on"),
-            "mqtt_bytes_per_tick": statistics.median(r["journal_bytes_per_tick"] for r in runs if r["journal"] == "on")}
+    def median(mode: str, key: str) -> float:
+        return statistics.median(r[mode][key] for r in runs)
+
+    return {"offered_msgs_per_s": rate, "window_s": duration_s, "runs": runs, "engine_exit_codes": exit_codes,
+            "mqtt_absorbed_off_msgs_per_s": median("off", "absorbed_msgs_per_s"),
+            "mqtt_absorbed_on_msgs_per_s": median("on", "absorbed_msgs_per_s"),
+            "mqtt_on_over_off": statistics.median(r["absorbed_on_over_off"] for r in runs),
+            "mqtt_delivered_min": min(min(r["off"]["delivered_ratio"], r["on"]["delivered_ratio"]) for r in runs),
+            "loop_cpu_us_per_msg_off": median("off", "loop_cpu_us_per_msg"),
+            "loop_cpu_us_per_msg_on": median("on", "loop_cpu_us_per_msg"),
+            "loop_capacity_on_over_off": statistics.median(r["loop_capacity_on_over_off"] for r in runs),
+            "process_cpu_us_per_msg_off": median("off", "process_cpu_us_per_msg"),
+            "process_cpu_us_per_msg_on": median("on", "process_cpu_us_per_msg"),
+            "mqtt_bytes_per_tick": size / max(1, on_total)}
+
+
+def _drain(engines, sent: int, start_totals: list[int], max_s: float = 3.0) -> None:
+    """Wait until every engine has counted the window's messages, or the counts stop moving for
+    three boundaries, or ``max_s``."""
+    deadline = time.monotonic() + max_s
+    last = None
+    stable_since = len(next(iter(engines)).cycles)
+    while time.monotonic() < deadline:
+        totals = [engine.total() - start for engine, start in zip(engines, start_totals)]
+        if min(totals) >= sent:
+            return
+        cycles = len(next(iter(engines)).cycles)
+        if totals != last:
+            last, stable_since = totals, cycles
+        elif cycles - stable_since >= 3:
+            return
+        time.sleep(0.05)
 
 
 def cpu_seconds(pid: int, tid: int | None = None) -> float:

@@ -87,6 +87,7 @@ class TickSocket(PacketSocket):
         self._on_read = on_read
         self._ticks = np.empty((TICK_ROWS, 4), dtype=np.int64)  # split_packets_nb's tables
         self._others = np.empty((OTHER_ROWS, 2), dtype=np.int64)
+        split_packets_nb(np.zeros(0, dtype=np.uint8), 0, 0, self._ticks, self._others)  # loaded now, not on a tick
         self._read_this_event = False
 
     def _read(self) -> bytes:
