@@ -1,8 +1,8 @@
 """The live journal writer: a bounded queue, one writer thread, write-ahead boundary markers.
 
 The event loop's share is small. The MQTT feed hands over each socket read's QoS 0 PUBLISH
-packets at once (``publishes``), recorded as received in one READ record whose body is a view of
-the bytes read. Any other tick message the intake receives is appended to a list (``tick``),
+packets at once (``publishes``), recorded as received in one READ record (one copy of the bytes
+read). Any other tick message the intake receives is appended to a list (``tick``),
 packed into TICK records by one kernel call per batch (``iopv.kernels.journal``). The records go
 into a buffer, which is handed to the writer thread as one queue item every
 ``ops.journal_flush_ms`` and at each published boundary, ending with that boundary's marker
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _ROTATE = object()  # an internal queue item: close this file, start the next day's
 _SYNC_EVERY_S = 1.0
+_CLOSE_WAIT_S = 10.0  # at stop, the most aclose waits for the writer thread
 _TOPIC_CACHE = 1 << 16
 #: Messages at most this long are batched (the hot path); longer ones are packed at once.
 _SMALL_PAYLOAD = 4096
@@ -88,12 +89,12 @@ class JournalWriter:
         self.max_wait_s = ops.journal_max_wait_ms / 1e3
         self.max_payload_bytes = max_payload_bytes
         self.bound_bytes = ops.journal_queue_bytes
-        # The loop thread packs records into _parts (bytes, or uint8 arrays from the kernel; _size
-        # bytes in all) and hands them over (_handoff) as one item of _queue: (parts, marker or
-        # None) or (_ROTATE, time). _handed / _consumed count raw bytes handed over / taken by
-        # the writer (each written by one thread only).
-        self._parts: list = []
-        self._size = 0
+        # The loop thread copies records into _buffer and hands it over (_handoff) as one item of
+        # _queue: ([buffer], marker or None) or (_ROTATE, time). One buffer, not a list of parts:
+        # the writer compresses it in one call, so it gives up and takes back the GIL once per
+        # item, not once per part (each a hand-off the event loop pays for). _handed / _consumed
+        # count raw bytes handed over / taken by the writer (each written by one thread only).
+        self._buffer = bytearray()
         self._items: list = []  # (receive time, topic, payload) not yet packed
         self._topics = _TopicBytes()
         self._room = 0
@@ -159,8 +160,8 @@ class JournalWriter:
         """The QoS 0 PUBLISH packets of one socket read, all received at ``recv_ts_ns``: ``rows``
         holds each one's start, topic start, topic end and end offsets in ``buffer``
         (``TickSocket``; valid during the call only). They are recorded as they were received, in
-        one READ record: when they lie back to back (the norm) its body is a view of the bytes
-        read, with no copy; else the packets are joined without what lay between them. The
+        one READ record: when they lie back to back (the norm) its body is the bytes read, copied
+        once into the buffer; else the packets are joined without what lay between them. The
         intake stages these messages unrecorded (``TickIntake.stage``)."""
         if self._items:
             self._pack()  # the messages recorded one by one before this read stay ahead of it
@@ -177,7 +178,7 @@ class JournalWriter:
             body = b"".join(buffer[start:end] for start, end in zip(starts.tolist(), ends.tolist()))
         self._add(fmt.read_header(recv_ts_ns, len(body)))
         self._add(body)
-        if self._size >= fmt.BLOCK_RAW_BYTES:
+        if len(self._buffer) >= fmt.BLOCK_RAW_BYTES:
             self._handoff()
         else:
             self._set_room()
@@ -208,11 +209,10 @@ class JournalWriter:
         self._add(out)
 
     def _add(self, part) -> None:
-        self._parts.append(part)
-        self._size += len(part)
+        self._buffer += memoryview(part)  # (a uint8 array would broadcast a numpy add)
 
     def _pending_bytes(self) -> int:
-        return self._handed - self._consumed + self._size
+        return self._handed - self._consumed + len(self._buffer)
 
     def _set_room(self) -> None:
         """Messages the list may take before the slow path checks the bounds again."""
@@ -221,7 +221,7 @@ class JournalWriter:
 
     def _tick_slow(self, payload, topic: str | None, recv_ts_ns: int) -> None:
         self._pack()
-        if self._size >= fmt.BLOCK_RAW_BYTES:
+        if len(self._buffer) >= fmt.BLOCK_RAW_BYTES:
             self._handoff()
         pending = self._pending_bytes()
         if pending >= self.bound_bytes or self._thread is None or self.failed is not None:
@@ -255,15 +255,15 @@ class JournalWriter:
     def _handoff(self, marker: tuple | None = None) -> None:
         """Hand the buffer (and the marker that ends it) to the writer thread."""
         self._pack()
-        parts, size = self._parts, self._size
-        self._parts, self._size = [], 0
-        self._handed += size
-        self._queue.append((parts, marker))
+        buffer = self._buffer
+        self._buffer = bytearray()
+        self._handed += len(buffer)
+        self._queue.append(([buffer] if buffer else [], marker))
         self._set_room()
         self._wake.set()
 
     def _periodic(self) -> None:
-        if self._parts or self._items:
+        if self._buffer or self._items:
             self._handoff()
         else:
             self._set_room()
@@ -341,7 +341,7 @@ class JournalWriter:
         """The writer thread stopped: count what waits as dropped, and every message after it."""
         self.dropped += len(self._items)
         self._items = []
-        self._parts, self._size = [], 0
+        self._buffer = bytearray()
         self._room = 0
         self._release_all()
 
@@ -356,9 +356,13 @@ class JournalWriter:
             self._handoff()
         self._closing = True
         self._wake.set()
-        await asyncio.to_thread(self._thread.join, 2.0)
+        await asyncio.to_thread(self._thread.join, _CLOSE_WAIT_S)
         self._release_all()
-        if self._fd >= 0:
+        if self._thread.is_alive():  # a slow disk: the thread closes the file when it is done
+            log.warning("journal: still writing %d bytes after %.0f s at stop; the process may exit before "
+                        "they are written (the day is then cut short, as by a kill)", self._pending_bytes(),
+                        _CLOSE_WAIT_S)
+        elif self._fd >= 0:  # the thread stopped on a failure
             os.close(self._fd)
             self._fd = -1
 
@@ -396,7 +400,10 @@ class JournalWriter:
                 self._queue.clear()
                 self._loop.call_soon_threadsafe(self._on_failed)
                 return
-            if closing:
+            if closing:  # the file is the thread's until here: never closed under a write
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
                 return
 
     def _drain(self, compressor) -> None:
