@@ -272,8 +272,9 @@ def render(results: dict) -> str:
         p = j["in_process"]
         lines.append(f"\nAudit journal: MQTT single-tick messages offered flat out ({j['offered_msgs_per_s']:,}/s "
                      f"asked), absorbed {j['mqtt_absorbed_off_msgs_per_s']:,.0f}/s journal off vs "
-                     f"{j['mqtt_absorbed_on_msgs_per_s']:,.0f}/s on (medians of {len(j['runs']) // 2} "
-                     f"alternating runs each): on/off {j['mqtt_on_over_off']:.2f}, fewest delivered "
+                     f"{j['mqtt_absorbed_on_msgs_per_s']:,.0f}/s on (both engines subscribed at once, "
+                     f"{len(j['runs'])} windows): on/off {j['mqtt_on_over_off']:.2f} (median of the "
+                     f"windows' ratios), fewest delivered "
                      f"{j['mqtt_delivered_min']:.1%}; {j['mqtt_bytes_per_tick']:.1f} B on disk per tick message")
         lines.append(f"  engine CPU per message: event loop {j['loop_cpu_us_per_msg_off']:.2f} us off vs "
                      f"{j['loop_cpu_us_per_msg_on']:.2f} us on (capacity on/off {j['loop_capacity_on_over_off']:.2f}); "
