@@ -374,12 +374,13 @@ async def _oversize_scenario(mosquitto):
             await asyncio.sleep(0.005)
             lags.append(time.perf_counter() - started - 0.005)
 
+    # Built before the probe starts: building 64 MiB holds the loop up itself (~0.1-0.3 s).
+    huge = b"[" + b'{"symbol": "S1", "price": 1.5},' * ((64 << 20) // 31) + b"1]"
+    assert len(huge) > 64 << 20
+    tick = orjson.dumps({"symbol": "S5", "price": 77.25, "ts": 1_000})
     probe = asyncio.create_task(loop_lag())
     try:
         await asyncio.wait_for(feed.subscribed.wait(), 10)
-        huge = b"[" + b'{"symbol": "S1", "price": 1.5},' * ((64 << 20) // 31) + b"1]"
-        assert len(huge) > 64 << 20
-        tick = orjson.dumps({"symbol": "S5", "price": 77.25, "ts": 1_000})
         await asyncio.to_thread(raw_publish, mosquitto.port, [("ticks/_batch", huge), ("ticks/S5", tick)])
         sent = time.perf_counter()
         while book.price_of("S5") != 77.25:
