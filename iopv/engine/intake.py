@@ -97,10 +97,7 @@ class TickIntake:
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
-        #: When set, ``decode`` calls it with every message as ``recorder(payload, topic,
-        #: recv_ts_ns)`` before staging it (the audit journal; ``iopv.engine.journal_replay``
-        #: decodes it again); ``stage`` does not.
-        self.recorder = None
+        self.recorder = None  # see the property
         self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
         self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
         self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
@@ -128,13 +125,28 @@ class TickIntake:
     def pending(self) -> int:
         return self._filled + len(self._ts)
 
+    @property
+    def recorder(self):
+        """When set, ``decode`` calls it with every message as ``recorder(payload, topic,
+        recv_ts_ns)`` before staging it (the audit journal; ``iopv.engine.journal_replay``
+        decodes it again); ``stage`` does not. Without one, ``decode`` *is* ``stage`` (no call
+        more per message), so set it before taking ``decode`` as a bound method."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder) -> None:
+        self._recorder = recorder
+        if recorder is None:
+            self.decode = self.stage
+        else:
+            self.__dict__.pop("decode", None)  # the method below
+
     def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
         """Record (``recorder``) and stage the ticks of one message (a JSON object or array).
         Never raises on bad input."""
-        if self.recorder is not None:
-            if recv_ts_ns is None:
-                recv_ts_ns = time.time_ns()
-            self.recorder(payload, topic, recv_ts_ns)
+        if recv_ts_ns is None:
+            recv_ts_ns = time.time_ns()
+        self._recorder(payload, topic, recv_ts_ns)
         self.stage(payload, topic, recv_ts_ns)
 
     def stage(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
