@@ -17,7 +17,7 @@ import pytest
 
 from iopv.adapters.journal import JournalError, JournalReader, events
 from iopv.adapters.journal import format as fmt
-from iopv.adapters.journal.files import day_of
+from iopv.adapters.journal.files import day_of, open_day_file
 from iopv.adapters.journal.writer import JournalWriter
 from iopv.adapters.mqtt.feed import TickSocket
 from iopv.adapters.mqtt.wire import remaining_length
@@ -222,6 +222,26 @@ def test_a_read_is_recorded_as_received_and_reads_back_as_its_messages(tmp_path)
     assert [data for kind, _, data in events(reader) if kind == "tick"] == fmt.read_ticks(body)
     assert reader.damage is not None and reader.damage.offset > len(fmt.FILE_HEADER)
     assert f"{path}: offset {reader.damage.offset}: a READ record holds something other" in str(reader.damage)
+
+
+def test_version_1_files_still_read_and_append_and_unknown_versions_are_refused(tmp_path):
+    """Format 2 only added the READ record: a version 1 file (TICK records) replays as before, a
+    writer appends to it (its sessions say format 2), and a version this reader does not know is
+    refused naming the file and offset."""
+    writer, sink, _ = run_live(tmp_path, reload_at=None, steps=2)
+    data = bytearray(writer.path.read_bytes())
+    struct.pack_into("<I", data, 16, 1)
+    writer.path.write_bytes(bytes(data))
+    payloads, replay, reader = replay_payloads(writer.path)
+    assert reader.damage is None and payloads == sink.payloads and replay.stats.mismatched == 0
+    fd, path = open_day_file(writer.path.parent, "unit", T0)
+    os.close(fd)
+    assert path == writer.path and path.read_bytes() == bytes(data), "appended to, not refused or cut"
+    struct.pack_into("<I", data, 16, 3)
+    writer.path.write_bytes(bytes(data))
+    with pytest.raises(JournalError) as refused:
+        list(JournalReader(str(writer.path)))
+    assert str(refused.value) == f"{writer.path}: offset 16: journal format version 3, this reader knows 1, 2"
 
 
 def test_a_new_day_rotates_to_a_file_that_replays_on_its_own(tmp_path):
