@@ -20,12 +20,9 @@ are dropped, counted (``dropped``), logged, and a DROP record marks the place; a
 dropped. A failing disk (an ``OSError``) stops the journal, logged as an error, and releases every
 held boundary: values keep flowing, the day is incomplete.
 
-Files: ``<ops.journal_dir>/<instance>-<YYYY-MM-DD>.iopvj`` (UTC day). A process that starts on a
-day whose file exists appends to it, after cutting off a torn last block (a crash mid-write). The
-file rotates at the first published boundary of a new UTC day: the new file starts with the
-session settings, the basket file and a checkpoint of the book at that boundary, so each day's file
-replays on its own. Files older than ``ops.journal_retention_days`` are deleted at start and at
-each rotation.
+Files (``files``): one per instance and UTC day, appended to after a torn tail is cut. The file
+rotates at the first published boundary of a new UTC day and starts with the session settings,
+the basket file and a checkpoint of the book, so each day's file replays on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import operator
 import os
 import struct
 import threading
@@ -42,37 +38,23 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from iopv.adapters.journal import files
 from iopv.adapters.journal import format as fmt
+from iopv.adapters.journal.records import TickPacker, basket_body, read_body, read_span, session_body
 from iopv.config import ConfigError, Settings
 from iopv.core.constants import DAY_NS
 from iopv.core.universe import Universe
-from iopv.engine.journal_replay import publication_digest, recorded_settings
-from iopv.kernels.journal import TICK_HEAD_BYTES, pack_ticks_nb
-from iopv.kernels.mqtt import TICK_END, TICK_START
+from iopv.engine.journal_replay import publication_digest
 
 log = logging.getLogger(__name__)
 
 _ROTATE = object()  # an internal queue item: close this file, start the next day's
 _SYNC_EVERY_S = 1.0
 _CLOSE_WAIT_S = 10.0  # at stop, the most aclose waits for the writer thread
-_TOPIC_CACHE = 1 << 16
 #: Messages at most this long are batched (the hot path); longer ones are packed at once.
 _SMALL_PAYLOAD = 4096
 _BATCH_ITEMS = 16_384
-_TIME, _TOPIC, _PAYLOAD = (operator.itemgetter(k) for k in range(3))
-
-
-class _TopicBytes(dict):
-    """topic -> its UTF-8 bytes, filled on a miss; cleared when large (hostile topics)."""
-
-    def __missing__(self, topic: str) -> bytes:
-        if len(self) >= _TOPIC_CACHE:
-            self.clear()
-        name = self[topic] = topic.encode("utf-8", "surrogatepass")[:fmt.NO_TOPIC - 1]
-        return name
 
 
 class JournalWriter:
@@ -96,7 +78,7 @@ class JournalWriter:
         # count raw bytes handed over / taken by the writer (each written by one thread only).
         self._buffer = bytearray()
         self._items: list = []  # (receive time, topic, payload) not yet packed
-        self._topics = _TopicBytes()
+        self._packer = TickPacker()
         self._room = 0
         self._queue: deque = deque()
         self._handed = 0
@@ -120,8 +102,6 @@ class JournalWriter:
         self._basket: tuple[dict, bytes] | None = None  # the basket in use, for a rotation
         self._last_sync = 0.0
         self._set_room()
-        empty_bytes, empty_ints = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
-        pack_ticks_nb(fmt.TICK, empty_ints, empty_bytes, empty_ints, empty_bytes, empty_ints, empty_bytes)
 
     def stats(self) -> dict[str, float]:
         """Counters for ``/metrics`` (``iopv_journal_*``)."""
@@ -160,22 +140,16 @@ class JournalWriter:
         """The QoS 0 PUBLISH packets of one socket read, all received at ``recv_ts_ns``: ``rows``
         holds each one's start, topic start, topic end and end offsets in ``buffer``
         (``TickSocket``; valid during the call only). They are recorded as they were received, in
-        one READ record: when they lie back to back (the norm) its body is the bytes read, copied
-        once into the buffer; else the packets are joined without what lay between them. The
-        intake stages these messages unrecorded (``TickIntake.stage``)."""
+        one READ record (``records.read_body``), copied once into the buffer. The intake stages
+        these messages unrecorded (``TickIntake.stage``)."""
         if self._items:
             self._pack()  # the messages recorded one by one before this read stay ahead of it
-        first, last = int(rows[0, TICK_START]), int(rows[-1, TICK_END])
         pending = self._pending_bytes()
-        if pending + last - first > self.bound_bytes or self._thread is None or self.failed is not None:
+        if pending + read_span(rows) > self.bound_bytes or self._thread is None or self.failed is not None:
             self._drop(len(rows), pending)
             return
         self._end_drop_run()
-        starts, ends = rows[:, TICK_START], rows[:, TICK_END]
-        if len(rows) == 1 or (starts[1:] == ends[:-1]).all():
-            body = memoryview(buffer)[first:last]
-        else:
-            body = b"".join(buffer[start:end] for start, end in zip(starts.tolist(), ends.tolist()))
+        body = read_body(buffer, rows)
         self._add(fmt.read_header(recv_ts_ns, len(body)))
         self._add(body)
         if len(self._buffer) >= fmt.BLOCK_RAW_BYTES:
@@ -185,28 +159,9 @@ class JournalWriter:
 
     def _pack(self) -> None:
         """Pack the waiting tick messages into the buffer, in order."""
-        items = self._items
-        if not items:
-            return
-        self._items = []
-        n = len(items)
-        try:
-            # A topic None fails in the cache (None.encode), a text payload in the join; a
-            # bytearray payload joins and is recorded as bytes (the intake reads both alike).
-            names = list(map(self._topics.__getitem__, map(_TOPIC, items)))
-            payloads = list(map(_PAYLOAD, items))
-            payload_bytes = b"".join(payloads)
-        except (AttributeError, TypeError):
-            for recv_ts_ns, topic, payload in items:  # rare: no topic, text payloads
-                self._add(fmt.encode_tick(recv_ts_ns, topic, payload))
-            return
-        name_lengths = np.fromiter(map(len, names), dtype=np.int64, count=n)
-        payload_lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-        out = np.empty(TICK_HEAD_BYTES * n + int(name_lengths.sum()) + len(payload_bytes), dtype=np.uint8)
-        pack_ticks_nb(fmt.TICK, np.fromiter(map(_TIME, items), dtype=np.int64, count=n),
-                      np.frombuffer(b"".join(names), dtype=np.uint8), name_lengths,
-                      np.frombuffer(payload_bytes, dtype=np.uint8), payload_lengths, out)
-        self._add(out)
+        if self._items:
+            items, self._items = self._items, []
+            self._add(self._packer.pack(items))
 
     def _add(self, part) -> None:
         self._buffer += memoryview(part)  # (a uint8 array would broadcast a numpy add)
@@ -292,7 +247,7 @@ class JournalWriter:
                       universe.source, meta["error"])
             self._flag_incomplete(f"basket {universe.source}: {meta['error']}")
         self._basket = (meta, data)
-        self._record(fmt.BASKET, time.time_ns(), _basket_body(meta, data))
+        self._record(fmt.BASKET, time.time_ns(), basket_body(meta, data))
 
     def restored(self, state: bytes, clock_ns: int) -> None:
         """Record the restart state restored at start (``clock_ns``: the clock restore used)."""
@@ -313,7 +268,7 @@ class JournalWriter:
             self._queue.append((_ROTATE, boundary_ns))
             self._session("rotate", boundary_ns, messages)
             meta, data = self._basket
-            self._record(fmt.BASKET, boundary_ns, _basket_body({**meta, "reason": "rotate"}, data))
+            self._record(fmt.BASKET, boundary_ns, basket_body({**meta, "reason": "rotate"}, data))
             self._record(fmt.CHECKPOINT, boundary_ns, checkpoint)
         self._seq += 1
         self._held.append((self._seq, release))
@@ -367,10 +322,7 @@ class JournalWriter:
             self._fd = -1
 
     def _session(self, reason: str, time_ns: int, messages_base: int = 0) -> None:
-        body = orjson.dumps({"format": fmt.FORMAT_VERSION, "instance": self.instance, "reason": reason,
-                             "pid": os.getpid(), "messages_base": messages_base,
-                             "settings": recorded_settings(self.settings)})
-        self._record(fmt.SESSION, time_ns, body)
+        self._record(fmt.SESSION, time_ns, session_body(self.settings, reason, messages_base))
 
     # -- files -------------------------------------------------------------------------------
 
@@ -444,8 +396,3 @@ class JournalWriter:
         self._fd = -1
         self._open(time_ns)
         log.info("journal: new day, recording to %s", self.path)
-
-
-def _basket_body(meta: dict, data: bytes) -> bytes:
-    header = orjson.dumps(meta)
-    return struct.pack("<I", len(header)) + header + data
