@@ -45,6 +45,11 @@ class EngineSettings:
     spike_confirm_ticks: int = 3  # consecutive ticks at a new level that confirm it
     pcf_watch_s: float = 0.0  # check pcf_path for a new basket file every this many s; 0 = off
     shard: str = "0/1"  # "K/N": this instance values the funds with crc32(ticker) mod N == K (iopv.core.shard)
+    # Event time (docs/methodology.md "Event time"): boundary B is cut, valued, at B + watermark_ms,
+    # from the ticks stamped at or before B; a tick stamped over max_lead_ms beyond the open
+    # boundary is refused (future_ts).
+    watermark_ms: float = 50.0
+    max_lead_ms: float = 60_000.0
 
     def validate(self) -> None:
         if not (math.isfinite(self.interval_s) and 0.001 <= self.interval_s <= 86_400):
@@ -59,6 +64,11 @@ class EngineSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"engine.{name}: expected a number >= 0, got {value!r}")
+        if not (math.isfinite(self.watermark_ms) and 0 <= self.watermark_ms < self.interval_s * 1e3):
+            raise ConfigError(f"engine.watermark_ms: expected a number of ms >= 0 and below the interval "
+                              f"({self.interval_s * 1e3:g} ms), got {self.watermark_ms!r}")
+        if not (math.isfinite(self.max_lead_ms) and self.max_lead_ms > 0):
+            raise ConfigError(f"engine.max_lead_ms: expected a number of ms > 0, got {self.max_lead_ms!r}")
         for name in ("min_coverage", "halted_weight"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -80,6 +90,14 @@ class EngineSettings:
     @property
     def interval_ns(self) -> int:
         return round(self.interval_s * 1_000_000_000)
+
+    @property
+    def watermark_ns(self) -> int:
+        return round(self.watermark_ms * 1_000_000)
+
+    @property
+    def max_lead_ns(self) -> int:
+        return round(self.max_lead_ms * 1_000_000)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,14 @@ HALTED = 15  # a price for a halted security: the last price is kept
 STATUS = 16  # a trading-status message (halted / trading) without a price: applied
 BAD_QUOTE = 17  # bid or ask not a finite number > 0, or bid > ask
 BAD_STATUS = 18  # status not "halted" or "trading"
+# Event-time outcomes (docs/methodology.md "Event time"): the book of boundary B holds every tick
+# stamped at or before B that arrived by B's cut (B + engine.watermark_ms).
+LATE = 19  # stamped at or before a boundary already cut: applied, so it counts from the next boundary
+FUTURE_TS = 20  # stamped more than engine.max_lead_ms beyond the open boundary: rejected
+HELD_OVERFLOW = 21  # stamped after the open boundary, and the held set was full: dropped (book not whole)
+#: Transient code of a tick stamped after the open boundary, waiting in the held set for its own
+#: boundary; never counted (the tick is counted under its final outcome when it is released).
+HELD = 99
 
 REASONS = (
     "accepted",
@@ -74,12 +82,22 @@ REASONS = (
     "status",
     "bad_quote",
     "bad_status",
+    "late",
+    "future_ts",
+    "held_overflow",
 )
 #: Codes that are rejections (malformed input); every other code is a well-formed tick.
 REJECTIONS = frozenset({MALFORMED_JSON, NOT_AN_OBJECT, MISSING_SYMBOL, BAD_SYMBOL, MISSING_PRICE,
                         BAD_PRICE_TYPE, NON_FINITE_PRICE, NON_POSITIVE_PRICE, BAD_TS, MISSING_TS,
-                        OVERSIZE_PAYLOAD, BAD_QUOTE, BAD_STATUS})
+                        OVERSIZE_PAYLOAD, BAD_QUOTE, BAD_STATUS, FUTURE_TS})
 N_CODES = len(REASONS)
+
+# --- the intake's event-time clock (``TickIntake.clock``, an int64 array the kernels update) -----
+CLOCK_HORIZON = 0  # the open boundary: ticks stamped after it are held (MAX_TS: nothing is held)
+CLOCK_LAST_CUT = 1  # the last boundary cut: an accepted tick stamped at or before it is late
+CLOCK_MAX_LEAD = 2  # ns beyond the horizon a tick may be stamped (engine.max_lead_ms)
+CLOCK_HELD = 3  # ticks in the held set
+N_CLOCK = 4
 
 
 def counts_by_reason(counts) -> dict[str, int]:
@@ -102,7 +120,8 @@ FLAG_HALTED = 1 << 1  # at least one holding is halted
 FLAG_LOW_COVERAGE = 1 << 2  # coverage below engine.min_coverage
 FLAG_FUND_HALTED = 1 << 3  # halted holdings weigh >= engine.halted_weight, or the fund's own ticker is halted
 FLAG_SIDE_FALLBACK = 1 << 4  # a bid or ask was missing for some holding; its value price stood in
-FLAG_NAMES = ("stale", "halted", "low_coverage", "fund_halted", "side_fallback")
+FLAG_RECOVERING = 1 << 5  # the instance's book may miss ticks (not whole): docs/scaling.md
+FLAG_NAMES = ("stale", "halted", "low_coverage", "fund_halted", "side_fallback", "recovering")
 
 # --- fund status (published as "status") -----------------------------------------------------
 FUND_OK = 0

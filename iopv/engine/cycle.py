@@ -15,12 +15,21 @@ import numpy as np
 
 from iopv.config import Settings
 from iopv.core.calendar import SessionCalendar
-from iopv.core.constants import BOOK_HALTED, counts_by_reason
+from iopv.core.constants import (
+    BOOK_HALTED,
+    COUNT_FLAGS,
+    COUNT_STATUS,
+    FLAG_RECOVERING,
+    FUND_DEGRADED,
+    HELD_OVERFLOW,
+    counts_by_reason,
+)
 from iopv.core.shard import parse_shard
 from iopv.core.universe import Universe
 from iopv.engine import gcpolicy
 from iopv.engine.book import NEVER, PriceBook
-from iopv.engine.clock import BoundaryClock
+from iopv.engine.clock import BoundaryClock, boundary_after
+from iopv.engine.health import BookHealth
 from iopv.engine.intake import TickIntake
 from iopv.engine.publication import Publication, build_publication, static_fields
 from iopv.engine.reload import BasketReloader, PreparedBasket
@@ -45,7 +54,11 @@ class Engine:
         self.book = PriceBook(universe)
         self.intake = TickIntake(self.book, capacity=settings.intake.batch_capacity,
                                  topic_prefix=settings.mqtt.tick_topic_prefix,
-                                 spike_pct=e.spike_pct, spike_confirm_ticks=e.spike_confirm_ticks)
+                                 spike_pct=e.spike_pct, spike_confirm_ticks=e.spike_confirm_ticks,
+                                 max_lead_ns=e.max_lead_ns)
+        #: Whole or recovering (``iopv.engine.health``); a book that is not whole flags its values.
+        self.health = BookHealth()
+        self._overflows = 0  # held_overflow outcomes seen by the last cycle
         self.calendar = SessionCalendar(e.calendar)
         self.valuer = self._valuer(universe)
         self.static = static_fields(universe)
@@ -95,6 +108,21 @@ class Engine:
         return Valuer(universe, e.decimals, stale_after_ns=round(e.stale_after_s * 1e9),
                       min_coverage=e.min_coverage, halted_weight=e.halted_weight)
 
+    @property
+    def event_time(self) -> bool:
+        """Boundaries are cut in event time (``open`` was called): docs/methodology.md."""
+        return self.intake.event_time
+
+    def open(self, first_boundary_ns: int) -> None:
+        """Cut boundaries in event time from ``first_boundary_ns`` on: its book holds the ticks
+        stamped at or before it, later ones wait for their own boundary (the live service and a
+        journal replay open; an engine never opened applies ticks in arrival order)."""
+        self.intake.open(first_boundary_ns)
+
+    def first_boundary(self, now_ns: int) -> int:
+        """The first boundary after ``now_ns``: what the live service opens and its clock cuts first."""
+        return boundary_after(now_ns, self.settings.engine.interval_ns)
+
     def warm_up(self) -> None:
         """Compile (or load from cache) every live kernel now, not on the first tick."""
         self.intake.flush()
@@ -114,6 +142,12 @@ class Engine:
         self.intake.flush()
         old = self.universe
         gcpolicy.thaw_and_refreeze_soon()  # the old basket's objects must be collectable
+        if self.intake.held:  # held ticks keep their symbols: old slot -> new slot
+            new_index = prepared.universe.book_index()
+            slot_map = np.full(old.book_size, -1, dtype=np.int64)
+            for symbol, slot in self.book.index.items():
+                slot_map[slot] = new_index.get(symbol, -1)
+            self.intake.remap_held(slot_map)
         self.book.remap(prepared.universe, prepared.carry)
         self.universe = prepared.universe
         self.valuer = self._valuer(prepared.universe)
@@ -131,18 +165,49 @@ class Engine:
             sink.offer(publication)
 
     def cycle(self, boundary_ns: int) -> Publication | None:
-        """Value every fund as of now and offer the publication to every sink; None (nothing
-        published) when the boundary is outside the calendar's sessions."""
+        """Cut ``boundary_ns``: value every fund from the book of the ticks stamped at or before it
+        (event time, once ``open``; else every tick applied so far) and offer the publication to
+        every sink; then open the next boundary. None (nothing published) when the boundary is
+        outside the calendar's sessions."""
         started = time.perf_counter_ns()
         if self._staged is not None:
             prepared, self._staged = self._staged, None
             self.swap_basket(prepared)
-        self.intake.flush()
+        intake = self.intake
+        event_time = intake.event_time
+        if event_time:
+            intake.advance(boundary_ns)  # the clock skipped boundaries: their held ticks first
+        intake.flush()
+        try:
+            return self._value(boundary_ns, started)
+        finally:
+            if event_time:
+                intake.cut(boundary_ns, boundary_ns + self.settings.engine.interval_ns)
+
+    def _check_health(self, boundary_ns: int) -> bool:
+        """Whether the book is whole at this boundary: ticks dropped since the last cycle make it
+        not whole; every symbol ticked since the gap makes it whole (``iopv.engine.health``)."""
+        health = self.health
+        overflows = int(self.intake.counts[HELD_OVERFLOW])
+        if overflows != self._overflows:
+            self._overflows = overflows
+            health.lost("overflow", boundary_ns)
+            health.resumed(boundary_ns)  # ticks after the drop reach the book
+        if health.whole:
+            return True
+        return health.check_fresh(self.book.last_ts[:len(self.book.symbols)], boundary_ns)
+
+    def _value(self, boundary_ns: int, started: int) -> Publication | None:
+        whole = self._check_health(boundary_ns)
         session = self.calendar.session_at(boundary_ns)
         if session is None:
             self.outside_session += 1
             return None
         frame = self.valuer.frame(self.book, boundary_ns, session[0])
+        if not whole:  # every fund: flagged recovering, at least degraded
+            count = frame.count
+            count[COUNT_FLAGS] |= FLAG_RECOVERING
+            np.maximum(count[COUNT_STATUS], FUND_DEGRADED, out=count[COUNT_STATUS])
         publication = build_publication(self.universe, boundary_ns, frame, static=self.static)
         self.last_publication = publication
         if self.gate is None:
@@ -156,7 +221,7 @@ class Engine:
         return publication
 
     async def run(self, clock: BoundaryClock, stop: asyncio.Event) -> None:
-        """Run a cycle at every boundary until ``stop`` is set; SIGHUP reloads the baskets."""
+        """Run a cycle at every boundary's cut until ``stop`` is set; SIGHUP reloads the baskets."""
         loop = asyncio.get_running_loop()
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
@@ -169,7 +234,7 @@ class Engine:
                     raise reloader.exception()
                 if self.cycle(boundary) is None:
                     continue
-                log.info("cycle ts=%d funds=%d took=%.2fms late=%.2fms ticks=%s",
+                log.info("cycle ts=%d funds=%d took=%.2fms after-cut=%.2fms ticks=%s",
                          boundary, len(self.universe.funds), self.last_cycle_ms,
                          clock.lateness_ns / 1e6, counts_by_reason(self.intake.counts))
         finally:

@@ -22,6 +22,11 @@ price, bid, ask) that ``flush`` hands to ``apply_book_nb`` as they are. Two rout
   status)`` in a side list; the lists are copied into the columns before the scanner writes
   after them, and at flush, so ticks are applied in arrival order.
 
+``flush`` applies the columns in one ``iopv.kernels.ticks.apply_book_nb`` call, in event time
+once the engine has called ``open``: a tick stamped after the open boundary waits in the held
+set, and ``cut`` (the engine, at each boundary's cut) opens the next boundary and applies the
+held ticks it covers (``iopv.kernels.ticks`` docstring; docs/methodology.md "Event time").
+
 Either way the outcomes are those of ``decode_tick_full`` on the orjson value, flush points
 included: tests/test_intake_fast_path.py and tests/test_tickscan.py check both routes against
 a plain reference.
@@ -37,11 +42,17 @@ import orjson
 
 from iopv.core.constants import (
     ACCEPTED,
+    CLOCK_HELD,
+    CLOCK_HORIZON,
+    CLOCK_LAST_CUT,
+    LATE,
     MALFORMED_JSON,
     MAX_TS,
+    N_CLOCK,
     N_CODES,
     N_FLOAT_ROWS,
     N_INT_ROWS,
+    NEVER_TS,
     OVERSIZE_PAYLOAD,
     REJECTIONS,
     ROW_ASK,
@@ -63,7 +74,7 @@ from iopv.kernels.scanner import (
     scan_payload_nb,
     symbol_table,
 )
-from iopv.kernels.valuation import apply_book_nb
+from iopv.kernels.ticks import apply_book_nb, release_held_nb, remap_held_nb
 
 _NAN = float("nan")
 _UNSET = object()
@@ -80,9 +91,11 @@ class TickIntake:
 
     def __init__(self, book: PriceBook, *, capacity: int = 65_536, topic_prefix: str = "ticks",
                  max_payload_bytes: int = 1 << 20, spike_pct: float = 0.0, spike_confirm_ticks: int = 3,
-                 scan: bool = True):
+                 max_lead_ns: int = MAX_TS, scan: bool = True):
         """``scan=False`` decodes every payload in Python (the scanner's fallback route), for
-        comparison: the outcomes are the same, only slower."""
+        comparison: the outcomes are the same, only slower. Event time is off (every tick is
+        applied as it arrives) until ``open`` gives the first boundary; ``max_lead_ns`` is then
+        how far beyond the open boundary a tick may be stamped (``engine.max_lead_ms``)."""
         self.book = book
         self._scannable = bytes if scan else _Never  # payloads of this type go to the scanner
         self.spike_frac = spike_pct / 100.0
@@ -105,6 +118,15 @@ class TickIntake:
                          self._floats[ROW_ASK], self._ints[ROW_STATUS], self._ints[ROW_TS],
                          self._ints[ROW_CODE])  # apply_book_nb's argument order
         self._filled = 0  # ticks in the columns
+        #: The event-time clock the kernels read and update (``CLOCK_*``): horizon, last cut,
+        #: max lead, held ticks. A horizon of MAX_TS holds nothing (arrival order, no cut yet).
+        self.clock = np.array([MAX_TS, NEVER_TS, max_lead_ns, 0], dtype=np.int64)
+        assert self.clock.size == N_CLOCK
+        # The held set: ticks stamped after the horizon, in arrival order, laid out as the staging
+        # columns; and where a release writes the slots and outcomes of the ticks it applied.
+        self._held_ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)
+        self._held_floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
+        self._released = np.zeros((2, capacity), dtype=np.int64)
         # Ticks decoded in Python since the columns were last filled (staged after them).
         self._security: list[int] = []
         self._price: list[float] = []
@@ -120,11 +142,78 @@ class TickIntake:
         self._table = symbol_table(self._index).table
         scan_payload_nb(b"[]", 0, self._table, self._ints, self._floats, 0, self.capacity,
                         NO_TOPIC_SYMBOL, 0)
-        apply_book_nb(*self._columns, 0, *self.book.arrays(), self.spike_frac, self.spike_confirm)
+        self._apply(0)
+        release_held_nb(self._held_ints, self._held_floats, self.clock, *self.book.arrays(),
+                        self.spike_frac, self.spike_confirm, *self._released, self.counts)
 
     @property
     def pending(self) -> int:
+        """Ticks staged, not applied yet."""
         return self._filled + len(self._ts)
+
+    @property
+    def held(self) -> int:
+        """Ticks stamped after the open boundary, waiting for it (event time)."""
+        return int(self.clock[CLOCK_HELD])
+
+    @property
+    def horizon_ns(self) -> int:
+        """The open boundary (MAX_TS before ``open``: event time off)."""
+        return int(self.clock[CLOCK_HORIZON])
+
+    @property
+    def event_time(self) -> bool:
+        return self.clock[CLOCK_HORIZON] != MAX_TS
+
+    def open(self, horizon_ns: int) -> None:
+        """Turn event time on: ticks stamped after ``horizon_ns`` (the first boundary) are held
+        until their own boundary is open."""
+        self.flush()
+        self.clock[CLOCK_HORIZON] = horizon_ns
+
+    def advance(self, boundary_ns: int) -> None:
+        """Open ``boundary_ns`` if it is later than the open boundary (the clock skipped some):
+        the held ticks stamped up to it are applied, before any tick staged since."""
+        if self.clock[CLOCK_HORIZON] < boundary_ns:
+            self.clock[CLOCK_HORIZON] = boundary_ns
+            self._release()
+
+    def cut(self, boundary_ns: int, next_boundary_ns: int) -> None:
+        """``boundary_ns`` is cut (valued): a tick stamped at or before it is late from now on.
+        ``next_boundary_ns`` opens: the held ticks stamped up to it are applied."""
+        self.flush()
+        if self.clock[CLOCK_HORIZON] != MAX_TS:
+            self.clock[CLOCK_LAST_CUT] = max(self.clock[CLOCK_LAST_CUT], boundary_ns)
+            self.clock[CLOCK_HORIZON] = max(self.clock[CLOCK_HORIZON], next_boundary_ns)
+            self._release()
+
+    def _release(self) -> None:
+        if not self.clock[CLOCK_HELD]:
+            return
+        slots, codes = self._released
+        released = release_held_nb(self._held_ints, self._held_floats, self.clock, *self.book.arrays(),
+                                   self.spike_frac, self.spike_confirm, slots, codes, self.counts)
+        if released:
+            self.last_accept_ns = time.time_ns()
+            for hook in self.on_applied:
+                hook(slots[:released], codes[:released], released)
+
+    def remap_held(self, slot_map: np.ndarray) -> None:
+        """After a basket swap re-laid the book: the held ticks' slots, old -> new (-1: gone)."""
+        remap_held_nb(self._held_ints, int(self.clock[CLOCK_HELD]), slot_map)
+
+    def held_ticks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the held set's (int rows, float rows), for a checkpoint."""
+        n = int(self.clock[CLOCK_HELD])
+        return self._held_ints[:, :n].copy(), self._held_floats[:, :n].copy()
+
+    def restore_held(self, ints: np.ndarray, floats: np.ndarray) -> None:
+        """Put ticks back in the held set (a checkpoint's), after those already there."""
+        n = int(self.clock[CLOCK_HELD])
+        count = min(ints.shape[1], self.capacity - n)
+        self._held_ints[:, n:n + count] = ints[:, :count]
+        self._held_floats[:, n:n + count] = floats[:, :count]
+        self.clock[CLOCK_HELD] = n + count
 
     @property
     def recorder(self):
@@ -323,16 +412,18 @@ class TickIntake:
         count = self._filled
         if not count:
             return 0
-        accepted = apply_book_nb(*self._columns, count, *self.book.arrays(), self.spike_frac,
-                                 self.spike_confirm)
+        accepted = self._apply(count)
         security, code = self._columns[0], self._columns[6]
-        self.counts += np.bincount(code[:count], minlength=N_CODES)
         self._filled = 0
         if accepted:
             self.last_accept_ns = time.time_ns()
         for hook in self.on_applied:
             hook(security[:count], code[:count], count)
         return int(accepted)
+
+    def _apply(self, count: int) -> int:
+        return apply_book_nb(*self._columns, count, *self.book.arrays(), self.spike_frac, self.spike_confirm,
+                             self.clock, self._held_ints, self._held_floats, self.counts)
 
     @property
     def received(self) -> int:
@@ -341,6 +432,10 @@ class TickIntake:
     @property
     def accepted(self) -> int:
         return int(self.counts[ACCEPTED])
+
+    @property
+    def late(self) -> int:
+        return int(self.counts[LATE])
 
     @property
     def rejected(self) -> int:

@@ -1,10 +1,14 @@
 """Offline replay: the engine driven by a tape's own timestamps (the deterministic core).
 
-Semantics: ticks are processed in file order; every well-formed tick (accepted, unknown symbol,
-out of order, spike held, halted, status) moves the replay clock, rejected ticks do not. Before
-a tick with ts > the next boundary T is applied, every boundary up to it is valued with the book
-as it stands, so the value at T reflects exactly the ticks with ts <= T that came before it in
-the file. The first boundary is the first multiple of the interval >= the first well-formed
+Semantics, event time (docs/methodology.md "Event time"): the value at boundary T is the book of
+every tick stamped at or before T, whatever their order in the file -- what the live engine
+publishes when every tick arrived within the watermark. The ticks are applied boundary by
+boundary: each well-formed tick belongs to the first boundary at or after its ts, and the tape is
+put in that order by a stable sort (a tape already in it, as most are, is not copied), so the
+ticks of one boundary keep their file order (the live engine's arrival order). Every well-formed
+tick (accepted, unknown symbol, out of order, spike held, halted, status) moves the replay clock,
+rejected ticks do not. Before a tick with ts > the next boundary T is applied, every boundary up
+to it is valued with the book as it stands. The first boundary is the first multiple of the interval >= the first well-formed
 tick's ts; after the last tick, the next boundary (>= the last ts) is valued too. Boundaries
 outside the calendar's sessions are not published. The book rules (quotes, halts, spike filter)
 and the valuation are the live engine's kernels, run in one compiled loop.
@@ -23,7 +27,8 @@ from iopv.engine.book import PriceBook
 from iopv.engine.clock import boundary_at_or_after
 from iopv.engine.tape import Tape
 from iopv.engine.valuer import Frame, Valuer
-from iopv.kernels.valuation import price_verdicts_nb, replay_nb
+from iopv.kernels.ticks import bucket_order_key_nb, price_verdicts_nb
+from iopv.kernels.valuation import replay_nb
 
 #: Output values per kernel call; bounds replay memory whatever the tape's time span.
 CHUNK_VALUES = 1 << 20
@@ -46,7 +51,7 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
         tape.code[:] = verdicts
         return
     well_formed = verdicts == ACCEPTED
-    first_ts = int(tape.ts[np.argmax(well_formed)])
+    first_ts = int(tape.ts[well_formed].min())  # the first in event time
     next_boundary = boundary_at_or_after(first_ts, interval_ns)
     sessions = SessionCalendar(calendar)
     opens, closes = sessions.sessions(first_ts, int(tape.ts[well_formed].max()) + 2 * interval_ns)
@@ -61,6 +66,12 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
     out_count = np.empty((rows, N_COUNTS, n_funds), dtype=np.int64)
     out_market = np.empty((rows, n_funds), dtype=np.float64)
     ticks = (tape.security, tape.price, tape.bid, tape.ask, tape.status, tape.ts, tape.code)
+    keys = np.empty(len(tape), dtype=np.int64)
+    order = None
+    if not bucket_order_key_nb(tape.ts, verdicts, interval_ns, keys):  # not in event-time order
+        order = np.argsort(keys, kind="stable")
+        ticks = tuple(column[order] for column in ticks)
+    del keys
     rules = (spike_pct / 100.0, spike_confirm_ticks, stale_after_ns, min_coverage, halted_weight, decimals)
     scratch = (valuer.slot_rows, valuer.slot_mid, valuer.slot_bits, valuer.all_funds)
     out = (out_boundary, out_value, out_error, out_rounded, out_near, out_ratio, out_count, out_market)
@@ -76,6 +87,8 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
         for row in range(written):
             yield int(out_boundary[row]), Frame(out_rounded[row].copy(), out_ratio[row].copy(),
                                                 out_count[row].copy(), out_market[row].copy())
+    if order is not None:  # every tick's outcome back at its place in the file
+        tape.code[order] = ticks[-1]
     session = sessions.session_at(next_boundary)
     if session is not None:
         yield next_boundary, valuer.frame(book, next_boundary, session[0])

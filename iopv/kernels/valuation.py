@@ -1,4 +1,4 @@
-"""Numba kernels: apply ticks, value every fund, round for publication, replay a tape.
+"""Numba kernels: value every fund, round for publication, replay a tape.
 
 Contract (as in vectorbt's ``nb.py``): only NumPy arrays and numba-friendly scalars in; kernels
 are pure ``@njit(cache=True)`` functions with a ``_nb`` suffix; they write into ``out`` arrays the
@@ -7,13 +7,14 @@ ticks and once per cycle.
 
 Array layouts are described in ``iopv.core.universe`` (the universe, CSR by fund), ``iopv.core.packed``
 (its packed copy, ``PackedHoldings``) and ``iopv.engine.book`` (prices and last tick times indexed by book slot).
-``apply_book_nb`` / ``value_all_nb`` / ``replay_nb`` are the engine's kernels (methodology:
-docs/methodology.md); ``value_packed_nb`` is the price-only valuation (the benchmark's figure
-against scipy) and ``value_funds_nb`` the same over the plain arrays (the book's fund-ticker seed,
-and the reference the packed kernels are tested against).
+``value_all_nb`` / ``replay_nb`` are the engine's valuation kernels (methodology:
+docs/methodology.md; ticks are applied by ``iopv.kernels.ticks``); ``value_packed_nb`` is the
+price-only valuation (the benchmark's figure against scipy) and ``value_funds_nb`` the same over
+the plain arrays (the book's fund-ticker seed, and the reference the packed kernels are tested
+against).
 
-Rules more than one kernel applies are written once, as helpers numba inlines: the price verdict
-(``price_verdict_nb``: live intake and replay), the side fallbacks (``side_prices_nb``: the
+Rules more than one kernel applies are written once, as helpers numba inlines: the book rules
+(``iopv.kernels.ticks.apply_tick_nb``: live intake and replay), the side fallbacks (``side_prices_nb``: the
 boundary valuation, the real-time kernels and, through ``slot_sides_nb``, the exact path in
 ``iopv.engine.valuer``) and the float error bound (``error_bound_nb``).
 
@@ -49,12 +50,8 @@ from iopv.core.constants import (
     FUND_DEGRADED,
     FUND_OK,
     FUND_SUSPENDED,
-    HALTED,
     N_TERM,
     NEVER_TS,
-    NON_FINITE_PRICE,
-    NON_POSITIVE_PRICE,
-    OUT_OF_ORDER,
     RATIO_COVERAGE,
     RATIO_HALTED,
     SIDE_ASK,
@@ -64,37 +61,14 @@ from iopv.core.constants import (
     SLOTBIT_QUOTE_MISSING,
     SLOTBIT_STALE,
     SLOTBIT_TICKED,
-    SPIKE_HELD,
-    STATUS,
     TERM_ASK,
     TERM_BID,
     TERM_LAST,
-    TRADING_HALT,
-    TRADING_RESUME,
     UNIT_ROUNDOFF,
-    UNKNOWN_SYMBOL,
 )
+from iopv.kernels.ticks import apply_tick_nb, price_verdict_nb
 
 # --- the rules every kernel (and the exact path) shares, each written once -------------------------
-
-
-@njit(cache=True, inline="always")
-def is_status_only_nb(price, status):
-    """A trading-status message: a status and no price (the decoder's NaN)."""
-    return status != 0 and math.isnan(price)
-
-
-@njit(cache=True, inline="always")
-def price_verdict_nb(price, status):
-    """``ACCEPTED``, or why a well-decoded tick's price value is refused: not finite, or not > 0.
-    A status message has no price to judge. The book's rules (order, halts, spikes) come after."""
-    if is_status_only_nb(price, status):
-        return ACCEPTED
-    if not math.isfinite(price):
-        return NON_FINITE_PRICE
-    if price <= 0.0:
-        return NON_POSITIVE_PRICE
-    return ACCEPTED
 
 
 @njit(cache=True, inline="always")
@@ -113,18 +87,6 @@ def error_bound_nb(roundings, gross, unit, value):
     (a bound on the roundings in any term and in the running sum, the division included) times
     2u of ``gross`` (the sum of abs(term) and abs(cash)), and the rounding of the value itself."""
     return roundings * 2.0 * UNIT_ROUNDOFF * gross / unit + 2.0 * UNIT_ROUNDOFF * abs(value)
-
-
-@njit(cache=True)
-def price_verdicts_nb(tick_price, tick_status, tick_code):
-    """``price_verdict_nb`` of every tick the decoder accepted, written over its code (replay's
-    view of a tape before any tick is applied). Returns how many stay ``ACCEPTED``."""
-    accepted = 0
-    for i in range(tick_code.size):
-        if tick_code[i] == ACCEPTED:
-            tick_code[i] = price_verdict_nb(tick_price[i], tick_status[i])
-            accepted += tick_code[i] == ACCEPTED
-    return accepted
 
 
 @njit(cache=True)
@@ -277,68 +239,6 @@ def round_half_up_nb(values, errors, decimals, out_rounded, out_near_tie):
         rounded = floor + 1.0 if fraction >= 0.5 else floor
         out_rounded[f] = math.copysign(rounded / scale, value) if rounded != 0.0 else 0.0
     return flagged
-
-
-@njit(cache=True, inline="always")
-def _apply_full_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, last_ts, flags,
-                   pending_price, pending_count, spike_frac, spike_confirm):
-    """Outcome of one decoded tick with quote, trading status and spike filter (see
-    docs/methodology.md); writes the book when the price is accepted."""
-    verdict = price_verdict_nb(price, status)
-    if verdict != ACCEPTED:
-        return verdict
-    if security < 0:
-        return UNKNOWN_SYMBOL
-    if ts < last_ts[security]:
-        return OUT_OF_ORDER
-    if status == TRADING_HALT:
-        flags[security] |= BOOK_HALTED
-    elif status == TRADING_RESUME:
-        flags[security] &= ~BOOK_HALTED
-    if is_status_only_nb(price, status):
-        return STATUS
-    if flags[security] & BOOK_HALTED:
-        return HALTED
-    if spike_frac > 0.0:
-        last = prices[security]
-        if math.isfinite(last) and abs(price - last) > spike_frac * last:
-            level = pending_price[security]
-            if pending_count[security] > 0 and abs(price - level) <= spike_frac * level:
-                pending_count[security] += 1
-            else:
-                pending_count[security] = 1
-            pending_price[security] = price
-            if pending_count[security] < spike_confirm:
-                return SPIKE_HELD
-        pending_count[security] = 0
-    prices[security] = price
-    last_ts[security] = ts
-    if not math.isnan(bid_):
-        bid[security] = bid_
-    if not math.isnan(ask_):
-        ask[security] = ask_
-    return ACCEPTED
-
-
-@njit(cache=True)
-def apply_book_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, tick_ts, tick_code,
-                  count, prices, bid, ask, last_ts, flags, pending_price, pending_count,
-                  spike_frac, spike_confirm):
-    """Apply ``count`` staged ticks in order (``_apply_full_nb``); ``tick_code`` holds the
-    decoder's verdict and receives the final outcome. Returns the number accepted."""
-    accepted = 0
-    for i in range(count):
-        if tick_code[i] != ACCEPTED:
-            continue
-        code = _apply_full_nb(tick_security[i], tick_price[i], tick_bid[i], tick_ask[i],
-                              tick_status[i], tick_ts[i], prices, bid, ask, last_ts, flags,
-                              pending_price, pending_count, spike_frac, spike_confirm)
-        tick_code[i] = code
-        if code == ACCEPTED:
-            accepted += 1
-    return accepted
-
-
 
 
 @njit(cache=True)
@@ -575,7 +475,7 @@ def replay_nb(ticks, start, next_boundary, interval_ns, book, basket, sessions, 
             if near:
                 break
             continue
-        tick_code[i] = _apply_full_nb(tick_security[i], price, tick_bid[i], tick_ask[i],
+        tick_code[i] = apply_tick_nb(tick_security[i], price, tick_bid[i], tick_ask[i],
                                       tick_status[i], ts, prices, bid, ask, last_ts, flags,
                                       pending_price, pending_count, spike_frac, spike_confirm)
         i += 1

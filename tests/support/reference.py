@@ -232,6 +232,9 @@ def reference_replay_sides(pcf_text: str, tape_lines: list[str], interval_ns: in
             value, bid, ask = (round_half_up(v, decimals, rounding) for v in book.sides(f))
             rows.append((boundary, f.name, value, bid, ask, book.fallback(f)))
 
+    # Event time: each well-formed tick belongs to the first boundary at or after its ts; the
+    # ticks are taken boundary by boundary, in file order within one (a stable sort).
+    ticks = []
     for line in tape_lines:
         if not line.strip():
             continue
@@ -240,25 +243,31 @@ def reference_replay_sides(pcf_text: str, tape_lines: list[str], interval_ns: in
             counts["malformed_json"] += 1
             continue
         for item in items:
-            outcome = classify(item, known, last_ts)
-            counts[outcome] += 1
-            if outcome not in WELL_FORMED:
-                continue
-            ts = item["ts"]
-            if next_boundary is None:
-                next_boundary = -(-ts // interval_ns) * interval_ns
-            while ts > next_boundary:
-                emit(next_boundary)
-                next_boundary += interval_ns
-            if outcome == "accepted":
-                symbol = item["symbol"]
-                book.last[symbol] = Decimal(item["price"])
-                last_ts[symbol] = ts
-                quote = quote_sides(item)
-                if "bid" in quote:
-                    book.bid[symbol] = quote["bid"]
-                if "ask" in quote:
-                    book.ask[symbol] = quote["ask"]
+            outcome = classify(item, known, {})  # out_of_order is decided in event-time order below
+            if outcome in WELL_FORMED:
+                ticks.append((-(-item["ts"] // interval_ns) * interval_ns, len(ticks), item))
+            else:
+                counts[outcome] += 1
+    for _, _, item in sorted(ticks, key=lambda t: t[:2]):
+        outcome = classify(item, known, last_ts)
+        counts[outcome] += 1
+        if outcome not in WELL_FORMED:
+            continue
+        ts = item["ts"]
+        if next_boundary is None:
+            next_boundary = -(-ts // interval_ns) * interval_ns
+        while ts > next_boundary:
+            emit(next_boundary)
+            next_boundary += interval_ns
+        if outcome == "accepted":
+            symbol = item["symbol"]
+            book.last[symbol] = Decimal(item["price"])
+            last_ts[symbol] = ts
+            quote = quote_sides(item)
+            if "bid" in quote:
+                book.bid[symbol] = quote["bid"]
+            if "ask" in quote:
+                book.ask[symbol] = quote["ask"]
     if next_boundary is not None:
         emit(next_boundary)
     return rows, counts

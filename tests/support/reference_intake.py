@@ -9,10 +9,18 @@ import math
 
 import numpy as np
 
-from iopv.core.constants import MALFORMED_JSON, N_CODES, OVERSIZE_PAYLOAD
+from iopv.core.constants import (
+    MALFORMED_JSON,
+    MAX_TS,
+    N_CODES,
+    N_FLOAT_ROWS,
+    N_INT_ROWS,
+    NEVER_TS,
+    OVERSIZE_PAYLOAD,
+)
 from iopv.engine.book import PriceBook
 from iopv.engine.codec import decode_payload, decode_tick_full, topic_symbol
-from iopv.kernels.valuation import apply_book_nb
+from iopv.kernels.ticks import apply_book_nb
 
 #: The receive time both intakes are given (and ticks without a ts take).
 RECV_TS = 1_000_000
@@ -57,7 +65,13 @@ class ReferenceIntake:
             return
         security, price, bid, ask, status, ts, code = self.columns()
         apply_book_nb(security, price, bid, ask, status, ts, code, code.size, *self.book.arrays(),
-                      self.spike_frac, 3)
-        self.counts += np.bincount(code, minlength=N_CODES)
+                      self.spike_frac, 3, *arrival_clock(), self.counts)
         self.codes.extend(code.tolist())
         self.staged.clear()
+
+
+def arrival_clock(capacity: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The event-time arguments of ``apply_book_nb`` for arrival order (nothing held, no cut):
+    (clock, held int rows, held float rows)."""
+    clock = np.array([MAX_TS, NEVER_TS, MAX_TS, 0], dtype=np.int64)
+    return clock, np.zeros((N_INT_ROWS, capacity), dtype=np.int64), np.zeros((N_FLOAT_ROWS, capacity))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import iopv
-from iopv.kernels import cache, realtime, scanner, valuation
+from iopv.kernels import cache, realtime, scanner, ticks, valuation
 
 PACKAGE = Path(iopv.__file__).parent
 
@@ -22,11 +22,13 @@ PACKAGE = Path(iopv.__file__).parent
 #: kernel came from the cache.
 SCRIPT = """
 import numpy as np
-from iopv.kernels.valuation import apply_book_nb
+from iopv.kernels.ticks import apply_book_nb
 f, i = np.zeros(1), np.zeros(1, dtype=np.int64)
 code = np.zeros(1, dtype=np.int64)
+clock = np.array([2**63 - 1, -2**63, 1, 0], dtype=np.int64)
 apply_book_nb(i, f - 1.0, f + np.nan, f + np.nan, i, i, code, 1, f + 1.0, f + np.nan, f + np.nan,
-              i, i, f, i, 0.0, 3)
+              i, i, f, i, 0.0, 3, clock, np.zeros((4, 1), dtype=np.int64), np.zeros((3, 1)),
+              np.zeros(100, dtype=np.int64))
 stats = apply_book_nb.stats
 print(int(code[0]), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
@@ -48,7 +50,7 @@ def test_a_cached_kernel_follows_an_edited_constant(tmp_path):
     assert re.search(r"^NON_POSITIVE_PRICE = 10$", source, re.M)
 
     assert run_copy(tmp_path) == (10, 0, 1)  # compiled, then cached
-    assert list((tmp_path / "iopv" / "kernels" / "__pycache__").glob("valuation.apply_book_nb-*.nbi"))
+    assert list((tmp_path / "iopv" / "kernels" / "__pycache__").glob("ticks.apply_book_nb-*.nbi"))
     assert run_copy(tmp_path) == (10, 1, 0)  # a fresh process loads it from the cache
 
     constants.write_text(re.sub(r"^NON_POSITIVE_PRICE = 10$", "NON_POSITIVE_PRICE = 99", source, flags=re.M))
@@ -57,7 +59,7 @@ def test_a_cached_kernel_follows_an_edited_constant(tmp_path):
 
 
 def test_every_kernel_module_depends_on_the_constants_and_what_it_imports():
-    for module in (valuation, scanner, realtime):
+    for module in (valuation, scanner, realtime, ticks):
         files = {Path(p).relative_to(PACKAGE).as_posix()
                  for p in cache.dependency_files(module.__file__, module.__name__)}
         assert {"core/constants.py", Path(module.__file__).relative_to(PACKAGE).as_posix()} <= files
@@ -68,7 +70,7 @@ def test_every_kernel_module_depends_on_the_constants_and_what_it_imports():
 
 
 def test_only_kernels_get_the_locator_and_it_keeps_numbas_cache_directory():
-    locator = valuation.apply_book_nb._cache._impl.locator  # noqa: SLF001
+    locator = ticks.apply_book_nb._cache._impl.locator  # noqa: SLF001
     assert isinstance(locator, cache.KernelCacheLocator)
-    assert Path(locator.get_cache_path()).parent == Path(valuation.__file__).parent
+    assert Path(locator.get_cache_path()).parent == Path(ticks.__file__).parent
     assert cache.KernelCacheLocator.from_function(run_copy, __file__) is None  # not a kernel

@@ -12,6 +12,7 @@ from iopv.core.constants import (
     ACCEPTED,
     BAD_TS,
     MISSING_PRICE,
+    N_CODES,
     NON_FINITE_PRICE,
     NON_POSITIVE_PRICE,
     OUT_OF_ORDER,
@@ -19,7 +20,9 @@ from iopv.core.constants import (
 )
 from iopv.core.packed import pack_holdings
 from iopv.engine.book import NEVER
-from iopv.kernels.valuation import apply_book_nb, value_funds_nb, value_packed_nb
+from iopv.kernels.ticks import apply_book_nb
+from iopv.kernels.valuation import value_funds_nb, value_packed_nb
+from tests.support.reference_intake import arrival_clock
 
 EXACT = Context(prec=120)
 
@@ -181,7 +184,8 @@ def apply(ticks, prices, last_ts, count=None):
     accepted = apply_book_nb(security, price, nan_ticks, nan_ticks.copy(), np.zeros(n, dtype=np.int64), ts,
                              code, n if count is None else count, prices, nan_slots, nan_slots.copy(),
                              last_ts, np.zeros(slots, dtype=np.int64), np.full(slots, np.nan),
-                             np.zeros(slots, dtype=np.int64), 0.0, 3)
+                             np.zeros(slots, dtype=np.int64), 0.0, 3, *arrival_clock(),
+                             np.zeros(N_CODES, dtype=np.int64))
     return accepted, code.tolist()
 
 
