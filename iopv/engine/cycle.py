@@ -79,10 +79,14 @@ class Engine:
 
     def stats(self, now_ns: int) -> dict:
         """The engine's counters for ``/metrics``: cycles, ticks by outcome (``REASONS`` order),
-        tick messages, staged ticks, and basket symbols by status (``holding_status``)."""
+        tick messages, staged and held ticks, basket symbols by status (``holding_status``), and
+        whether the book is whole (``iopv.engine.health``)."""
         intake = self.intake
+        health = self.health
         return {"cycles": self.cycles, "ticks": intake.counts.tolist(), "tick_messages": intake.messages,
-                "tick_staged": intake.pending, "symbols": self.holding_status(now_ns)}
+                "tick_staged": intake.pending, "tick_held": intake.held, "symbols": self.holding_status(now_ns),
+                "book_whole": health.whole, "book_recovering": health.reason, "book_lost": dict(health.lost_count),
+                "book_regained": dict(health.regained)}
 
     def holding_status(self, now_ns: int) -> dict[str, int]:
         """Symbols never ticked this session, ticked but stale (older than ``engine.stale_after_s``;
@@ -208,7 +212,7 @@ class Engine:
             count = frame.count
             count[COUNT_FLAGS] |= FLAG_RECOVERING
             np.maximum(count[COUNT_STATUS], FUND_DEGRADED, out=count[COUNT_STATUS])
-        publication = build_publication(self.universe, boundary_ns, frame, static=self.static)
+        publication = build_publication(self.universe, boundary_ns, frame, static=self.static, whole=whole)
         self.last_publication = publication
         if self.gate is None:
             self.offer(publication)

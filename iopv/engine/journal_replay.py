@@ -8,7 +8,11 @@ since the marker was queued by that cycle right after it applied them. A ``sessi
 process start, or the day's rotation) starts a new engine from the recorded basket file and
 settings; a ``restore`` event applies the restart state that process restored from Redis; a
 ``checkpoint`` (rotation) applies the book as it stood at the rotation boundary; a ``basket`` event
-with reason ``reload`` swaps the recorded file in where the live engine swapped it.
+with reason ``reload`` swaps the recorded file in where the live engine swapped it. A session that
+records ``horizon_ns`` was cut in event time: the replay's engine opens that boundary too (older
+journals were recorded in arrival order, and replay so). A ``health`` event changes the book's
+wholeness where the live one changed (so the same values are flagged ``recovering``); a
+``transfer`` merges the recorded peer state into the book, as the live state transfer did.
 
 Every marker carries the BLAKE2b digest of the payloads the live engine published at it; the
 replay recomputes it from its own payloads, so a match proves every field and digit equal.
@@ -22,6 +26,8 @@ import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+import orjson
 
 from iopv.config import EngineSettings, IntakeSettings, MqttSettings, Settings
 from iopv.core.universe import Universe, build_universe, parse_json
@@ -88,6 +94,7 @@ class ReplayStats:
     sessions: int = 0
     reloads: int = 0
     restores: int = 0
+    transfers: int = 0
     dropped: int = 0
     clean_end: bool = False
     first_mismatch: int | None = None
@@ -103,6 +110,7 @@ class JournalReplay:
         self.engine: Engine | None = None
         self._settings: Settings | None = None
         self._messages_base = 0
+        self._horizon: int | None = None
 
     def __iter__(self) -> Iterator[ReplayedBoundary]:
         stats = self.stats
@@ -133,6 +141,7 @@ class JournalReplay:
             elif kind == "session":
                 self._settings = settings_from_record(data["settings"])
                 self._messages_base = data.get("messages_base", 0)
+                self._horizon = data.get("horizon_ns")
                 self.engine = decode = None
                 stats.sessions += 1
                 stats.clean_end = False
@@ -143,6 +152,8 @@ class JournalReplay:
                     if self._settings is None:
                         raise JournalReplayError("a basket before any session")
                     self.engine = Engine(universe, self._settings)
+                    if self._horizon is not None:
+                        self.engine.open(self._horizon)
                     decode = self.engine.intake.decode
                 else:
                     carry = PriceBook.carry_over(self.engine.universe, universe)
@@ -153,6 +164,26 @@ class JournalReplay:
                     raise JournalReplayError(f"a {kind} before any basket")
                 restart.restore(self.engine.book, data, now_ns=time_ns)
                 stats.restores += kind == "restore"
+                if kind == "checkpoint":  # a day file's start: the held ticks and the health too
+                    held = restart.held_arrays(self.engine.book, data)
+                    if held is not None:
+                        self.engine.intake.restore_held(*held)
+                    self.engine.health.set_state(orjson.loads(data))
+            elif kind == "health":
+                if self.engine is None:
+                    raise JournalReplayError("a health event before any basket")
+                self.engine.intake.flush()
+                if data["event"] == "lost":
+                    self.engine.health.lost(data["detail"], time_ns)
+                elif data["event"] == "resumed":
+                    self.engine.health.resumed(time_ns)
+            elif kind == "transfer":
+                if self.engine is None:
+                    raise JournalReplayError("a state transfer before any basket")
+                self.engine.intake.flush()  # as the live transfer: ticks received before it first
+                restart.merge(self.engine.book, data, time_ns)
+                self.engine.health.regain("transfer", time_ns)
+                stats.transfers += 1
             elif kind == "drop":
                 stats.dropped += data
             elif kind == "end":

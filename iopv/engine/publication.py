@@ -46,6 +46,8 @@ class Publication:
     funds: tuple[str, ...]
     records: list[dict[str, Any]]
     payloads: list[bytes]
+    #: False when the instance's book was not whole: every record is flagged ``recovering``.
+    whole: bool = True
 
 
 def static_fields(universe: Universe) -> list[dict[str, Any]]:
@@ -64,7 +66,8 @@ def static_fields(universe: Universe) -> list[dict[str, Any]]:
 
 
 def build_publication(universe: Universe, ts_ns: int, values, *, static: list[dict] | None = None,
-                      columns: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> Publication:
+                      columns: np.ndarray | None = None, extra: dict[str, Any] | None = None,
+                      whole: bool = True) -> Publication:
     """Records for every fund, in PCF order, and their JSON. ``values`` is a ``Frame`` (every
     field) or a plain array of rounded values (the contract fields only). With ``columns`` the
     Frame covers only those funds (column k is fund ``columns[k]``); ``extra`` fields are added
@@ -99,4 +102,4 @@ def build_publication(universe: Universe, ts_ns: int, values, *, static: list[di
             if value != 0.0:
                 record["premium_bps"] = round((market - value) / abs(value) * 1e4, PREMIUM_DECIMALS)
         records.append(record)
-    return Publication(ts_ns, funds, records, [encode_record(r) for r in records])
+    return Publication(ts_ns, funds, records, [encode_record(r) for r in records], whole)

@@ -8,10 +8,10 @@ put in that order by a stable sort (a tape already in it, as most are, is not co
 ticks of one boundary keep their file order (the live engine's arrival order). Every well-formed
 tick (accepted, unknown symbol, out of order, spike held, halted, status) moves the replay clock,
 rejected ticks do not. Before a tick with ts > the next boundary T is applied, every boundary up
-to it is valued with the book as it stands. The first boundary is the first multiple of the interval >= the first well-formed
-tick's ts; after the last tick, the next boundary (>= the last ts) is valued too. Boundaries
-outside the calendar's sessions are not published. The book rules (quotes, halts, spike filter)
-and the valuation are the live engine's kernels, run in one compiled loop.
+to it is valued with the book as it stands. The first boundary is the first multiple of the
+interval >= the earliest well-formed tick's ts; after the last tick, the next boundary (>= the
+last ts) is valued too. Boundaries outside the calendar's sessions are not published. The book
+rules (quotes, halts, spike filter) and the valuation are the live engine's kernels, run in one compiled loop.
 """
 
 from __future__ import annotations

@@ -44,6 +44,12 @@ class Components:
     #: The audit journal's writer when ``ops.journal_dir`` is set (its ``stats()``; docs/audit.md).
     journal: object | None = None
 
+    def book(self) -> dict:
+        """Whether the book is whole (``/readyz`` reports it; it is not a readiness check: a
+        recovering instance must go on publishing, flagged, rather than be taken out)."""
+        health = self.engine.health
+        return {"whole": health.whole, "recovering": health.reason or None}
+
     def readiness(self, now_ns: int | None = None) -> tuple[bool, dict[str, bool]]:
         """(ready, every check by name): the engine's, the feed's and every sink's."""
         now_ns = time.time_ns() if now_ns is None else now_ns

@@ -5,7 +5,9 @@ and ``/metrics``.
 - ``/readyz``: 200 when every component is ready, otherwise 503. The JSON body lists every
   check either way: ``baskets_loaded`` (engine), ``ticks_connected`` and ``feed_not_silent``
   (tick feed), ``<sink>_connected`` per sink (``mqtt``, ``redis``, and ``mqtt_realtime`` when
-  real-time values are on).
+  real-time values are on). ``book`` says whether the book is whole (``whole``, and the
+  ``recovering`` reason while not): information, not a check -- a recovering instance publishes
+  flagged values and must not be taken out (docs/scaling.md).
 - ``/metrics``: Prometheus text format (``iopv.service.metrics``).
 
 The checks and counters come from the components passed in (``iopv.service.components``).
@@ -26,7 +28,8 @@ def add_routes(app: web.Application, components: Components, metrics: Metrics) -
 
     async def readyz(_request: web.Request) -> web.Response:
         ready, checks = components.readiness()
-        return web.Response(body=orjson.dumps({"ready": ready, "checks": checks}), status=200 if ready else 503,
+        body = {"ready": ready, "checks": checks, "book": components.book()}
+        return web.Response(body=orjson.dumps(body), status=200 if ready else 503,
                             content_type="application/json")
 
     async def metrics_handler(_request: web.Request) -> web.Response:

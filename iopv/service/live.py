@@ -5,6 +5,9 @@ with a non-zero exit, instead of leaving it running half-blind. SIGTERM and SIGI
 cleanly within 5 s: the clock stops (a cycle in progress is synchronous, so it completes), the
 sinks get a grace period to flush (in parallel), the retained status turns ``offline``, the
 connections close. At start the session's saved prices are restored (``iopv.engine.restart``).
+Boundaries are cut in event time (``engine.watermark_ms`` after each boundary; docs/methodology.md),
+and ``iopv.service.recovery`` keeps track of whether the book is whole, making it whole again by
+state transfer from a peer (docs/scaling.md).
 With ``ops.journal_dir`` set, the session is recorded in the audit journal (docs/audit.md) and
 every boundary's values reach the sinks only once its journal marker is written.
 """
@@ -34,6 +37,7 @@ from iopv.engine.realtime import RealtimePublisher
 from iopv.service.api import ValuesHub
 from iopv.service.components import Components
 from iopv.service.metrics import Metrics
+from iopv.service.recovery import Recovery
 from iopv.service.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,12 @@ class Service:
         self.feed = MqttTickFeed(settings.mqtt, self.engine.intake, instance=instance,
                                  silence_s=settings.ops.feed_silence_s,
                                  topics=None if self.shard.whole else self._shard_topics)
+        # Whole or recovering: the feed's gaps, the start decision, state transfer from a peer.
+        self.recovery = Recovery(settings, self.engine, journal=self.journal,
+                                 after_merge=self.realtime.revalue if self.realtime is not None else None)
+        self.feed.on_subscribed.append(self.recovery.resumed)
+        self.feed.on_disconnected.append(self.recovery.disconnected)
+        self.engine.health.on_change.append(lambda _event, _detail: self.mqtt_sink.status_changed())
         if self.journal is not None:  # a socket read's messages are recorded in one call
             self.feed.recorder = self.journal.publishes
         # Replicas: the status carries the peer-write and divergence counts, republished on a divergence.
@@ -100,7 +110,7 @@ class Service:
         self._subscribed_universe = universe
         if not self.shard.whole:
             self.engine.after_cycle.append(self._after_swap)
-        self.clock = BoundaryClock(settings.engine.interval_ns)
+        self.clock = BoundaryClock(settings.engine.interval_ns, cut_delay_ns=settings.engine.watermark_ns)
         self.restored_symbols = 0
         # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
         sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else [])]
@@ -134,7 +144,20 @@ class Service:
 
     def _replica_status(self) -> dict:
         sink = self.redis_sink
-        return {"shard": str(self.shard), "peer_writes": sink.peer_writes, "divergences": sink.divergences}
+        health = self.engine.health
+        status = {"shard": str(self.shard), "peer_writes": sink.peer_writes, "divergences": sink.divergences,
+                  "superseded": sink.superseded, "whole": health.whole}
+        if not health.whole:
+            status["recovering"] = health.reason
+        return status
+
+    def _snapshot(self, boundary_ns: int, *, held: bool = False) -> bytes:
+        """The book as of a boundary, with whether it is whole and who took it (and the held
+        ticks, for a journal checkpoint)."""
+        engine = self.engine
+        return restart.snapshot(engine.book, boundary_ns, health=engine.health.state(),
+                                instance=self.settings.engine.instance,
+                                held=engine.intake.held_ticks() if held else None)
 
     @property
     def universe(self) -> Universe:
@@ -146,10 +169,10 @@ class Service:
         also when the journal held the values back while later ticks were applied."""
         if self._released is not None and self._released[0] == boundary_ns:
             return self._released[1]
-        return restart.snapshot(self.engine.book, boundary_ns)
+        return self._snapshot(boundary_ns)
 
     def _journal_gate(self, boundary_ns: int, publication) -> None:
-        state = restart.snapshot(self.engine.book, boundary_ns)
+        state = self._snapshot(boundary_ns)
 
         def release() -> None:
             self._released = (boundary_ns, state)
@@ -160,30 +183,33 @@ class Service:
             for hook in self._on_release:
                 hook(publication)
 
-        self.journal.boundary(boundary_ns, publication, release, state, self.engine.intake.messages)
+        self.journal.boundary(boundary_ns, publication, release,
+                              lambda: self._snapshot(boundary_ns, held=True), self.engine.intake.messages)
 
     def request_stop(self) -> None:
         self.stop_event.set()
 
-    async def restore_state(self) -> None:
-        """Restore the session's last prices from Redis (unless ``ops.restore_state`` is off)."""
+    async def restore_state(self) -> bool:
+        """Restore the session's last prices from Redis (unless ``ops.restore_state`` is off);
+        True when a state of this session was restored."""
         if not self.settings.ops.restore_state:
             log.info("state: clean start (previous closes)")
-            return
+            return False
         data = await redis_state.load(self.settings)
         if data is None:
-            return
+            return False
         clock_ns = time.time_ns()
         try:
             self.restored_symbols, skipped = restart.restore(self.engine.book, data, clock_ns)
         except ValueError as exc:
             log.info("state: not restored: %s", exc)
-            return
+            return False
         if self.journal is not None:
             self.journal.restored(data, clock_ns)
         log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
         if self.realtime is not None:  # its running sums follow the book: rebuild them
             self.realtime.revalue()
+        return True
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code (0 on a requested stop)."""
@@ -200,9 +226,14 @@ class Service:
         exit_code = 0
         stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
         try:
+            # Event time: the first boundary is opened now; the clock cuts it first.
+            first = self.engine.first_boundary(time.time_ns())
+            self.engine.open(first)
+            self.clock.first_ns = first
             if self.journal is not None:
-                self.journal.start(self.engine.universe)
-            await self.restore_state()
+                self.journal.start(self.engine.universe, horizon_ns=first)
+            restored = await self.restore_state()
+            await self.recovery.start(restored=restored)
             gcpolicy.freeze_long_lived()  # the universe and warm kernels: off the collector's walk
             if self.http:
                 await self.http.start()
@@ -211,6 +242,7 @@ class Service:
                 asyncio.create_task(self.redis_sink.run(), name="sink.redis"),
                 asyncio.create_task(self.mqtt_sink.run(), name="sink.mqtt"),
                 asyncio.create_task(self.engine.run(self.clock, self.stop_event), name="engine.clock"),
+                asyncio.create_task(self.recovery.run(), name="recovery"),
             ]
             if s.ops.feed_silence_s > 0:  # the watchdog returns at once when off: not a task that ends the run
                 self.tasks.append(asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"))
@@ -232,6 +264,7 @@ class Service:
         return exit_code
 
     async def _shutdown(self) -> None:
+        self.feed.on_disconnected.clear()  # a stop is not a gap to record
         async def drain(sink) -> None:
             if sink.connected and not await sink.drain(DRAIN_TIMEOUT_S):
                 log.warning("%s: %d publications not flushed at shutdown", sink.name, sink.queued)

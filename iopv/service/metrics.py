@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from iopv.core.constants import REASONS, REJECTIONS
+from iopv.engine.health import RECOVERING_REASONS, REGAINED_BY
 
 if TYPE_CHECKING:
     from iopv.service.components import Components
@@ -47,6 +48,24 @@ class ServiceCollector:
                                   value=float(engine["tick_messages"]))
         yield GaugeMetricFamily("iopv_tick_staged", "Ticks decoded, not yet applied",
                                 value=float(engine["tick_staged"]))
+        yield GaugeMetricFamily("iopv_tick_held", "Ticks stamped after the open boundary, waiting for it "
+                                "(event time)", value=float(engine["tick_held"]))
+        yield GaugeMetricFamily("iopv_book_whole", "1 while the book holds every tick; 0 while its values "
+                                "are flagged recovering", value=float(engine["book_whole"]))
+        recovering = GaugeMetricFamily("iopv_book_recovering", "1 for the reason the book is not whole",
+                                       labels=["reason"])
+        book_lost = CounterMetricFamily("iopv_book_lost", "Times the book stopped being whole, by reason",
+                                        labels=["reason"])
+        for reason in RECOVERING_REASONS:
+            recovering.add_metric([reason], float(engine["book_recovering"] == reason))
+            book_lost.add_metric([reason], float(engine["book_lost"][reason]))
+        yield recovering
+        yield book_lost
+        regained = CounterMetricFamily("iopv_book_regained", "Times the book became whole again, by how "
+                                       "(transfer: a peer's state; fresh: every symbol ticked)", labels=["how"])
+        for how in REGAINED_BY:
+            regained.add_metric([how], float(engine["book_regained"][how]))
+        yield regained
         yield CounterMetricFamily("iopv_cycles", "Valuation cycles run", value=float(engine["cycles"]))
         yield CounterMetricFamily("iopv_boundaries_missed", "Boundaries skipped after a stall",
                                   value=float(c.clock.stats()["boundaries_missed"]))
@@ -66,7 +85,7 @@ class ServiceCollector:
                                    labels=["sink"])
         last = GaugeMetricFamily("iopv_sink_last_boundary_seconds", "Boundary of the last publication "
                                  "sent, Unix seconds", labels=["sink"])
-        replica = dict.fromkeys(("skipped_writes", "peer_writes", "divergences", "late_writes"), 0.0)
+        replica = dict.fromkeys(("skipped_writes", "peer_writes", "divergences", "late_writes", "superseded"), 0.0)
         for name, stats in sinks:
             depth.add_metric([name], float(stats["queued"]))
             bound.add_metric([name], float(stats["max_queued"]))
@@ -79,7 +98,9 @@ class ServiceCollector:
         yield CounterMetricFamily("iopv_redis_peer_writes", "History entries already written for the "
                                   "boundary (by a peer replica)", value=replica["peer_writes"])
         yield CounterMetricFamily("iopv_replica_divergences", "Peer entries whose iopv differs from ours at "
-                                  "the published digit", value=replica["divergences"])
+                                  "the published digit, both whole", value=replica["divergences"])
+        yield CounterMetricFamily("iopv_redis_superseded", "Flagged (recovering) history entries of a peer "
+                                  "replaced by this whole instance's values", value=replica["superseded"])
         yield CounterMetricFamily("iopv_redis_late_writes", "History entries refused: the stream already "
                                   "holds a later boundary", value=replica["late_writes"])
         yield CounterMetricFamily("iopv_redis_skipped_writes", "Redis writes skipped: the key holds "

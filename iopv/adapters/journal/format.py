@@ -59,8 +59,11 @@ MARK = 6  # body: MARK_BODY; time: the boundary whose values were published
 DROP = 7  # body: u64 tick messages dropped here (the writer could not keep up); time: wall clock
 END = 8  # body: empty; a clean stop; time: wall clock
 READ = 9  # body: QoS 0 MQTT PUBLISH packets as received, back to back, one tick message each; time: receipt
+HEALTH = 10  # body: JSON {"event": "lost" | "resumed", "detail"}: the book's wholeness changed; time: then
+TRANSFER = 11  # body: a whole peer's restart state, merged into the book (state transfer); time: then
 KINDS = {SESSION: "session", BASKET: "basket", RESTORE: "restore", CHECKPOINT: "checkpoint",
-         TICK: "tick", MARK: "mark", DROP: "drop", END: "end", READ: "read"}
+         TICK: "tick", MARK: "mark", DROP: "drop", END: "end", READ: "read", HEALTH: "health",
+         TRANSFER: "transfer"}
 
 #: TICK payload types: how the message reached the intake (``bytes`` is the norm).
 PAYLOAD_BYTES = 0
@@ -307,8 +310,9 @@ class JournalReader:
 def events(records) -> Iterator[tuple[str, int, object]]:
     """The records decoded into the neutral events ``iopv.engine.journal_replay`` consumes:
     ``(kind name, time ns, data)``; data per kind: session -> dict, basket -> (dict, file bytes),
-    restore / checkpoint -> restart-state bytes, tick -> (topic, payload), mark -> (published,
-    funds, tick messages this session, digest), drop -> count, end -> None."""
+    restore / checkpoint / transfer -> restart-state bytes, health -> dict, tick -> (topic,
+    payload), mark -> (published, funds, tick messages this session, digest), drop -> count,
+    end -> None."""
     for record in records:
         kind, body = record.kind, record.body
         if kind == READ:
@@ -323,8 +327,10 @@ def events(records) -> Iterator[tuple[str, int, object]]:
         elif kind == BASKET:
             length = struct.unpack_from("<I", body)[0]
             yield "basket", record.time_ns, (orjson.loads(body[4:4 + length]), body[4 + length:])
-        elif kind in (RESTORE, CHECKPOINT):
+        elif kind in (RESTORE, CHECKPOINT, TRANSFER):
             yield KINDS[kind], record.time_ns, body
+        elif kind == HEALTH:
+            yield "health", record.time_ns, orjson.loads(body)
         elif kind == DROP:
             yield "drop", record.time_ns, struct.unpack("<Q", body)[0]
         else:

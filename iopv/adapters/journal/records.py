@@ -88,8 +88,11 @@ def basket_body(meta: dict, data: bytes) -> bytes:
     return struct.pack("<I", len(header)) + header + data
 
 
-def session_body(settings: Settings, reason: str, messages_base: int) -> bytes:
-    """A SESSION record's body: the format, this process, and the settings that shape a value."""
-    return orjson.dumps({"format": fmt.FORMAT_VERSION, "instance": settings.engine.instance, "reason": reason,
-                         "pid": os.getpid(), "messages_base": messages_base,
-                         "settings": recorded_settings(settings)})
+def session_body(settings: Settings, reason: str, messages_base: int, horizon_ns: int | None = None) -> bytes:
+    """A SESSION record's body: the format, this process, the settings that shape a value, and
+    the boundary the engine opened (event time; absent: ticks applied in arrival order)."""
+    body = {"format": fmt.FORMAT_VERSION, "instance": settings.engine.instance, "reason": reason,
+            "pid": os.getpid(), "messages_base": messages_base, "settings": recorded_settings(settings)}
+    if horizon_ns is not None:
+        body["horizon_ns"] = horizon_ns
+    return orjson.dumps(body)

@@ -38,6 +38,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from iopv.adapters.journal import files
 from iopv.adapters.journal import format as fmt
@@ -110,8 +111,9 @@ class JournalWriter:
 
     # -- the event loop's side -------------------------------------------------------------
 
-    def start(self, universe: Universe) -> None:
-        """Open today's file (appending), record the session and its basket, start the thread."""
+    def start(self, universe: Universe, horizon_ns: int | None = None) -> None:
+        """Open today's file (appending), record the session (``horizon_ns``: the boundary the
+        engine opened) and its basket, start the thread."""
         self._loop = asyncio.get_running_loop()
         now = time.time_ns()
         self._day = now // DAY_NS
@@ -119,7 +121,7 @@ class JournalWriter:
             self._open(now)
         except OSError as exc:
             raise ConfigError(f"ops.journal_dir: cannot open the journal in {self.directory}: {exc}") from None
-        self._session("start", now)
+        self._session("start", now, horizon_ns=horizon_ns)
         self.basket(universe, "start")
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
@@ -253,10 +255,18 @@ class JournalWriter:
         """Record the restart state restored at start (``clock_ns``: the clock restore used)."""
         self._record(fmt.RESTORE, clock_ns, bytes(state))
 
-    def boundary(self, boundary_ns: int, publication, release, checkpoint: bytes, messages: int) -> None:
+    def health(self, event: str, detail: str, time_ns: int) -> None:
+        """Record a change of the book's wholeness (``iopv.service.recovery``)."""
+        self._record(fmt.HEALTH, time_ns, orjson.dumps({"event": event, "detail": detail}))
+
+    def transferred(self, state: bytes, time_ns: int) -> None:
+        """Record a whole peer's state merged into the book (state transfer)."""
+        self._record(fmt.TRANSFER, time_ns, bytes(state))
+
+    def boundary(self, boundary_ns: int, publication, release, checkpoint, messages: int) -> None:
         """Record the marker of a published boundary; ``release()`` (which offers its values to
         the sinks) is called once the marker is handed to the OS, or after max_wait.
-        ``checkpoint``: the book at this boundary (restart-state JSON), used if the day rotates;
+        ``checkpoint()``: the book at this boundary (restart-state JSON), called if the day rotates;
         ``messages``: tick messages the intake received since start (a replay checks it)."""
         if self.failed is not None or self._thread is None:
             release()
@@ -266,10 +276,12 @@ class JournalWriter:
             self._day = day
             self._handoff()
             self._queue.append((_ROTATE, boundary_ns))
-            self._session("rotate", boundary_ns, messages)
+            # The new file's engine opens this boundary: the checkpoint is its book, held set
+            # included, just before this boundary's values.
+            self._session("rotate", boundary_ns, messages, horizon_ns=boundary_ns)
             meta, data = self._basket
             self._record(fmt.BASKET, boundary_ns, basket_body({**meta, "reason": "rotate"}, data))
-            self._record(fmt.CHECKPOINT, boundary_ns, checkpoint)
+            self._record(fmt.CHECKPOINT, boundary_ns, checkpoint() if callable(checkpoint) else checkpoint)
         self._seq += 1
         self._held.append((self._seq, release))
         self._handoff((self._seq, boundary_ns, publication, messages))
@@ -321,8 +333,8 @@ class JournalWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def _session(self, reason: str, time_ns: int, messages_base: int = 0) -> None:
-        self._record(fmt.SESSION, time_ns, session_body(self.settings, reason, messages_base))
+    def _session(self, reason: str, time_ns: int, messages_base: int = 0, horizon_ns: int | None = None) -> None:
+        self._record(fmt.SESSION, time_ns, session_body(self.settings, reason, messages_base, horizon_ns))
 
     # -- files -------------------------------------------------------------------------------
 

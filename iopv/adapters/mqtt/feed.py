@@ -160,6 +160,10 @@ class MqttTickFeed:
         self.connected = False
         self.reconnects = 0
         self.subscribed = asyncio.Event()
+        #: Called with the time (ns) right after every subscription (ticks stamped from then on
+        #: reach the intake), and with the time of every lost or failed connection.
+        self.on_subscribed: list = []
+        self.on_disconnected: list = []
         self.last_message_ns = 0  # receive time of the last message
         self.connected_since_ns = 0
         self.silent = False  # set by the watchdog
@@ -283,6 +287,8 @@ class MqttTickFeed:
                     self.connected = True
                     self.backoff.reset()
                     self.subscribed.set()
+                    for hook in self.on_subscribed:
+                        hook(self.connected_since_ns)
                     log.info("ticks: connected to %s:%s, subscribed to %s", self.settings.node(node).hostname,
                              self.settings.node(node).port,
                              topics[0] if len(topics) == 1 else f"{len(topics)} topics")
@@ -295,6 +301,9 @@ class MqttTickFeed:
                 self.connected = False
                 self.subscribed.clear()
                 intake.flush()
+                lost_ns = time.time_ns()
+                for hook in self.on_disconnected:
+                    hook(lost_ns)
             self.reconnects += 1
             await asyncio.sleep(delay)
 

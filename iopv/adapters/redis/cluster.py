@@ -289,8 +289,8 @@ class ClusterRedisSink(RedisSink):
                         len(skipped_flat) // 2, publication.ts_ns, writes[skipped_flat[0] - 1][1],
                         _text(skipped_flat[1]))
         if refused_flat:
-            refused = [(writes[refused_flat[j] - 1][0] // 2, refused_flat[j + 1])
-                       for j in range(0, len(refused_flat), 2)]
+            refused = [(writes[refused_flat[j] - 1][0] // 2, refused_flat[j + 1], refused_flat[j + 2])
+                       for j in range(0, len(refused_flat), 3)]
             self._refused(_Chunk(publication, 0, len(publication.funds), False, None), refused)
         if stopped_at:
             message = f"{writes[stopped_at - 1][1]}: {_text(error)}"

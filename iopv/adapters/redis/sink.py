@@ -59,7 +59,7 @@ from iopv.adapters.backoff import Backoff
 from iopv.adapters.queued import QueuedSink
 from iopv.adapters.redis.client import close_client, redis_client
 from iopv.adapters.redis.fields import field_args, field_values, stream_id
-from iopv.adapters.redis.scripts import WRITE_SCRIPT, WRITE_SCRIPT_SHA1
+from iopv.adapters.redis.scripts import KEPT, KEPT_FLAGGED, SUPERSEDED, WRITE_SCRIPT, WRITE_SCRIPT_SHA1
 from iopv.config import RedisSettings
 from iopv.engine.publication import Publication
 
@@ -99,9 +99,9 @@ class RedisSink(QueuedSink):
 
     def stats(self) -> dict[str, float]:
         """The queued sink's counters plus ``skipped_writes`` (WRONGTYPE keys) and the replica
-        counters: ``peer_writes``, ``divergences``, ``late_writes``."""
+        counters: ``peer_writes``, ``divergences``, ``late_writes``, ``superseded``."""
         return {**super().stats(), "skipped_writes": self.skipped_writes, "peer_writes": self.peer_writes,
-                "divergences": self.divergences, "late_writes": self.late_writes}
+                "divergences": self.divergences, "late_writes": self.late_writes, "superseded": self.superseded}
 
     def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
                  snapshot: Callable[[int], bytes] | None = None, instance: str | None = None):
@@ -125,6 +125,10 @@ class RedisSink(QueuedSink):
         self.divergences = 0
         #: Entries refused because the stream already holds a later boundary (and not this one).
         self.late_writes = 0
+        #: Flagged (recovering) history entries of a peer this instance's whole values replaced.
+        self.superseded = 0
+        #: Refused entries where either value was flagged recovering (not compared).
+        self.flagged_peer_writes = 0
         #: (fund, boundary ns, our iopv text, the peer's) of the last divergence.
         self.last_divergence: tuple[str, int, str, str] | None = None
         #: Called (no arguments) after a chunk that found a divergence (e.g. to publish the status).
@@ -219,19 +223,27 @@ class RedisSink(QueuedSink):
         if chunk.final and self.pending_state is chunk.state:
             self.pending_state = None
 
-    def _refused(self, chunk: _Chunk, refused: list[tuple[int, bytes | None]]) -> None:
-        """Account for history entries Redis refused: the boundary was written already. Compare
-        the entry found with ours at the published digit (the ``iopv`` field's JSON text)."""
+    def _refused(self, chunk: _Chunk, refused: list[tuple[int, bytes | None, int]]) -> None:
+        """Account for history entries Redis refused: the boundary was written already. A
+        flagged entry ours superseded is counted apart; otherwise, when both values are whole,
+        compare the entry found with ours at the published digit (the ``iopv`` field's JSON text)."""
         publication = chunk.publication
         diverged = 0
-        for position, peer in refused:
+        superseded = 0
+        for position, peer, code in refused:
             i = chunk.start + position
-            if peer is None:
+            if peer is None or peer is False:
                 self.late_writes += 1
                 log.warning("redis: history of %s already holds a boundary after %d: this entry is not written",
                             publication.funds[i], publication.ts_ns)
                 continue
+            if code == SUPERSEDED:
+                superseded += 1
+                continue
             self.peer_writes += 1
+            if code == KEPT_FLAGGED or not publication.whole:
+                self.flagged_peer_writes += 1  # a flagged value on either side: no alarm
+                continue
             ours = orjson.dumps(publication.records[i].get("iopv"))
             if peer != ours:
                 diverged += 1
@@ -239,6 +251,10 @@ class RedisSink(QueuedSink):
                 self.last_divergence = (publication.funds[i], publication.ts_ns, ours.decode(), _text(peer))
                 log.warning("replica divergence: %s at boundary %d: ours %s, peer's %s (%d since start)",
                             publication.funds[i], publication.ts_ns, ours.decode(), _text(peer), self.divergences)
+        if superseded:
+            self.superseded += superseded
+            log.info("redis: %d flagged (recovering) history entries of boundary %d superseded by this "
+                     "whole instance's values (%d since start)", superseded, publication.ts_ns, self.superseded)
         if diverged:
             for callback in self.on_divergence:
                 callback()
@@ -346,12 +362,12 @@ class RedisSink(QueuedSink):
             pipe.set(self.state_key, chunk.state)
         replies = await pipe.execute(raise_on_error=False)
         skipped: list[tuple[str, str]] = []
-        refused: list[tuple[int, bytes | None]] = []
+        refused: list[tuple[int, bytes | None, int]] = []
         for i, reply in enumerate(replies):
             if not isinstance(reply, Exception):
                 continue
             if i % 2 and i < 2 * (chunk.end - chunk.start) and "equal or smaller" in str(reply):
-                refused.append((i // 2, None))
+                refused.append((i // 2, None, KEPT))
                 continue
             if i < 2 * (chunk.end - chunk.start):
                 key = f"{prefix}:{funds[chunk.start + i // 2]}" + (":history" if i % 2 else "")
@@ -367,19 +383,22 @@ class RedisSink(QueuedSink):
         return chunk.end - chunk.start, None, skipped, await self._peer_values(client, chunk, refused)
 
     async def _peer_values(self, client: aioredis.Redis, chunk: _Chunk,
-                           refused: list[tuple[int, bytes | None]]) -> list[tuple[int, bytes | None]]:
-        """Pipeline mode: the ``iopv`` of each refused boundary's entry, read back (XRANGE)."""
+                           refused: list[tuple[int, bytes | None, int]]) -> list[tuple[int, bytes | None, int]]:
+        """Pipeline mode: the ``iopv`` of each refused boundary's entry, read back (XRANGE); no
+        scripting, so a flagged entry is never superseded (``KEPT`` or ``KEPT_FLAGGED``)."""
         if not refused:
             return refused
         prefix, entry_id = self.settings.key_prefix, stream_id(chunk.publication.ts_ns)
         pipe = client.pipeline(transaction=False)
-        for position, _ in refused:
+        for position, _, _ in refused:
             pipe.execute_command("XRANGE", f"{prefix}:{chunk.publication.funds[chunk.start + position]}:history",
                                  entry_id, entry_id)
         found = []
-        for (position, _), entries in zip(refused, await pipe.execute()):
+        for (position, _, _), entries in zip(refused, await pipe.execute()):
             fields = entries[0][1] if entries else None
-            found.append((position, None if fields is None else fields.get(b"iopv", b"")))
+            flagged = fields is not None and b'"recovering"' in fields.get(b"flags", b"")
+            found.append((position, None if fields is None else fields.get(b"iopv", b""),
+                          KEPT_FLAGGED if flagged else KEPT))
         return found
 
 
@@ -387,7 +406,7 @@ def _script_result(args: list[Any], reply: list[Any]) -> ChunkResult:
     """``WRITE_SCRIPT``'s reply for the call with ``args``, keys named (KEYS are ``args[1:]``)."""
     done, stopped_at, error, skipped_flat, refused_flat = reply[0], reply[1], reply[2], reply[3], reply[4]
     skipped = [(args[skipped_flat[i]], _text(skipped_flat[i + 1])) for i in range(0, len(skipped_flat), 2)]
-    refused = [(refused_flat[i] - 1, refused_flat[i + 1]) for i in range(0, len(refused_flat), 2)]
+    refused = [(refused_flat[i] - 1, refused_flat[i + 1], refused_flat[i + 2]) for i in range(0, len(refused_flat), 3)]
     if stopped_at:
         return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {_text(error)}"), skipped, refused
     return done, None, skipped, refused

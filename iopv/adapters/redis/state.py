@@ -1,7 +1,10 @@
-"""The restart state in Redis: its key, and reading it back at start.
+"""The restart state in Redis: its key, reading it back at start, and the replicas of a shard.
 
 The Redis sink writes the snapshot (``iopv.engine.restart.snapshot``) with each publication;
-this module says where it lives and loads it for ``iopv.engine.restart.restore``.
+this module says where it lives and loads it for ``iopv.engine.restart.restore``. Each instance
+also registers its state key in its shard's replica registry, a hash
+``<redis.key_prefix>:_replicas:<K/N>`` (field: instance, value: its state key), so a replica that
+is not whole finds its peers' states for a state transfer (``peer_states``; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,45 @@ log = logging.getLogger(__name__)
 def state_key(settings: Settings) -> str:
     """``<redis.key_prefix>:_state:<engine.instance>``: one restart state per instance."""
     return f"{settings.redis.key_prefix}:_state:{settings.engine.instance}"
+
+
+def registry_key(settings: Settings) -> str:
+    """``<redis.key_prefix>:_replicas:<engine.shard>``: the instances of one shard, and their state keys."""
+    return f"{settings.redis.key_prefix}:_replicas:{settings.engine.shard}"
+
+
+async def register(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """Add this instance to its shard's registry; False (logged) when Redis cannot be reached:
+    its peers then find it once a later start registers it."""
+    client = reader_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        await asyncio.wait_for(client.hset(registry_key(settings), settings.engine.instance,
+                                           state_key(settings)), timeout_s)
+        return True
+    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        log.warning("state: cannot register in %s (%s)", registry_key(settings), exc)
+        return False
+    finally:
+        await client.aclose()
+
+
+async def peer_states(settings: Settings, timeout_s: float = 2.0) -> list[tuple[str, bytes]]:
+    """(instance, saved state) of every other registered instance of this shard that has one.
+    Raises the client's error when Redis cannot be reached (the caller retries)."""
+    client = reader_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        peers = await asyncio.wait_for(client.hgetall(registry_key(settings)), timeout_s)
+        own = settings.engine.instance.encode()
+        out = []
+        for instance, key in sorted(peers.items()):
+            if instance == own:
+                continue
+            data = await asyncio.wait_for(client.get(key), timeout_s)
+            if data is not None:
+                out.append((instance.decode(), data))
+        return out
+    finally:
+        await client.aclose()
 
 
 async def load(settings: Settings, timeout_s: float = 2.0) -> bytes | None:
