@@ -22,6 +22,7 @@ from iopv.core.constants import (
     FLAG_RECOVERING,
     FUND_DEGRADED,
     HELD_OVERFLOW,
+    LATE,
     counts_by_reason,
 )
 from iopv.core.shard import parse_shard
@@ -36,6 +37,9 @@ from iopv.engine.reload import BasketReloader, PreparedBasket
 from iopv.engine.valuer import Valuer
 
 log = logging.getLogger(__name__)
+
+#: Late ticks are logged at most this often (every one is counted).
+LATE_LOG_EVERY_S = 10.0
 
 
 class Sink(Protocol):
@@ -59,6 +63,8 @@ class Engine:
         #: Whole or recovering (``iopv.engine.health``); a book that is not whole flags its values.
         self.health = BookHealth()
         self._overflows = 0  # held_overflow outcomes seen by the last cycle
+        self._late_logged = 0  # late ticks logged so far, and when
+        self._late_logged_at = -LATE_LOG_EVERY_S
         self.calendar = SessionCalendar(e.calendar)
         self.valuer = self._valuer(universe)
         self.static = static_fields(universe)
@@ -224,6 +230,16 @@ class Engine:
             hook(publication)
         return publication
 
+    def _log_late(self) -> None:
+        """Late ticks, logged at most once per ``LATE_LOG_EVERY_S`` (they are all counted)."""
+        late = int(self.intake.counts[LATE])
+        now = time.monotonic()
+        if late > self._late_logged and now - self._late_logged_at >= LATE_LOG_EVERY_S:
+            log.warning("%d tick(s) arrived after their boundary's cut (late, engine.watermark_ms = %g): "
+                        "each counts from the next boundary (%d since start)", late - self._late_logged,
+                        self.settings.engine.watermark_ms, late)
+            self._late_logged, self._late_logged_at = late, now
+
     async def run(self, clock: BoundaryClock, stop: asyncio.Event) -> None:
         """Run a cycle at every boundary's cut until ``stop`` is set; SIGHUP reloads the baskets."""
         loop = asyncio.get_running_loop()
@@ -241,6 +257,7 @@ class Engine:
                 log.info("cycle ts=%d funds=%d took=%.2fms after-cut=%.2fms ticks=%s",
                          boundary, len(self.universe.funds), self.last_cycle_ms,
                          clock.lateness_ns / 1e6, counts_by_reason(self.intake.counts))
+                self._log_late()
         finally:
             reloader.cancel()
             await asyncio.gather(reloader, return_exceptions=True)
