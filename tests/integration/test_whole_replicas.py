@@ -1,0 +1,227 @@
+"""Two replicas of ``iopv run`` as real processes on one Mosquitto and one Redis (the smoke subset
+of ``make test-cluster``): ticks stamped just before and just after the boundaries, some arriving
+after their boundary but within the watermark. Fault-free, the replicas publish identical values
+and report no divergence; one is then SIGKILLed and restarted with the same command line: its
+values are flagged ``recovering`` until a state transfer from its whole peer, within 2
+boundaries. Every history entry, and every MQTT value without ``recovering``, equals the exact
+``Decimal`` value of the ticks stamped at or before its boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import pytest
+import redis
+
+from iopv.testing.servers import free_port
+from tests.support.live import assert_valid, exact
+
+ROOT = Path(__file__).resolve().parents[2]
+SECOND = 1_000_000_000
+MS = 1_000_000
+WATERMARK_MS = 200
+
+
+def basket() -> list[dict]:
+    closes = {"AA": 10.0, "BB": 20.0, "CC": 30.0, "DD": 40.0}
+    return [{"fund": f"W{k}", "creation_unit": 100, "currency": "USD", "cash": 12.5 * k,
+             "holdings": [{"symbol": s, "shares": (k + 1) * (j + 1), "price": closes[s]}
+                          for j, s in enumerate(symbols)]}
+            for k, symbols in enumerate((("AA", "BB"), ("BB", "CC", "DD"), ("AA", "DD")))]
+
+
+class Replica:
+    def __init__(self, name: str, env: dict, directory: Path, args: list[str]):
+        self.name, self.env, self.directory, self.args = name, env, directory, args
+        self.http_port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        self.logs.append(self.directory / f"{self.name}-{len(self.logs)}.log")
+        with open(self.logs[-1], "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "iopv", "run", *self.args, "--instance", self.name,
+                 "--http-port", str(self.http_port)], env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def get(self, path: str) -> bytes:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5).read()
+
+    def metric(self, name: str, labels: str = "") -> float:
+        found = re.search(rf"^{name}(?:_total)?{re.escape(labels)} (\S+)$", self.get("/metrics").decode(), re.M)
+        assert found, f"{self.name}: no metric {name}{labels}"
+        return float(found.group(1))
+
+    def ready(self) -> bool:
+        try:
+            return orjson.loads(self.get("/readyz"))["checks"]["ticks_connected"]
+        except (OSError, KeyError, ValueError):
+            return False
+
+    def log(self, incarnation: int = -1) -> str:
+        return self.logs[incarnation].read_text()
+
+
+class Collector(threading.Thread):
+    """Every value published on MQTT during the run: (fund, ts) -> [(iopv, flags)]."""
+
+    def __init__(self, host: str, port: int, prefix: str):
+        super().__init__(daemon=True)
+        self.host, self.port, self.prefix = host, port, prefix
+        self.values: dict[tuple[str, int], list[tuple[float, list[str]]]] = {}
+        self.statuses: list[dict] = []
+        self.stop_event = threading.Event()
+        self.subscribed = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self.host, self.port, identifier=f"col-{uuid.uuid4().hex[:6]}") as client:
+            await client.subscribe(f"{self.prefix}/#", qos=1)
+            self.subscribed.set()
+            while not self.stop_event.is_set():
+                try:
+                    async with asyncio.timeout(0.2):
+                        async for message in client.messages:
+                            record = orjson.loads(message.payload)
+                            if message.topic.value.split("/")[1] == "_status":
+                                assert_valid("status", record)
+                                self.statuses.append(record)
+                                continue
+                            assert_valid("boundary-value", record)
+                            self.values.setdefault((record["fund"], record["ts"]), []).append(
+                                (record["iopv"], record["flags"]))
+                except TimeoutError:
+                    pass
+
+
+@pytest.mark.timeout(240)
+def test_replicas_agree_to_the_digit_and_a_restarted_one_is_flagged_until_whole(tmp_path, mosquitto, redis_server):
+    document = basket()
+    pcf = tmp_path / "pcf.json"
+    pcf.write_bytes(orjson.dumps(document))
+    tag = uuid.uuid4().hex[:6]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOPV_")}
+    env.update({"PYTHONPATH": str(ROOT), "IOPV_ENGINE_CALENDAR": "always",
+                "IOPV_ENGINE_WATERMARK_MS": str(WATERMARK_MS), "IOPV_MQTT_TICK_TOPIC_PREFIX": f"t{tag}",
+                "IOPV_MQTT_VALUE_TOPIC_PREFIX": f"v{tag}", "IOPV_REDIS_KEY_PREFIX": f"k{tag}",
+                "IOPV_MQTT_RECONNECT_MIN_S": "0.1", "IOPV_MQTT_RECONNECT_MAX_S": "0.5",
+                "IOPV_OPS_FEED_SILENCE_S": "0"})
+    args = ["--pcf", str(pcf), "--interval", "1", "--mqtt-url", mosquitto.url, "--redis-url", redis_server.url]
+    replicas = {name: Replica(name, env, tmp_path, args) for name in ("a", "b")}
+    host, port = "127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1])
+    collector = Collector(host, port, f"v{tag}")
+    collector.start()
+    assert collector.subscribed.wait(10)
+    tape: list[tuple[str, float, int]] = []
+    prices = {"AA": 10.0, "BB": 20.0, "CC": 30.0, "DD": 40.0}
+    try:
+        for replica in replicas.values():
+            replica.start()
+        deadline = time.monotonic() + 60
+        while not all(r.ready() for r in replicas.values()):
+            assert time.monotonic() < deadline, "replicas did not start"
+            time.sleep(0.1)
+
+        async def publish(boundaries: int, restart_at: int | None) -> int:
+            async with aiomqtt.Client(host, port, identifier=f"pub-{tag}") as client:
+                start = (time.time_ns() // SECOND + 2) * SECOND
+                for k in range(boundaries):
+                    boundary = start + k * SECOND
+                    for offset_ms, stamp_ms, symbol in ((-300, -300, "AA"), (15, 5, "BB"), (60, -20, "CC"),
+                                                        (90, -1, "DD"), (120, 0, "AA")):
+                        # Sent ``offset`` after the boundary, stamped ``stamp`` after it: a tick stamped
+                        # before B sent after B is late by up to 121 ms, inside the 200 ms watermark.
+                        await asyncio.sleep(max(0.0, (boundary + offset_ms * MS - time.time_ns()) / 1e9))
+                        prices[symbol] = round(prices[symbol] * (1.0007 if (k + len(symbol)) % 3 else 0.9995), 2)
+                        ts = boundary + stamp_ms * MS
+                        tape.append((symbol, prices[symbol], ts))
+                        await client.publish(f"t{tag}/{symbol}", orjson.dumps(
+                            {"symbol": symbol, "price": prices[symbol], "ts": ts}), qos=1)
+                    if k == restart_at:
+                        replicas["b"].kill()
+                        await asyncio.sleep(1.0)
+                        replicas["b"].start()
+                return start
+
+        start = asyncio.run(publish(14, restart_at=5))
+        time.sleep(1.5)
+        assert all(r.metric("iopv_replica_divergences") == 0 for r in replicas.values())
+        late = sum(r.metric("iopv_ticks", '{outcome="late"}') for r in replicas.values())
+        superseded = replicas["a"].metric("iopv_redis_superseded")
+        assert replicas["b"].metric("iopv_book_whole") == 1.0
+        assert replicas["b"].metric("iopv_book_regained", '{how="transfer"}') == 1.0
+        assert orjson.loads(replicas["b"].get("/readyz"))["book"] == {"whole": True, "recovering": None}
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+        collector.stop_event.set()
+        collector.join(5)
+
+    assert late == 0, "a tick arrived after its boundary's cut: the machine is too loaded for this test"
+    # The exact value at each boundary: every symbol's latest tick stamped at or before it.
+    def reference(boundary: int) -> dict[str, str]:
+        latest: dict[str, tuple[int, float]] = {}
+        for symbol, price, ts in tape:
+            if ts <= boundary and (symbol not in latest or ts >= latest[symbol][0]):
+                latest[symbol] = (ts, price)
+        return exact(document, {s: Decimal(repr(p)) for s, (_, p) in latest.items()})
+
+    funds = [f["fund"] for f in document]
+    window = range(start, start + 14 * SECOND, SECOND)
+    r = redis.Redis.from_url(redis_server.url)
+    for fund in funds:
+        entries = {int(e[0].split(b"-")[0]) * MS: e[1] for e in r.xrange(f"k{tag}:{fund}:history")}
+        assert set(window) <= set(entries), f"{fund}: gap in the history"
+        for boundary in window:
+            fields = entries[boundary]
+            assert f"{orjson.loads(fields[b'iopv']):.4f}" == reference(boundary)[fund], (fund, boundary)
+            assert b"recovering" not in fields[b"flags"], (fund, boundary)  # the whole peer's value won
+    # Every MQTT value without "recovering" is exact; the whole replicas' copies are identical.
+    flagged = set()
+    for (fund, ts), copies in collector.values.items():
+        if ts not in window:
+            continue
+        for value, flags in copies:
+            if "recovering" in flags:
+                flagged.add(ts)
+            else:
+                assert f"{value:.4f}" == reference(ts)[fund], (fund, ts)
+    # Before the restart, both replicas published every boundary, unflagged.
+    for boundary in window[:5]:
+        assert all(len(collector.values[(fund, boundary)]) == 2 for fund in funds), boundary
+    # The restarted replica: not whole at start, whole again by a transfer from "a" within 2 boundaries.
+    second = replicas["b"].log(1)
+    assert "book not whole at start" in second and "state transfer from a" in second
+    cycles_before_whole = second[:second.index("state transfer from a")].count("cycle ts=")
+    assert cycles_before_whole <= 2, cycles_before_whole
+    assert 1 <= len(flagged) <= 2 and min(flagged) > window[5], sorted(flagged)
+    whole_states = [s.get("whole") for s in collector.statuses if s["instance"] == "b" and s["status"] == "online"]
+    assert False in whole_states and whole_states[-1] is True
