@@ -154,8 +154,8 @@ class Mapper:
             self._static(row, "no ticker: kept at its market value")
             return
         symbol, why = self._symbol(row)
-        if symbol is None:
-            self._exclude(row, why) if row.market_value is None else self._static(row, why)
+        if symbol is None:  # a listing the map cannot name: fix the map, or leave it out knowingly
+            self._exclude(row, why)
             return
         if symbol == "-":
             self._static(row, f"not listed ({row.exchange}): kept at its market value")

@@ -43,7 +43,7 @@ COLUMNS = {
 }
 REQUIRED = ("name", "asset_class", "market_value", "weight", "quantity")
 #: The header row: these cells, in any order (bond files have no ``Ticker``).
-HEADER_MARKERS = ("Name", "Asset Class", "Market Value")
+HEADER_MARKERS = ("Name", "Asset Class")
 
 #: ``Asset Class`` (lower case) -> instrument kind; anything else is OTHER (kept at its market
 #: value and reported, never guessed).
