@@ -61,5 +61,5 @@ def file_rates(rows: Iterable[Row], fund_currency: str,
         if shown is not None:
             rates[ccy] = DIGITS.divide(1, shown)
             sources[ccy] = (f"printed FX Rate {shown} ({ccy} per {fund_currency}, "
-                            f"+-{printed_half_unit(shown) / shown:.2%}: local closes derived through it are that uncertain)")
+                            f"+-{printed_half_unit(shown) / shown:.2%}: so are the local closes derived through it)")
     return rates, sources

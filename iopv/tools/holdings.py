@@ -110,6 +110,10 @@ def read_prices(path: str | Path) -> dict[str, Decimal]:
     return out
 
 
+#: Cash is written to this many decimals (FX residuals of 1e-13 are noise, not money).
+CASH_QUANTUM = Decimal("1e-8")
+
+
 def plain(value: Decimal) -> int | float:
     """A basket number: 15 significant digits (what a float64 carries exactly), an int when whole."""
     value = DIGITS.plus(value)
@@ -162,7 +166,7 @@ def _document(holdings: Holdings, ticker: str, currency: str, mapper: Mapper, ra
     factor = unit / divisor
     lines = []
     used: dict[str, Decimal] = {}
-    total = DIGITS.plus(mapper.cash * factor)
+    total = (mapper.cash * factor).quantize(CASH_QUANTUM)
     for line in mapper.lines.values():
         rate = Decimal(1) if not line.currency else rates[line.currency]
         shares = DIGITS.plus(line.shares * factor)
@@ -182,7 +186,8 @@ def _document(holdings: Holdings, ticker: str, currency: str, mapper: Mapper, ra
         document["name"] = holdings.name
     if holdings.as_of:
         document["as_of"] = holdings.as_of
-    document.update({"creation_unit": plain(unit), "currency": currency, "cash": plain(mapper.cash * factor)})
+    cash = (mapper.cash * factor).quantize(CASH_QUANTUM)
+    document.update({"creation_unit": plain(unit), "currency": currency, "cash": plain(cash)})
     if used:
         document["fx"] = {ccy: plain(rate) for ccy, rate in sorted(used.items())}
     document["holdings"] = lines

@@ -247,7 +247,8 @@ class Mapper:
         self._line(row, symbol, currency, units, value, price)
         offset = (row.market_value or Decimal(0)) - value
         self.cash += offset
-        self._note(row, line=symbol, contracts=contracts, multiplier=None if multiplier is None else f"{multiplier:f}", units=units, price=price,
+        self._note(row, line=symbol, contracts=contracts, units=units, price=price,
+                   multiplier=None if multiplier is None else f"{multiplier:f}",
                    cash=offset)
 
     def _fx_forward(self, row: Row) -> None:

@@ -47,11 +47,13 @@ def check_complete(holdings: Holdings) -> dict[str, Any]:
         if high < 100:
             raise HoldingsError(
                 f"{holdings.path}: file cut short? its {len(rows)} rows carry {printed}% of the fund by their weights "
-                f"(expected 100% within {WEIGHT_TOLERANCE_PCT + spread:.2f} points): about {100 - printed - below:.2f}% "
+                f"(expected 100% within {WEIGHT_TOLERANCE_PCT + spread:.2f} points): "
+                f"about {100 - printed - below:.2f}% "
                 f"of the holdings are missing; {tail}")
         if low > 100:
             raise HoldingsError(f"{holdings.path}: the weights sum to {printed}%, above 100% by more than "
-                                f"{WEIGHT_TOLERANCE_PCT + spread:.2f} points: rows repeated, or another column read as weight?")
+                                f"{WEIGHT_TOLERANCE_PCT + spread:.2f} points: rows repeated, or another column "
+                                "read as weight?")
     valued = [r for r in weighted if r.market_value is not None and not r.weight_below and r.weight > 0]
     if valued and all(r.market_value is not None for r in rows):
         big = max(valued, key=lambda r: r.weight)
@@ -71,7 +73,8 @@ def check_complete(holdings: Holdings) -> dict[str, Any]:
         facts["holdings_count"] = {"stated": holdings.stated_count, "read": counted}
         if counted != holdings.stated_count:
             raise HoldingsError(f"{holdings.path}: the file states {holdings.stated_count} securities but has "
-                                f"{counted} rows of them: {holdings.stated_count - counted} missing (file cut short?); {tail}")
+                                f"{counted} rows of them: {holdings.stated_count - counted} missing "
+                                f"(file cut short?); {tail}")
     return facts
 
 

@@ -122,7 +122,8 @@ def test_finding_3_a_file_cut_at_a_line_boundary_is_refused(tmp_path, capsys, na
     cut = tmp_path / name
     cut.write_text("".join(lines[:header + 1 + keep]), encoding="utf-8")
     out = tmp_path / "cut.json"
-    code, err = run(capsys, "--format", layout_of(path), cut, "--fund", read, "--shares-outstanding", 1000, "--out", out)
+    code, err = run(capsys, "--format", layout_of(path), cut, "--fund", read, "--shares-outstanding", 1000,
+                    "--out", out)
     assert code == 2 and not out.exists()
     assert f"{cut}: file cut short? its {keep} rows carry" in err
     assert "of the holdings are missing; the last row read is" in err and "then end of file" in err

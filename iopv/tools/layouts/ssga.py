@@ -10,8 +10,20 @@ from __future__ import annotations
 import re
 
 from iopv.tools.layouts.common import Columns, fields_of, find_header
-from iopv.tools.model import CASH, EQUITY, FUTURE, MONEY_MARKET, Holdings, HoldingsError, Row, blank, empty, iso_date
-from iopv.tools.model import number, weight
+from iopv.tools.model import (
+    CASH,
+    EQUITY,
+    FUTURE,
+    MONEY_MARKET,
+    Holdings,
+    HoldingsError,
+    Row,
+    blank,
+    empty,
+    iso_date,
+    number,
+    weight,
+)
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("xlsx",)
