@@ -298,11 +298,13 @@ class Mapper:
 
 def bond_symbol(row: Row) -> str:
     """A readable symbol for a bond the file gives no identifier for: name, coupon, maturity
-    (``TREASURY.NOTE-0.38-20260131``), at most 26 characters."""
-    base = re.sub(r"[^A-Z0-9]+", ".", row.name.upper()).strip(".")[:14].strip(".") or "BOND"
+    (``TREASURY.NOTE-0.38-20260131``), at most 26 characters (room for a ``-<n>`` of rows alike)."""
     coupon = re.sub(r"[^0-9.]", "", row.coupon)
     try:
         maturity = iso_date(row.maturity, row.where).replace("-", "") if row.maturity else ""
     except ValueError:
         maturity = ""
-    return "-".join(p for p in (base, coupon, maturity) if p)[:26]  # room for a "-<n>" of rows alike
+    tail = "-".join(p for p in (coupon, maturity) if p)
+    room = 26 - len(tail) - (1 if tail else 0)
+    base = re.sub(r"[^A-Z0-9]+", ".", row.name.upper()).strip(".")[:room].strip(".") or "BOND"
+    return "-".join(p for p in (base, tail) if p)
