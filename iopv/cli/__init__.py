@@ -121,22 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
     history.set_defaults(handler=cmd_history)
 
-    holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file")
-    holdings.add_argument("file", help="the issuer's holdings download (CSV, or XLSX for ssga)")
-    holdings.add_argument("--format", required=True, choices=("ishares", "invesco", "ssga"), help="the file's layout")
+    holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file "
+                                   "(docs/importer.md)")
+    holdings.add_argument("file", help="the issuer's holdings download (CSV, XLSX, or iShares fund.xls)")
+    holdings.add_argument("--format", required=True, choices=("ishares", "invesco", "ssga", "vanguard"),
+                          help="the file's layout")
     holdings.add_argument("--out", required=True, help="basket file to write (JSON, README 'Basket files')")
-    holdings.add_argument("--creation-unit", help="shares the holdings are for (default: the file's shares "
-                          "outstanding; required for invesco and ssga)")
+    holdings.add_argument("--shares-outstanding", metavar="N", help="the fund's shares outstanding on the file's "
+                          "date (default: the file's preamble; required when the file has none)")
+    holdings.add_argument("--creation-unit", metavar="N", help="scale the whole fund's holdings and cash to N "
+                          "shares (holdings x N / shares outstanding): the PCF form (default: the whole fund)")
     holdings.add_argument("--prices", help="CSV of symbol,close: previous closes (needed for ssga; "
                           "wins over the file's)")
     holdings.add_argument("--allow-unpriced", action="store_true",
-                          help="leave rows that cannot be priced out of the basket (listed in the report) "
-                          "instead of failing")
+                          help="leave out rows that cannot be priced (reported with their share of the fund) "
+                          "instead of failing; still fails above 1%% of the fund")
     holdings.add_argument("--fund", help="fund ticker (default: from the file)")
     holdings.add_argument("--currency", default="USD", help="fund currency (default USD)")
     holdings.add_argument("--fx", action="append", metavar="CCY=RATE",
-                          help="fund currency per unit of CCY (repeatable); default: the file's FX Rate (ishares)")
-    holdings.add_argument("--report", help="JSON report of rows not in the basket or put in cash "
+                          help="fund currency per unit of CCY (repeatable); default: from the file")
+    holdings.add_argument("--symbol-map", metavar="TOML", help="exchange names -> symbol suffixes and futures "
+                          "multipliers over the defaults (docs/importer.md, 'Symbols')")
+    holdings.add_argument("--foreign-cash", choices=("fx", "static"), default="fx",
+                          help="fx: foreign cash is a CCY.CASH line that moves with its rate (default); "
+                          "static: its value at the file's rate goes to cash")
+    holdings.add_argument("--report", help="JSON report of the mappings, static and left-out rows and checks "
                           "(default: OUT with .report.json)")
     holdings.set_defaults(handler=cmd_import_holdings)
     return parser

@@ -93,12 +93,22 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
 
     from iopv.core.universe import build_universe
     from iopv.tools.holdings import UnpricedRows, import_holdings, read_prices
-    from iopv.tools.layouts import HoldingsError
+    from iopv.tools.model import HoldingsError
+    from iopv.tools.symbols import load_symbol_map
 
-    try:
-        unit = None if args.creation_unit is None else Decimal(args.creation_unit.replace(",", ""))
-    except InvalidOperation:
-        raise ConfigError(f"--creation-unit: expected a number, got {args.creation_unit!r}") from None
+    def count(flag: str, text: str | None) -> Decimal | None:
+        if text is None:
+            return None
+        try:
+            value = Decimal(text.replace(",", ""))
+        except InvalidOperation:
+            value = None
+        if value is None or not (value.is_finite() and value > 0):
+            raise ConfigError(f"{flag}: expected a number > 0, got {text!r}")
+        return value
+
+    unit = count("--creation-unit", args.creation_unit)
+    shares_outstanding = count("--shares-outstanding", args.shares_outstanding)
     fx = {}
     for item in args.fx or ():
         ccy, _, text = item.partition("=")
@@ -121,9 +131,10 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
 
     try:
         prices = read_prices(args.prices) if args.prices else None
-        result = import_holdings(args.file, args.format, creation_unit=unit, prices=prices,
-                                 allow_unpriced=args.allow_unpriced, fund=args.fund, currency=args.currency,
-                                 fx=fx)
+        symbols = load_symbol_map(args.symbol_map)
+        result = import_holdings(args.file, args.format, shares_outstanding=shares_outstanding, creation_unit=unit,
+                                 prices=prices, allow_unpriced=args.allow_unpriced, fund=args.fund,
+                                 currency=args.currency, fx=fx, symbols=symbols, foreign_cash=args.foreign_cash)
     except UnpricedRows as exc:
         write(report, exc.result.report())  # the rows to fix, in full; no basket is written
         raise ConfigError(f"{exc}\nreport: {report}; no basket written") from None
