@@ -135,7 +135,10 @@ def test_replicas_agree_to_the_digit_and_a_restarted_one_is_flagged_until_whole(
                 "IOPV_MQTT_RECONNECT_MIN_S": "0.1", "IOPV_MQTT_RECONNECT_MAX_S": "0.5",
                 "IOPV_OPS_FEED_SILENCE_S": "0"})
     args = ["--pcf", str(pcf), "--interval", "1", "--mqtt-url", mosquitto.url, "--redis-url", redis_server.url]
-    replicas = {name: Replica(name, env, tmp_path, args) for name in ("a", "b")}
+    # "b" records the audit journal: its replay must reproduce every value, flags included.
+    journal = tmp_path / "journal"
+    replicas = {"a": Replica("a", env, tmp_path, args),
+                "b": Replica("b", {**env, "IOPV_OPS_JOURNAL_DIR": str(journal)}, tmp_path, args)}
     host, port = "127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1])
     collector = Collector(host, port, f"v{tag}")
     collector.start()
@@ -225,3 +228,12 @@ def test_replicas_agree_to_the_digit_and_a_restarted_one_is_flagged_until_whole(
     assert 1 <= len(flagged) <= 2 and min(flagged) > window[5], sorted(flagged)
     whole_states = [s.get("whole") for s in collector.statuses if s["instance"] == "b" and s["status"] == "online"]
     assert False in whole_states and whole_states[-1] is True
+    # The journal of "b" (two processes, a SIGKILL between them, a restore, a health change and a
+    # transfer) replays byte for byte: exit 0 means every boundary's digest matched.
+    (day_file,) = journal.glob("b-*.iopvj")
+    replayed = subprocess.run([sys.executable, "-m", "iopv", "replay", "--journal", str(day_file)],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    records = [orjson.loads(line) for line in replayed.stdout.splitlines()]
+    assert any("recovering" in record["flags"] for record in records)
+    assert {record["ts"] for record in records} >= set(window[:5])
