@@ -74,7 +74,8 @@ def flagged_publication(ts_ns: int, *, recovering: bool, bump: float = 0.0, fund
 
 
 def history(r, prefix: str, fund: str = "R01") -> list[tuple[bytes, bytes, bytes]]:
-    return [(entry_id, fields[b"iopv"], fields[b"instance"]) for entry_id, fields in r.xrange(f"{prefix}:{fund}:history")]
+    return [(entry_id, fields[b"iopv"], fields[b"instance"])
+            for entry_id, fields in r.xrange(f"{prefix}:{fund}:history")]
 
 
 def test_a_whole_value_supersedes_a_flagged_one_and_the_stream_keeps_its_order(redis_server):
@@ -84,7 +85,7 @@ def test_a_whole_value_supersedes_a_flagged_one_and_the_stream_keeps_its_order(r
     whole = RedisSink(settings, max_queued=8, instance="whole")
     # The recovering replica wrote boundaries 1-3 first (its whole peer was held up, say).
     asyncio.run(write(recovering, *(flagged_publication(k * SECOND, recovering=True, bump=0.5) for k in (1, 2, 3))))
-    asyncio.run(write(whole, flagged_publication(SECOND, recovering=False), flagged_publication(2 * SECOND, recovering=False)))
+    asyncio.run(write(whole, *(flagged_publication(k * SECOND, recovering=False) for k in (1, 2))))
     r = redis.Redis.from_url(redis_server.url)
     assert history(r, prefix) == [(b"1000-0", b"20.01", b"whole"), (b"2000-0", b"20.01", b"whole"),
                                   (b"3000-0", b"20.51", b"rec")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import subprocess
+import threading
 import time
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
@@ -134,3 +135,42 @@ def make_certificates(directory: Path) -> None:
         (directory / f"{name}.ext").write_text(extra + "\n")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=directory)
+
+
+class ValueCollector(threading.Thread):
+    """Every value published on MQTT under ``prefix`` while it runs, each checked against its
+    schema: (fund, ts) -> [(iopv, flags)], and the instance statuses."""
+
+    def __init__(self, host: str, port: int, prefix: str):
+        super().__init__(daemon=True)
+        self.host, self.port, self.prefix = host, port, prefix
+        self.values: dict[tuple[str, int], list[tuple[float, list[str]]]] = {}
+        self.statuses: list[dict] = []
+        self.stop_event = threading.Event()
+        self.subscribed = threading.Event()
+        self.error: BaseException | None = None  # what stopped the thread (a schema violation, say)
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 -- reported to the test through ``error``
+            self.error = exc
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(self.host, self.port, identifier=f"col-{uuid.uuid4().hex[:6]}") as client:
+            await client.subscribe(f"{self.prefix}/#", qos=1)
+            self.subscribed.set()
+            while not self.stop_event.is_set():
+                try:
+                    async with asyncio.timeout(0.2):
+                        async for message in client.messages:
+                            record = orjson.loads(message.payload)
+                            if message.topic.value.split("/")[1] == "_status":
+                                assert_valid("status", record)
+                                self.statuses.append(record)
+                                continue
+                            assert_valid("boundary-value", record)
+                            self.values.setdefault((record["fund"], record["ts"]), []).append(
+                                (record["iopv"], record["flags"]))
+                except TimeoutError:
+                    pass

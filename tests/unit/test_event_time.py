@@ -179,7 +179,8 @@ def random_ticks(rng: random.Random, document: list[dict], n: int, boundaries: i
     out = []
     for _ in range(n):
         k = rng.randrange(1, boundaries)
-        ts = B0 + k * interval_ns + rng.choice((-1, 1)) * rng.choice((0, 1, MS, 10 * MS, rng.randrange(interval_ns // 2)))
+        offset = rng.choice((0, 1, MS, 10 * MS, rng.randrange(interval_ns // 2)))
+        ts = B0 + k * interval_ns + rng.choice((-1, 1)) * offset
         symbol = rng.choice(symbols)
         places = 6 if symbol == "EURUSD" else 2
         price = round(closes[symbol] * (1 + rng.gauss(0, 0.01)), places)
