@@ -186,6 +186,10 @@ def render(results: dict) -> str:
         lines.append(f"  tick -> publish at {e['latency_at_msgs_per_s']:,}/s (us): p50 {fmt(t['p50'])}, "
                      f"p99 {fmt(t['p99'])}, p99.9 {fmt(t['p999'])}, max {fmt(t['max'])}; "
                      f"engine part (boundary -> received): p50 {fmt(b['p50'])}, p99 {fmt(b['p99'])}")
+        if "cut_to_publish_us" in e:
+            k = e["cut_to_publish_us"]
+            lines.append(f"  from the cut (boundary + {fmt(e['watermark_ms'])} ms watermark) -> received (us): "
+                         f"p50 {fmt(k['p50'])}, p99 {fmt(k['p99'])}, max {fmt(k['max'])}")
         c = e["ceilings"]
         lines.append(f"  ceilings in-process (msgs/s): aiomqtt receive loop {fmt(c['aiomqtt_receive_msgs_per_s'])}, "
                      f"MqttTickFeed+TickIntake {fmt(c['feed_intake_msgs_per_s'])}, "

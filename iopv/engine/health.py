@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 #: Why a book is not whole (``BookHealth.reason``), in the order of the ``iopv_book_recovering``
 #: metric's ``reason`` label.
 RECOVERING_REASONS = ("restart", "disconnected", "overflow")
-#: How a book became whole again (counted in ``BookHealth.regained``).
-REGAINED_BY = ("transfer", "fresh")
+#: How a book became whole again (counted in ``BookHealth.regained``): a peer's state, every
+#: symbol ticked since the gap, or confirmed as the session's first start (no tick of the session
+#: was received by any replica of the shard before this one subscribed).
+REGAINED_BY = ("transfer", "fresh", "first")
 
 
 class BookHealth:

@@ -177,6 +177,8 @@ class JournalReplay:
                     self.engine.health.lost(data["detail"], time_ns)
                 elif data["event"] == "resumed":
                     self.engine.health.resumed(time_ns)
+                elif data["event"] == "regained":
+                    self.engine.health.regain(data["detail"], time_ns)
             elif kind == "transfer":
                 if self.engine is None:
                     raise JournalReplayError("a state transfer before any basket")

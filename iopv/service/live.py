@@ -100,6 +100,7 @@ class Service:
         self.recovery = Recovery(settings, self.engine, journal=self.journal,
                                  after_merge=self.realtime.revalue if self.realtime is not None else None)
         self.feed.on_subscribed.append(self.recovery.resumed)
+        self.recovery.first_message_ns = lambda: self.feed.first_message_ns
         self.feed.on_disconnected.append(self.recovery.disconnected)
         self.engine.health.on_change.append(lambda _event, _detail: self.mqtt_sink.status_changed())
         if self.journal is not None:  # a socket read's messages are recorded in one call

@@ -3,11 +3,15 @@
 ``iopv.engine.health.BookHealth`` holds whether the book is whole; this module feeds it the
 service's events and makes a book whole again (docs/scaling.md "Whole books"):
 
-- At start (``start``), before the feed subscribes: the book is whole only for the session's
-  first process -- no state of this session was restored, no peer of the shard has published in
-  this session, and the calendar is not inside a session (an exchange calendar: started before
-  the open; ``always``: the UTC day is the session, so the first replicas of the day are whole).
-  Otherwise it is not whole, reason ``restart``.
+- At start (``start``) the book is not whole (reason ``restart``) until it is known to be: it is
+  whole only when the process subscribed before the session's first tick. It cannot be when a
+  state of this session was restored (a restart), when an exchange calendar's session is open,
+  or when a peer of the shard has published in this session. Otherwise, once subscribed, it
+  checks the shard's *first-tick mark* (``_first_tick:<UTC day>`` in the registry, set by the
+  first replica to receive a tick that day): none, or one at or after its own subscription, and
+  the book is whole (``first``) -- a fraction of a second after subscribing, before its first
+  cut in practice, so replicas started together before the ticks flow neither wait nor flag. A
+  mark before its subscription means a peer received ticks it cannot have: it stays not whole.
 - The feed's disconnect makes it not whole (``disconnected``); each subscription ends the gap
   (``resumed``): ticks stamped from then on reach the book.
 - While it is not whole and the gap has ended, ``run`` polls the shard's replica registry for a
@@ -30,6 +34,7 @@ import redis.exceptions
 
 from iopv.adapters.redis import state as redis_state
 from iopv.config import Settings
+from iopv.core.constants import DAY_NS
 from iopv.engine import restart
 from iopv.engine.cycle import Engine
 
@@ -54,6 +59,15 @@ class Recovery:
         self.transfer_errors = 0
         self.poll_s = min(max(settings.engine.interval_s / 5, POLL_MIN_S), POLL_MAX_S)
         self._last_error_log = 0.0
+        #: A first start whose book is whole unless the first-tick mark says otherwise.
+        self._first_start = False
+        #: When the feed's first message was received (``MqttTickFeed.first_message_ns``), and
+        #: the UTC day whose first-tick mark this instance has set.
+        self.first_message_ns: Callable[[], int] = lambda: 0
+        self._marked_day: int | None = None
+        #: Time a peer's first-tick mark may take to reach Redis (its write follows its first
+        #: message by one poll at most): the check waits this long after subscribing.
+        self.mark_settle_s = max(settings.engine.watermark_ms / 1e3, 2 * self.poll_s)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -106,12 +120,62 @@ class Recovery:
                 if info["ts"] >= session[0]:
                     reason = f"peer {instance} has published in this session"
                     break
+        self.lost("restart", now_ns)  # until known to be whole
         if reason:
             log.info("book not whole at start: %s", reason)
-            self.lost("restart", now_ns)
         else:
-            log.info("book whole from the start: first instance of the shard in this session")
-        return self.health.whole
+            self._first_start = True
+            log.info("first start of the shard in this session: the book is whole once subscribed, "
+                     "unless a peer received ticks before")
+        return not reason
+
+    async def _check_first_start(self) -> None:
+        """A first start, subscribed: whole unless the shard's first tick of the day was received
+        (by a peer) before this instance subscribed."""
+        gap_end = self.health.gap_end_ns
+        if not self._first_start or gap_end is None:
+            return
+        if self.health.whole:
+            self._first_start = False
+            return
+        if time.time_ns() - gap_end < self.mark_settle_s * 1e9:
+            return
+        try:
+            mark = await redis_state.first_tick(self.settings, gap_end // DAY_NS)
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            self._log_error(f"cannot read the first-tick mark ({exc})")
+            return
+        self._first_start = False
+        if self.health.whole or self.health.gap_end_ns != gap_end:
+            return
+        if mark is not None and mark < gap_end:
+            log.warning("book not whole: a replica of the shard received ticks %.3f s before this one "
+                        "subscribed", (gap_end - mark) / 1e9)
+            return
+        self._record("regained", "first", time.time_ns())
+        self.health.regain("first", time.time_ns())
+
+    async def _mark_first_tick(self) -> None:
+        """Set the shard's first-tick mark of the day (once per day; a replica did already: kept)."""
+        first = self.first_message_ns()
+        if not first:
+            return
+        day = time.time_ns() // DAY_NS
+        if self._marked_day == day:
+            return
+        try:
+            await redis_state.mark_first_tick(self.settings, day, first if first // DAY_NS == day else time.time_ns())
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            self._log_error(f"cannot set the first-tick mark ({exc})")
+            return
+        self._marked_day = day
+
+    def _log_error(self, message: str) -> None:
+        self.transfer_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            log.warning("recovery: %s; retrying", message)
 
     # -- state transfer ----------------------------------------------------------------------
 
@@ -155,11 +219,7 @@ class Recovery:
         try:
             states = await redis_state.peer_states(self.settings)
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            self.transfer_errors += 1
-            now = time.monotonic()
-            if now - self._last_error_log > 10:
-                self._last_error_log = now
-                log.warning("state transfer: cannot read the peers' states (%s); retrying", exc)
+            self._log_error(f"state transfer: cannot read the peers' states ({exc})")
             return False
         chosen = self.pick(states)  # after the await: the gap may have changed meanwhile
         if chosen is None:
@@ -168,7 +228,10 @@ class Recovery:
         return True
 
     async def run(self) -> None:
-        """Look for a whole peer's state while the book is not whole (a task of the service)."""
+        """Set the first-tick mark; confirm a first start; look for a whole peer's state while
+        the book is not whole (a task of the service)."""
         while True:
             await asyncio.sleep(self.poll_s)
+            await self._mark_first_tick()
+            await self._check_first_start()
             await self.step()

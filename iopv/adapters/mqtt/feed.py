@@ -165,6 +165,7 @@ class MqttTickFeed:
         self.on_subscribed: list = []
         self.on_disconnected: list = []
         self.last_message_ns = 0  # receive time of the last message
+        self.first_message_ns = 0  # receive time of the first message (of the event-loop turn it came in)
         self.connected_since_ns = 0
         self.silent = False  # set by the watchdog
         self.silences = 0  # times the feed went silent
@@ -228,6 +229,8 @@ class MqttTickFeed:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.intake.flush()
+        if not self.first_message_ns:  # once per event-loop turn: within one turn of the first message
+            self.first_message_ns = self.last_message_ns
 
     @property
     def subscribed_topics(self) -> frozenset[str]:

@@ -4,7 +4,9 @@ The Redis sink writes the snapshot (``iopv.engine.restart.snapshot``) with each 
 this module says where it lives and loads it for ``iopv.engine.restart.restore``. Each instance
 also registers its state key in its shard's replica registry, a hash
 ``<redis.key_prefix>:_replicas:<K/N>`` (field: instance, value: its state key), so a replica that
-is not whole finds its peers' states for a state transfer (``peer_states``; docs/scaling.md).
+is not whole finds its peers' states for a state transfer (``peer_states``; docs/scaling.md). The
+same hash holds ``_first_tick:<UTC day>``: when a replica of the shard first received a tick that
+day (``mark_first_tick``), so a replica that starts later knows it missed ticks.
 """
 
 from __future__ import annotations
@@ -45,6 +47,31 @@ async def register(settings: Settings, timeout_s: float = 2.0) -> bool:
         await client.aclose()
 
 
+def first_tick_field(day: int) -> str:
+    """The registry field of the first tick a replica of the shard received on UTC day ``day``."""
+    return f"_first_tick:{day}"
+
+
+async def mark_first_tick(settings: Settings, day: int, recv_ns: int, timeout_s: float = 2.0) -> None:
+    """Record, unless a replica did already, when the shard's first tick of the day was received.
+    Raises the client's error when Redis cannot be reached (the caller retries)."""
+    client = reader_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        await asyncio.wait_for(client.hsetnx(registry_key(settings), first_tick_field(day), recv_ns), timeout_s)
+    finally:
+        await client.aclose()
+
+
+async def first_tick(settings: Settings, day: int, timeout_s: float = 2.0) -> int | None:
+    """When the shard's first tick of the day was received (by any replica), or None."""
+    client = reader_client(settings.redis, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        value = await asyncio.wait_for(client.hget(registry_key(settings), first_tick_field(day)), timeout_s)
+        return int(value) if value is not None else None
+    finally:
+        await client.aclose()
+
+
 async def peer_states(settings: Settings, timeout_s: float = 2.0) -> list[tuple[str, bytes]]:
     """(instance, saved state) of every other registered instance of this shard that has one.
     Raises the client's error when Redis cannot be reached (the caller retries)."""
@@ -54,7 +81,7 @@ async def peer_states(settings: Settings, timeout_s: float = 2.0) -> list[tuple[
         own = settings.engine.instance.encode()
         out = []
         for instance, key in sorted(peers.items()):
-            if instance == own:
+            if instance == own or instance.startswith(b"_"):  # this instance, or the first-tick mark
                 continue
             data = await asyncio.wait_for(client.get(key), timeout_s)
             if data is not None:
