@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +60,14 @@ class Message(NamedTuple):
     kind: str
     key: str
     record: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The messages made at one moment (``ts_ns``: when), handed to the sinks as one."""
+
+    ts_ns: int
+    messages: tuple[Message, ...]
 
 
 class Session(NamedTuple):
