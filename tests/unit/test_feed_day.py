@@ -33,8 +33,8 @@ def universe(funds=("AAA", "BBB", "CCC"), version=None):
 
 
 def publication(u, ts, *, flagged=()):
-    records = [{"fund": f, "ts": ts, "iopv": 1.0 + (ts // MIN % 97) / 100 + i, "flags": ["stale"] if f in flagged else [],
-                "basket": u.version} for i, f in enumerate(u.funds)]
+    records = [{"fund": f, "ts": ts, "iopv": 1.0 + (ts // MIN % 97) / 100 + i,
+                "flags": ["stale"] if f in flagged else [], "basket": u.version} for i, f in enumerate(u.funds)]
     return Publication(ts, u.funds, records, [])
 
 

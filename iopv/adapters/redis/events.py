@@ -116,6 +116,12 @@ class RedisEventSink(QueuedSink):
     def connect(self):
         return _connection(self.settings)
 
+    def is_connection_error(self, exc: BaseException) -> bool:
+        # a cluster's failover (MOVED, CLUSTERDOWN) is a connection error here too: retried whole
+        return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                                redis.exceptions.BusyLoadingError, redis.exceptions.ClusterError)) \
+            or super().is_connection_error(exc)
+
     async def send(self, client, batch: list[Batch]) -> None:
         prefix = self.settings.key_prefix
         commands = [command for item in batch for message in item.messages
