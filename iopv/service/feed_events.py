@@ -76,6 +76,10 @@ class FeedEvents:
 
     def emit(self, messages: list[Message]) -> None:
         """Hand messages made now to both sinks (never blocks)."""
+        for message in messages:
+            if message.kind == "session" and message.record is not None:
+                log.info("events: %s of session %s at ts=%d", message.key, message.record["session"],
+                         message.record["ts"])
         if messages:
             batch = Batch(self.now_ns(), tuple(messages))
             self.mqtt.offer(batch)
@@ -118,12 +122,7 @@ class FeedEvents:
     def tick(self) -> None:
         """The clock moved: events due, removed funds' values cleared again if needed."""
         now = self.now_ns()
-        messages = self.day.advance(now)
-        for message in messages:
-            if message.kind == "session" and message.record is not None:
-                log.info("events: %s of session %s at ts=%d", message.key, message.record["session"],
-                         message.record["ts"])
-        self.emit(messages)
+        self.emit(self.day.advance(now))
         mark = self._values_republished
         if mark is not None and self.values_sink.published > mark:
             self._values_republished = None
