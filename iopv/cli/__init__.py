@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--format", choices=("csv", "json"), default="csv",
                          help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
     history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
+    history.add_argument("--summary", action="store_true",
+                         help="the fund's daily summaries instead (first/high/low/last value, boundaries published "
+                         "and flagged; one per session, --from/--to on the close)")
     history.set_defaults(handler=cmd_history)
 
     holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file")

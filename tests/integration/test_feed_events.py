@@ -7,7 +7,9 @@ carries values only; a basket swap marks a removed fund and clears its retained 
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import io
 import time
 import uuid
 
@@ -24,6 +26,7 @@ from iopv.adapters.redis.events import (
     read_session,
     read_summaries,
 )
+from iopv.cli import main
 from iopv.core import names
 from iopv.core.calendar import SessionCalendar
 from iopv.engine.clock import boundary_at_or_after
@@ -101,7 +104,7 @@ async def retained(port: int, topic_filter: str, settle_s: float = 1.0) -> dict[
     return found
 
 
-def test_a_whole_session_from_the_broker_and_redis(tmp_path, mosquitto, redis_server):
+def test_a_whole_session_from_the_broker_and_redis(tmp_path, mosquitto, redis_server, monkeypatch, capsys):
     document = make_basket(7)
     document[0].update({"name": "Fund zero", "as_of": "2024-12-06", "prior_nav": 10.0, "total_cash": 12.5,
                         "shares_outstanding": 1000000})
@@ -223,6 +226,22 @@ def test_a_whole_session_from_the_broker_and_redis(tmp_path, mosquitto, redis_se
     assert decode_fields(stored["raw_directory"], fund=funds[0]) == stored["directory"][funds[0]]
     assert_valid("heartbeat", stored["heartbeat"])
     assert stored["heartbeat"]["state"] == "ended"
+
+    # iopv history --summary: the same summaries, JSON and CSV
+    monkeypatch.setenv("IOPV_REDIS_KEY_PREFIX", keys)
+    capsys.readouterr()
+    assert main(["history", funds[0], "--summary", "--format", "json", "--redis-url", redis_server.url]) == 0
+    out, err = capsys.readouterr()
+    assert [orjson.loads(line) for line in out.splitlines()] == [summaries[funds[0]]]
+    assert err.strip() == f"history: 1 daily summarie(s) of {funds[0]}"
+    assert main(["history", funds[0], "--summary", "--redis-url", redis_server.url,
+                 "--to", str(calendar.close_ns // 1_000_000 - 1)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["fund,ts,time"], "a bound before the close: none"
+    assert main(["history", funds[1], "--summary", "--redis-url", redis_server.url]) == 0
+    row = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert int(row["published"]) == 7 and float(row["high"]) == summaries[funds[1]]["high"]
+    assert main(["history", "NOPE", "--summary", "--redis-url", redis_server.url]) == 2
+    assert "no daily summary" in capsys.readouterr().err
 
 
 def test_a_basket_swap_marks_the_removed_fund_and_clears_its_value(tmp_path, mosquitto, redis_server):
