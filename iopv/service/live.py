@@ -35,6 +35,7 @@ from iopv.service.api import ValuesHub
 from iopv.service.components import Components
 from iopv.service.feed_events import FeedEvents
 from iopv.service.metrics import Metrics
+from iopv.service.sdnotify import Notifier
 from iopv.service.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Service:
                 self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
+        self.notifier = Notifier()  # systemd readiness and watchdog, when run by systemd (deploy/)
 
     def _shard_topics(self) -> list[str]:
         """A shard subscribes to its own symbols' topics and to ``<prefix>/_batch`` (arrays)."""
@@ -226,6 +228,9 @@ class Service:
                 self.tasks.append(asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"))
             if self.realtime_sink:
                 self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
+            if self.notifier.enabled:
+                self.tasks.append(asyncio.create_task(self.notifier.run(self.components.readiness, self.stop_event),
+                                                      name="sd_notify"))
             if self.events is not None:
                 self.tasks += [asyncio.create_task(self.events.mqtt.run(), name="sink.mqtt.events"),
                                asyncio.create_task(self.events.redis.run(), name="sink.redis.events"),
