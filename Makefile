@@ -15,7 +15,7 @@ TICKS_PER_S ?= 500
 HTTP_PORT ?= 0
 CLUSTER_INTERVAL ?= 2
 
-.PHONY: setup servers run lint test test-slow test-cluster cluster-demo bench bench-quick check-pcf demo-universe clean
+.PHONY: setup servers run lint test test-slow test-wheel test-cluster cluster-demo bench bench-quick check-pcf demo-universe clean
 
 setup: $(STAMP) servers
 
@@ -48,6 +48,11 @@ test-cluster: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The installable artifact alone (also part of test-slow): python -m build, a clean venv, the
+# wheel installed from it, `iopv run --config FILE` with no source tree (a few minutes; CI can run it).
+test-wheel: setup
+	$(BIN)/python -m pytest -m slow tests/integration/test_wheel.py $(PYTEST_ARGS)
 
 # The engine beyond one machine on loopback: Redis Cluster 3+3, NATS cluster of 3, 2 shards x 2
 # replicas and the tick simulator; prints each fund's value and the replica that wrote it.

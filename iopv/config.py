@@ -279,6 +279,28 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EventsSettings:
+    """The feed's reference data beside the values: fund directory, session events, daily summary
+    and heartbeat (README "Outputs", docs/subscribers.md; ``iopv.service.feed_events``)."""
+
+    enabled: bool = True
+    heartbeat_s: float = 5.0  # a retained heartbeat per instance this often; 0 = none
+    start_of_day_lead_s: float = 1800.0  # start_of_day this long before the session's open
+    end_of_day_delay_s: float = 900.0  # end_of_day this long after the session's close
+    qos: int = 1  # QoS of the directory, session, summary and heartbeat messages
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.heartbeat_s) and (self.heartbeat_s == 0 or 0.1 <= self.heartbeat_s <= 3600)):
+            raise ConfigError(f"events.heartbeat_s: expected 0 (off) or 0.1..3600, got {self.heartbeat_s!r}")
+        if not (math.isfinite(self.start_of_day_lead_s) and 0 <= self.start_of_day_lead_s <= 43_200):
+            raise ConfigError(f"events.start_of_day_lead_s: expected 0..43200, got {self.start_of_day_lead_s!r}")
+        if not (math.isfinite(self.end_of_day_delay_s) and 0 <= self.end_of_day_delay_s <= 28_800):
+            raise ConfigError(f"events.end_of_day_delay_s: expected 0..28800, got {self.end_of_day_delay_s!r}")
+        if self.qos not in (0, 1, 2):
+            raise ConfigError(f"events.qos: expected 0, 1 or 2, got {self.qos!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """All settings, one frozen section per concern."""
 
@@ -288,6 +310,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
     def validate(self) -> Settings:
         for section in SECTIONS:
@@ -302,6 +325,7 @@ SECTIONS: dict[str, type] = {
     "intake": IntakeSettings,
     "ops": OpsSettings,
     "realtime": RealtimeSettings,
+    "events": EventsSettings,
 }
 
 

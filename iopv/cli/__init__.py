@@ -10,10 +10,10 @@ names the file, field or key -- never a traceback. The commands live by concept 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
+from iopv.cli.common import configure_logging
 from iopv.cli.engine import (
     cmd_check_pcf,
     cmd_demo,
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iopv", description="Streaming IOPV (iNAV) engine for ETFs.")
     parser.add_argument("--log-level", default=None,
                         help="logging level (default INFO; WARNING for demo, which draws a table)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text lines (default), or JSON lines with the same fields for log shippers: "
+                        "time, level, logger, message, exc_info")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, *, urls: bool) -> None:
@@ -119,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--format", choices=("csv", "json"), default="csv",
                          help="csv (a header line, a 'time' column in UTC) or json (one record per line)")
     history.add_argument("--limit", type=int, default=None, help="at most this many values (the oldest first)")
+    history.add_argument("--summary", action="store_true",
+                         help="the fund's daily summaries instead (first/high/low/last value, boundaries published "
+                         "and flagged; one per session, --from/--to on the close)")
     history.set_defaults(handler=cmd_history)
 
     holdings = commands.add_parser("import-holdings", help="an issuer's holdings file -> a basket file "
@@ -154,8 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
     try:
         return args.handler(args)
     except (ConfigError, PcfError) as exc:

@@ -51,6 +51,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     async def fetch() -> list[dict[str, Any]]:
         client = reader_client(settings.redis, socket_timeout=10, socket_connect_timeout=5)
         try:
+            if args.summary:
+                return await _summaries(client, settings.redis.key_prefix, args.fund, from_ns, to_ns, args.limit)
             return await read_history(client, settings.redis.key_prefix, args.fund, from_ns=from_ns, to_ns=to_ns,
                                       limit=args.limit)
         finally:
@@ -81,7 +83,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                              else orjson.dumps(value).decode() if type(value) is list or type(value) is dict else value
                              for name in columns])
     out.flush()
-    print(f"history: {len(records)} value(s) of {args.fund}", file=sys.stderr)
+    print(f"history: {len(records)} {'daily summarie(s)' if args.summary else 'value(s)'} of {args.fund}",
+          file=sys.stderr)
     return 0
 
 
@@ -145,6 +148,20 @@ def cmd_import_holdings(args: argparse.Namespace) -> int:
     write(report, result.report())
     print(f"{result.summary()}\nwrote {out} and {report}", file=sys.stderr)
     return 0
+
+
+async def _summaries(client, prefix: str, fund: str, from_ns, to_ns, limit) -> list[dict[str, Any]]:
+    """A fund's daily summaries (``iopv.adapters.redis.events``); UnknownFund when it has none."""
+    from iopv.adapters.redis.events import read_summaries
+    from iopv.adapters.redis.history import FUND_NAME, UnknownFund
+    from iopv.core.names import summary_key
+
+    if not FUND_NAME.fullmatch(fund):
+        raise ValueError(f"fund {fund!r}: expected letters, digits, '.', '_' or '-'")
+    if not await client.exists(summary_key(prefix, fund)):
+        raise UnknownFund(f"fund {fund}: no daily summary in Redis (no key {summary_key(prefix, fund)})")
+    records = await read_summaries(client, prefix, fund, from_ns=from_ns, to_ns=to_ns)
+    return records[:limit] if limit is not None else records
 
 
 def _iso_utc(ts_ns: int) -> str:

@@ -3,7 +3,10 @@
 ``boundary-value``: the value of a fund at a boundary (MQTT ``iopv/<FUND>``, and the JSON of
 ``iopv replay`` and ``iopv history``); ``redis-value``: the same record as the fields of the Redis
 hash ``iopv:<FUND>`` and of each ``iopv:<FUND>:history`` entry (every field a string);
-``realtime-value``: ``iopv-rt/<FUND>``; ``status``: ``iopv/_status/<instance>``. docs/schemas/
+``realtime-value``: ``iopv-rt/<FUND>``; ``status``: ``iopv/_status/<instance>``; ``directory``,
+``session-event``, ``summary``, ``heartbeat``: the feed's reference data (``iopv/_directory/<FUND>``,
+``iopv/_session/<instance>/<event>``, ``iopv/_summary/<FUND>``, ``iopv/_heartbeat/<instance>``, and
+their Redis hashes and streams, read back as records). docs/schemas/
 holds copies (a test keeps them equal) and docs/subscribers.md explains every field.
 """
 
@@ -19,6 +22,10 @@ SCHEMAS = {
     "redis-value": "redis-value.schema.json",
     "realtime-value": "realtime-value.schema.json",
     "status": "status.schema.json",
+    "directory": "directory.schema.json",
+    "session-event": "session-event.schema.json",
+    "summary": "summary.schema.json",
+    "heartbeat": "heartbeat.schema.json",
 }
 
 

@@ -36,8 +36,10 @@ from iopv.engine.cycle import Engine, Sink
 from iopv.engine.realtime import RealtimePublisher
 from iopv.service.api import ValuesHub
 from iopv.service.components import Components
+from iopv.service.feed_events import FeedEvents
 from iopv.service.metrics import Metrics
 from iopv.service.recovery import Recovery
+from iopv.service.sdnotify import Notifier
 from iopv.service.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,15 @@ class Service:
             self.engine.after_cycle.append(self._after_swap)
         self.clock = BoundaryClock(settings.engine.interval_ns, cut_delay_ns=settings.engine.watermark_ns)
         self.restored_symbols = 0
+        # The fund directory, session events, daily summaries and heartbeat (events.enabled): they
+        # count the publications that reached the sinks, so with the journal on, those it released.
+        self.events: FeedEvents | None = None
+        if settings.events.enabled:
+            self.events = FeedEvents(settings, self.engine, self.shard, self.mqtt_sink)
+            (self._on_release if self.journal else self.engine.after_cycle).append(self.events.on_publication)
         # What /readyz and /metrics read, passed in explicitly (every sink, the real-time one too).
-        sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else [])]
+        sinks = [self.redis_sink, self.mqtt_sink, *([self.realtime_sink] if self.realtime_sink else []),
+                 *(self.events.sinks if self.events else [])]
         self.components = Components(self.engine, self.clock, self.feed, sinks,
                                      restored_symbols=lambda: self.restored_symbols, journal=self.journal)
         self.metrics = Metrics(self.components)
@@ -131,6 +140,7 @@ class Service:
                 self.realtime.after_publish.append(self.hub.on_realtime)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
+        self.notifier = Notifier()  # systemd readiness and watchdog, when run by systemd (deploy/)
 
     def _shard_topics(self) -> list[str]:
         """A shard subscribes to its own symbols' topics and to ``<prefix>/_batch`` (arrays)."""
@@ -235,6 +245,8 @@ class Service:
                 self.journal.start(self.engine.universe, horizon_ns=first)
             restored = await self.restore_state()
             await self.recovery.start(restored=restored)
+            if self.events is not None:
+                await self.events.start()
             gcpolicy.freeze_long_lived()  # the universe and warm kernels: off the collector's walk
             if self.http:
                 await self.http.start()
@@ -249,6 +261,13 @@ class Service:
                 self.tasks.append(asyncio.create_task(self.feed.watchdog(), name="feed.watchdog"))
             if self.realtime_sink:
                 self.tasks.append(asyncio.create_task(self.realtime_sink.run(), name="sink.mqtt.realtime"))
+            if self.notifier.enabled:
+                self.tasks.append(asyncio.create_task(self.notifier.run(self.components.readiness, self.stop_event),
+                                                      name="sd_notify"))
+            if self.events is not None:
+                self.tasks += [asyncio.create_task(self.events.mqtt.run(), name="sink.mqtt.events"),
+                               asyncio.create_task(self.events.redis.run(), name="sink.redis.events"),
+                               asyncio.create_task(self.events.run(self.stop_event), name="events.clock")]
             done, _ = await asyncio.wait([*self.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception() is not None:
@@ -277,7 +296,8 @@ class Service:
         if self.journal is not None:  # the held boundaries go to the sinks before they drain
             await self.journal.aclose()
         mqtt_sinks = [s for s in (self.mqtt_sink, self.realtime_sink) if s is not None]
-        await asyncio.gather(*(drain(sink) for sink in (self.redis_sink, *mqtt_sinks)))
+        event_sinks = self.events.sinks if self.events is not None else []
+        await asyncio.gather(*(drain(sink) for sink in (self.redis_sink, *mqtt_sinks, *event_sinks)))
         # The retained "offline" status is an MQTT message: Redis has no such thing.
         await asyncio.gather(*(sink.publish_offline(STATUS_TIMEOUT_S) for sink in mqtt_sinks))
         for task in self.tasks:

@@ -35,7 +35,7 @@ class Collector:
         self.payloads: list[bytes] = []
         self.ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"col-{uuid.uuid4().hex[:6]}")
-        self.client.on_message = lambda _c, _u, m: (None if "/_status/" in m.topic else self.payloads.append(m.payload))
+        self.client.on_message = lambda _c, _u, m: (None if "/_" in m.topic else self.payloads.append(m.payload))
         self.client.on_subscribe = lambda *_args: self.ready.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(f"{prefix}/#", qos=1)

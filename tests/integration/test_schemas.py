@@ -19,6 +19,7 @@ import pytest
 import redis
 from jsonschema import Draft202012Validator
 
+from iopv.core import names
 from iopv.schemas import load_schema
 from tests.support.published import capture_live_service
 
@@ -43,25 +44,30 @@ def errors(name: str, record) -> list[str]:
 def test_every_published_mqtt_message_validates(captured):
     values = captured.settings.mqtt.value_topic_prefix
     rt = captured.settings.realtime.topic_prefix
-    seen = {"boundary-value": 0, "realtime-value": 0, "status": 0}
+    seen = {"boundary-value": 0, "realtime-value": 0, "status": 0, "directory": 0, "session-event": 0,
+            "heartbeat": 0}
     statuses = []
     for topic, record in captured.on(values) + captured.on(rt):
-        name = ("status" if "/_status/" in topic
-                else "realtime-value" if topic.startswith(rt + "/") else "boundary-value")
+        kind = (names.topic_kind(rt, topic) if topic.startswith(rt + "/") else names.topic_kind(values, topic))[0]
+        name = {"value": "realtime-value" if topic.startswith(rt + "/") else "boundary-value", "status": "status",
+                "directory": "directory", "session": "session-event", "summary": "summary",
+                "heartbeat": "heartbeat"}[kind]
         assert errors(name, record) == [], (topic, record)
         seen[name] += 1
         if name == "status":
             statuses.append((topic, record["status"], record.get("reason")))
-        else:
+        elif name in ("boundary-value", "realtime-value", "directory"):
             assert topic.rsplit("/", 1)[1] == record["fund"]
     funds = len(captured.document)
     assert seen["boundary-value"] >= 3 * funds and seen["realtime-value"] >= 1
+    # the feed's reference data (tests/integration/test_feed_events.py has a whole session)
+    assert seen["directory"] >= funds and seen["session-event"] >= 2 and seen["heartbeat"] >= 1
     instance = captured.settings.engine.instance
     # online at connect and offline on the clean stop, for both publishing connections
     for topic in (f"{values}/_status/{instance}", f"{rt}/_status/{instance}-rt"):
         assert (topic, "online", None) in statuses and (topic, "offline", "shutdown") in statuses
     # the optional fields were exercised, not only the required ones
-    boundary = [r for t, r in captured.on(values) if "/_status/" not in t]
+    boundary = [r for t, r in captured.on(values) if names.topic_kind(values, t)[0] == "value"]
     assert any("premium_bps" in r and "as_of" in r and "prior_nav" in r for r in boundary)
     assert any("halted" in r["flags"] for r in boundary)
 
@@ -79,7 +85,7 @@ def test_every_redis_hash_and_history_entry_validates(captured):
 
 def test_broken_records_are_rejected(captured):
     values = captured.settings.mqtt.value_topic_prefix
-    good = next(r for t, r in captured.on(values) if "/_status/" not in t and "premium_bps" in r)
+    good = next(r for t, r in captured.on(values) if names.topic_kind(values, t)[0] == "value" and "premium_bps" in r)
     assert errors("boundary-value", good) == []
     breakages = {
         "iopv as a string": ("iopv", "10.5"),

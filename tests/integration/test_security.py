@@ -83,6 +83,8 @@ def test_engine_runs_with_least_privilege_and_never_logs_secrets(tmp_path, secur
         after = time.time_ns()
         await wait_for(lambda: service.redis_sink.last_ts_ns > after and service.mqtt_sink.last_ts_ns > after,
                        what="values written under least privilege")
+        await wait_for(lambda: service.events.redis.published >= 2 and service.events.mqtt.published >= 2,
+                       what="the directory and session events written under least privilege")
         service.request_stop()
         return await asyncio.wait_for(task, 5), service
 
@@ -95,6 +97,9 @@ def test_engine_runs_with_least_privilege_and_never_logs_secrets(tmp_path, secur
     engine = redis.Redis(port=redis_server.port, username="iopv-engine", password=REDIS_PW, decode_responses=True)
     reader = redis.Redis(port=redis_server.port, username="iopv-reader", password=REDIS_PW, decode_responses=True)
     assert float(reader.hget("iopv:F0", "iopv")) > 0
+    # the feed's reference data too: the ACL's +hgetall +hdel are enough (nothing refused)
+    assert service.events.redis.failed_writes == 0
+    assert reader.hget("iopv:_directory:F0", "status") == "active" and reader.hgetall("iopv:_directory")
     with pytest.raises(redis.exceptions.NoPermissionError):
         reader.hset("iopv:F0", "iopv", "1")  # readers cannot write
     with pytest.raises(redis.exceptions.NoPermissionError):

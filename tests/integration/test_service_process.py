@@ -56,6 +56,44 @@ def test_run_stops_cleanly_on_signal(signum, mosquitto, redis_server):
     assert "stopped (exit 0)" in err
 
 
+def test_run_logs_json_lines_with_the_text_fields(mosquitto, redis_server):
+    """``--log-format json``: every stderr line is a JSON object with the text line's fields."""
+    import re
+    import uuid
+
+    import orjson
+
+    tag = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOPV_")}
+    env.update(PYTHONPATH=str(ROOT), IOPV_MQTT_VALUE_TOPIC_PREFIX=f"iopv{tag}", IOPV_REDIS_KEY_PREFIX=f"iopv{tag}")
+    process = subprocess.Popen([sys.executable, "-m", "iopv", "--log-format", "json", "run", "--pcf", str(DEMO_PCF),
+                                "--mqtt-url", mosquitto.url, "--redis-url", redis_server.url, "--interval", "0.5",
+                                "--instance", f"log{tag}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        wait_for_key(client, f"iopv{tag}:PWB")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        client.delete(*client.keys(f"iopv{tag}:*"))
+    assert process.returncode == 0, err
+    lines = err.splitlines()
+    records = [orjson.loads(line) for line in lines]  # every line parses
+    assert len(records) >= 4
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= record.keys() <= {"time", "level", "logger", "message",
+                                                                           "exc_info"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", record["time"])  # the text line's asctime
+        assert record["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    messages = [(r["logger"], r["message"]) for r in records]
+    assert ("iopv.service.live", f"engine log{tag} stopped (exit 0)") in messages
+    assert any(logger == "iopv.engine.cycle" and message.startswith("cycle ts=") for logger, message in messages)
+    assert any(logger == "iopv.service.feed_events" and "start_of_day" in message for logger, message in messages)
+
+
 def test_bad_config_exits_2_naming_the_key(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("[engine]\ninterval_s = 15\nintervall = 3\n")

@@ -164,7 +164,8 @@ def test_api_values_history_stream_and_ops_endpoints(tmp_path, mosquitto, redis_
     ready_status, ready = out["ready"]
     assert ready_status == 200 and ready["checks"]["mqtt_realtime_connected"] is True
     assert set(ready["checks"]) == {"baskets_loaded", "ticks_connected", "feed_not_silent", "redis_connected",
-                                    "mqtt_connected", "mqtt_realtime_connected"}
+                                    "mqtt_connected", "mqtt_realtime_connected", "mqtt_events_connected",
+                                    "redis_events_connected"}
     for needle in ('iopv_connected{connection="mqtt-realtime"} 1.0', 'iopv_sink_published_total{sink="redis"} 2.0',
                    'iopv_sink_queue_depth{sink="mqtt-realtime"}', 'iopv_reconnects_total{connection="redis"} 0.0',
                    "iopv_cycles_total 2.0"):

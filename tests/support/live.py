@@ -103,8 +103,9 @@ async def read_retained(host: str, port: int, prefix: str, expected: int, *, val
         async with asyncio.timeout(10):
             async for message in client.messages:
                 assert message.retain, "values must be published retained"
-                if message.topic.value.split("/")[1] == "_status":  # the instance status, not a fund
-                    if validate:
+                level = message.topic.value.split("/")[1]
+                if level.startswith("_"):  # the instance status or the feed's reference data, not a fund
+                    if level == "_status" and validate:
                         assert_valid("status", orjson.loads(message.payload))
                     continue
                 found[message.topic.value.split("/", 1)[1]] = record = orjson.loads(message.payload)

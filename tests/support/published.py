@@ -36,7 +36,7 @@ class Captured:
     def on(self, prefix: str) -> list[tuple[str, dict]]:
         """(topic, decoded payload) of the messages under ``prefix/``."""
         return [(topic, orjson.loads(payload)) for topic, payload, _ in self.messages
-                if topic.startswith(prefix + "/")]
+                if topic.startswith(prefix + "/") and payload]  # an empty payload clears a retained topic
 
 
 def rich_basket(seed: int) -> list[dict]:

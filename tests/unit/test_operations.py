@@ -264,11 +264,13 @@ def test_readiness_and_metrics_come_from_every_component_the_realtime_sink_inclu
 
     settings = load_settings(environ={}, overrides={"realtime": {"enabled": True}, "engine": {"calendar": "always"}})
     service = Service(settings)  # nothing connected: no server is needed to ask
-    assert [sink.name for sink in service.components.sinks] == ["redis", "mqtt", "mqtt-realtime"]
+    assert [sink.name for sink in service.components.sinks] == ["redis", "mqtt", "mqtt-realtime", "mqtt-events",
+                                                                "redis-events"]
     ready, checks = service.components.readiness()
     assert not ready and checks == {"baskets_loaded": True, "ticks_connected": False, "feed_not_silent": True,
                                     "redis_connected": False, "mqtt_connected": False,
-                                    "mqtt_realtime_connected": False}
+                                    "mqtt_realtime_connected": False, "mqtt_events_connected": False,
+                                    "redis_events_connected": False}
     service.realtime_sink.connected = True
     service.realtime_sink.published = 7
     assert service.components.readiness()[1]["mqtt_realtime_connected"] is True
@@ -276,4 +278,6 @@ def test_readiness_and_metrics_come_from_every_component_the_realtime_sink_inclu
     assert 'iopv_connected{connection="mqtt-realtime"} 1.0' in text
     assert 'iopv_sink_published_total{sink="mqtt-realtime"} 7.0' in text
     assert 'iopv_connected{connection="redis"} 0.0' in text
-    assert service.http is None and service.engine.after_cycle and len(service.engine.after_cycle) == 1
+    # the cycle-duration metric and the reference data's publication hook (the board's only with http)
+    assert service.http is None and len(service.engine.after_cycle) == 2
+    assert service.events.on_publication in service.engine.after_cycle
