@@ -174,25 +174,30 @@ class Engine:
         for sink in self.sinks:
             sink.offer(publication)
 
-    def cycle(self, boundary_ns: int) -> Publication | None:
+    def cycle(self, boundary_ns: int, *, cut: bool = True) -> Publication | None:
         """Cut ``boundary_ns``: value every fund from the book of the ticks stamped at or before it
         (event time, once ``open``; else every tick applied so far) and offer the publication to
-        every sink; then open the next boundary. None (nothing published) when the boundary is
-        outside the calendar's sessions."""
+        every sink; then open the next boundary (``cut``; a journal replay that explains the
+        boundary's book first calls ``cut`` itself). None (nothing published) when the boundary
+        is outside the calendar's sessions."""
         started = time.perf_counter_ns()
         if self._staged is not None:
             prepared, self._staged = self._staged, None
             self.swap_basket(prepared)
         intake = self.intake
-        event_time = intake.event_time
-        if event_time:
+        if intake.event_time:
             intake.advance(boundary_ns)  # the clock skipped boundaries: their held ticks first
         intake.flush()
         try:
             return self._value(boundary_ns, started)
         finally:
-            if event_time:
-                intake.cut(boundary_ns, boundary_ns + self.settings.engine.interval_ns)
+            if cut:
+                self.cut(boundary_ns)
+
+    def cut(self, boundary_ns: int) -> None:
+        """After ``boundary_ns`` was valued: open the next boundary (its held ticks are applied)."""
+        if self.intake.event_time:
+            self.intake.cut(boundary_ns, boundary_ns + self.settings.engine.interval_ns)
 
     def _check_health(self, boundary_ns: int) -> bool:
         """Whether the book is whole at this boundary: ticks dropped since the last cycle make it

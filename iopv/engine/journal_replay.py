@@ -73,7 +73,8 @@ def universe_from_record(meta: dict, data: bytes) -> Universe:
 @dataclass(frozen=True, slots=True)
 class ReplayedBoundary:
     """One replayed boundary: the publication, whether it matched the live digest, and the
-    engine as it stood right after that cycle (valid until the iteration goes on)."""
+    engine as it stood right after that cycle, its book the boundary's (valid until the
+    iteration goes on: the boundary's cut then applies the ticks held for the next one)."""
 
     boundary_ns: int
     publication: Publication | None
@@ -128,7 +129,9 @@ class JournalReplay:
                 _published, _funds, messages, digest = data
                 if self._messages_base + self.engine.intake.messages != messages:
                     stats.count_mismatches += 1
-                publication = self.engine.cycle(time_ns)
+                # Not cut yet: the boundary's book is what a consumer of the iteration sees
+                # (``iopv explain``); the cut follows before the next event.
+                publication = self.engine.cycle(time_ns, cut=False)
                 matches = publication is not None and publication_digest(publication.payloads) == digest
                 stats.boundaries += 1
                 if matches:
@@ -137,7 +140,9 @@ class JournalReplay:
                     stats.mismatched += 1
                     if stats.first_mismatch is None:
                         stats.first_mismatch = time_ns
-                yield ReplayedBoundary(time_ns, publication, digest, matches, self.engine, stats.sessions)
+                engine = self.engine
+                yield ReplayedBoundary(time_ns, publication, digest, matches, engine, stats.sessions)
+                engine.cut(time_ns)
             elif kind == "session":
                 self._settings = settings_from_record(data["settings"])
                 self._messages_base = data.get("messages_base", 0)

@@ -274,3 +274,26 @@ def test_intake_without_open_holds_nothing():
     intake.decode(tick("AAA", 11.0, B0 + 3600 * S), "ticks/AAA", B0)
     intake.flush()
     assert intake.held == 0 and intake.accepted == 1
+
+
+def test_a_journal_replay_shows_the_boundarys_own_book_before_the_held_ticks_are_applied():
+    """``iopv explain`` reads the engine a journal replay yields: its book must be the boundary's,
+    without the ticks held for the next boundary (they are applied when the iteration goes on)."""
+    import hashlib
+
+    from iopv.engine.journal_replay import JournalReplay, publication_digest, recorded_settings
+
+    settings = load_settings(environ={}, overrides={"engine": {"calendar": "always", "interval_s": 1.0}})
+    raw = json.dumps(one_fund()).encode()
+    meta = {"version": hashlib.sha256(raw).hexdigest()[:12], "source": "pcf.json", "reason": "start"}
+    events = [("session", B0 - S, {"settings": recorded_settings(settings), "horizon_ns": B0}),
+              ("basket", B0 - S, (meta, raw)),
+              ("tick", B0 + MS, ("ticks/AAA", tick("AAA", 11.0, B0 + MS))),  # B0+1's, arrived before B0's cut
+              ("tick", B0 + 2 * MS, ("ticks/BBB", tick("BBB", 21.0, B0 - MS))),
+              ("mark", B0, (1, 1, 2, b"")),
+              ("mark", B0 + S, (1, 1, 2, b""))]
+    seen = []
+    for replayed in JournalReplay(events):
+        seen.append((value_of(replayed.publication, "F"), replayed.engine.book.price_of("AAA"),
+                     publication_digest(replayed.publication.payloads) == replayed.recorded_digest))
+    assert [s[:2] for s in seen] == [("31.0000", 10.0), ("32.0000", 11.0)]
