@@ -165,8 +165,11 @@ class ValueCollector(threading.Thread):
                 try:
                     async with asyncio.timeout(0.2):
                         async for message in client.messages:
+                            level = message.topic.value.split("/")[1]
+                            if not message.payload or (level.startswith("_") and level != "_status"):
+                                continue  # a cleared retained message; the directory, session events...
                             record = orjson.loads(message.payload)
-                            if message.topic.value.split("/")[1] == "_status":
+                            if level == "_status":
                                 assert_valid("status", record)
                                 self.statuses.append(record)
                                 continue
