@@ -1,9 +1,11 @@
-"""Every MQTT topic and Redis key of the feed's reference data, each shape built in one function.
+"""Every MQTT topic and Redis key the engine writes or reads, each shape built in one function.
 
-Writers (``iopv.adapters.mqtt.events``, ``iopv.adapters.redis.events``), readers (``iopv
-history --summary``, the back-fill example) and the tests all build names here, so a shape is
-written once. (The value, status and history shapes are still built where they were; a later
-change moves them here too. ``value_topic`` below is the one the engine clears for a removed fund.)
+Writers (the sinks, the feed, the events), readers (``iopv history``, ``iopv tail``, the web
+API, the back-fill example) and the tests build names here, so a shape is written once.
+
+Ticks in, under ``mqtt.tick_topic_prefix`` (``ticks``): ``ticks/<SYMBOL>`` (``tick_topic``),
+``ticks/_batch`` for arrays (``tick_batch_topic``); the engine subscribes to ``ticks/#``
+(``tick_filter``) or, as a shard, to its symbols' topics.
 
 The topic tree under ``mqtt.value_topic_prefix`` (``iopv``), one filter per kind:
 
@@ -19,6 +21,11 @@ two or three levels deep, so ``iopv/+`` matches values only; ``iopv/#`` matches 
 
 Redis keys under ``redis.key_prefix`` (``iopv``; a ticker never starts with ``_``, so none
 collides with ``iopv:<FUND>`` or ``iopv:<FUND>:history``):
+
+    iopv:<FUND>                  hash: the fund's latest value
+    iopv:<FUND>:history          stream: one entry per boundary (ID ``<boundary ms>-0``)
+    iopv:_state:<instance>       string: the instance's restart state (JSON)
+    iopv:_replicas:<K/N>         hash: instance -> its state key; ``_first_tick:<UTC day>``
 
     iopv:_directory:<FUND>       hash: the fund's directory record
     iopv:_directory              hash: fund -> its directory record's JSON (every shard's funds)
@@ -37,6 +44,36 @@ DIRECTORY, SESSION, SUMMARY, HEARTBEAT, STATUS = "_directory", "_session", "_sum
 
 
 # MQTT topics ------------------------------------------------------------------------------------
+
+#: The tick topic of arrays of ticks of any symbols (a leading ``_``: never a symbol).
+TICK_BATCH = "_batch"
+
+
+def tick_topic(tick_prefix: str, symbol: str) -> str:
+    """A symbol's ticks: ``<prefix>/<SYMBOL>``."""
+    return f"{tick_prefix}/{symbol}"
+
+
+def tick_batch_topic(tick_prefix: str) -> str:
+    """Arrays of ticks of any symbols: ``<prefix>/_batch``."""
+    return f"{tick_prefix}/{TICK_BATCH}"
+
+
+def tick_filter(tick_prefix: str) -> str:
+    """Every tick topic: ``<prefix>/#``."""
+    return f"{tick_prefix}/#"
+
+
+def value_filter(value_prefix: str, fund: str | None = None) -> str:
+    """What a subscriber to one fund's values (``<prefix>/<FUND>``) or to every fund's
+    (``<prefix>/+``) subscribes to."""
+    return f"{value_prefix}/{'+' if fund is None else fund}"
+
+
+def status_topic(value_prefix: str, instance: str) -> str:
+    """An instance's retained status: ``<prefix>/_status/<instance>``."""
+    return f"{value_prefix}/{STATUS}/{instance}"
+
 
 def value_topic(value_prefix: str, fund: str) -> str:
     """A fund's retained value: ``<prefix>/<FUND>``."""
@@ -88,6 +125,26 @@ def topic_kind(value_prefix: str, topic: str) -> tuple[str, str] | None:
 
 
 # Redis keys -------------------------------------------------------------------------------------
+
+def value_key(key_prefix: str, fund: str) -> str:
+    """A fund's latest value, a hash: ``<prefix>:<FUND>``."""
+    return f"{key_prefix}:{fund}"
+
+
+def history_key(key_prefix: str, fund: str) -> str:
+    """A fund's history, a stream with one entry per boundary: ``<prefix>:<FUND>:history``."""
+    return f"{key_prefix}:{fund}:history"
+
+
+def state_key(key_prefix: str, instance: str) -> str:
+    """An instance's restart state: ``<prefix>:_state:<instance>``."""
+    return f"{key_prefix}:_state:{instance}"
+
+
+def registry_key(key_prefix: str, shard: str) -> str:
+    """A shard's replicas (instance -> state key) and first-tick marks: ``<prefix>:_replicas:<K/N>``."""
+    return f"{key_prefix}:_replicas:{shard}"
+
 
 def directory_key(key_prefix: str, fund: str) -> str:
     """A fund's directory hash: ``<prefix>:_directory:<FUND>``."""

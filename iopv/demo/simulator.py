@@ -20,6 +20,8 @@ import aiomqtt
 import numpy as np
 import orjson
 
+from iopv.core import names
+
 log = logging.getLogger(__name__)
 
 TRADING_DAY_NS = int(6.5 * 3600 * 1e9)  # 9:30 a.m. to 4:00 p.m. ET
@@ -170,9 +172,9 @@ async def _pump(sim: TickSimulator, client: aiomqtt.Client, topic_prefix: str,
                 break  # universe smaller than one wakeup's ticks: send what exists
             offset += len(chunk)
             if is_batch:
-                topic, payload = f"{topic_prefix}/_batch", orjson.dumps(chunk)
+                topic, payload = names.tick_batch_topic(topic_prefix), orjson.dumps(chunk)
             else:
-                topic, payload = f"{topic_prefix}/{chunk[0]['symbol']}", orjson.dumps(chunk[0])
+                topic, payload = names.tick_topic(topic_prefix, chunk[0]["symbol"]), orjson.dumps(chunk[0])
             await client.publish(topic, payload, qos=0)
             sim.published_messages += 1
             sim.published_ticks += len(chunk)

@@ -28,6 +28,7 @@ from iopv.adapters.redis import state as redis_state
 from iopv.adapters.redis.cluster import ClusterRedisSink
 from iopv.adapters.redis.sink import RedisSink
 from iopv.config import Settings, redact_url
+from iopv.core import names
 from iopv.core.shard import load_shard, parse_shard, tick_symbols
 from iopv.core.universe import Universe
 from iopv.engine import gcpolicy, restart
@@ -145,7 +146,8 @@ class Service:
     def _shard_topics(self) -> list[str]:
         """A shard subscribes to its own symbols' topics and to ``<prefix>/_batch`` (arrays)."""
         prefix = self.settings.mqtt.tick_topic_prefix
-        return [f"{prefix}/_batch", *(f"{prefix}/{symbol}" for symbol in tick_symbols(self.engine.universe))]
+        return [names.tick_batch_topic(prefix),
+                *(names.tick_topic(prefix, symbol) for symbol in tick_symbols(self.engine.universe))]
 
     def _after_swap(self, _publication) -> None:
         if self.engine.universe is not self._subscribed_universe:

@@ -32,7 +32,7 @@ def test_the_example_uses_the_engines_topic_and_key_shapes():
     assert module.VALUE_FILTER.format(prefix="p") == filters["value"]
     assert module.HEARTBEAT_FILTER.format(prefix="p") == filters["heartbeat"]
     assert module.DIRECTORY_FILTER.format(prefix="p") == filters["directory"]
-    from iopv.adapters.redis.history import history_key
+    from iopv.core.names import history_key
     assert module.HISTORY_KEY.format(key_prefix="k", fund="F") == history_key("k", "F")
 
 

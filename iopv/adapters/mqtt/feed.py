@@ -44,6 +44,7 @@ from iopv.adapters.mqtt.client import make_client, paho_client, until_disconnect
 from iopv.adapters.mqtt.stream import PacketSocket
 from iopv.adapters.mqtt.wire import MAX_REMAINING_LENGTH, read_remaining_length
 from iopv.config import MqttSettings
+from iopv.core import names
 from iopv.engine.codec import TOPIC_ERRORS
 from iopv.engine.intake import TickIntake
 from iopv.kernels.mqtt import split_packets_nb
@@ -253,7 +254,7 @@ class MqttTickFeed:
         return client
 
     def _topic_filters(self) -> list[str]:
-        return self.topics() if self.topics is not None else [f"{self.settings.tick_topic_prefix}/#"]
+        return self.topics() if self.topics is not None else [names.tick_filter(self.settings.tick_topic_prefix)]
 
     async def _subscribe(self, client: aiomqtt.Client, topics: list[str]) -> None:
         """Subscribe to ``topics``, many filters per SUBSCRIBE packet."""

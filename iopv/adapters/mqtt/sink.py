@@ -68,6 +68,7 @@ from iopv.adapters.mqtt.stream import PacketSocket
 from iopv.adapters.mqtt.wire import encode_publishes, split_pubacks, topic_field
 from iopv.adapters.queued import QueuedSink
 from iopv.config import MqttSettings
+from iopv.core import names
 from iopv.engine.publication import Publication
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ SEND_TIMEOUT_S = 10.0
 
 
 def status_topic(settings: MqttSettings, instance: str) -> str:
-    return f"{settings.value_topic_prefix}/_status/{instance}"
+    return names.status_topic(settings.value_topic_prefix, instance)
 
 
 def status_payload(instance: str, status: str, reason: str = "") -> bytes:
@@ -239,12 +240,12 @@ class MqttSink(QueuedSink):
         cached_funds, fields = self._fields_of
         if funds is cached_funds:
             return fields
-        cache, prefix = self._topic_fields, f"{self.settings.value_topic_prefix}/"
+        cache, prefix = self._topic_fields, self.settings.value_topic_prefix
         fields = []
         for fund in funds:
             field = cache.get(fund)
             if field is None:
-                field = cache[fund] = topic_field(prefix + fund)
+                field = cache[fund] = topic_field(names.value_topic(prefix, fund))
             fields.append(field)
         self._fields_of = (funds, fields)
         return fields
@@ -293,7 +294,7 @@ class MqttSink(QueuedSink):
 
         async def worker() -> None:
             for fund, payload in messages:  # the shared iterator hands each fund out once
-                await client.publish(f"{prefix}/{fund}", payload, qos=2, retain=True, timeout=math.inf)
+                await client.publish(names.value_topic(prefix, fund), payload, qos=2, retain=True, timeout=math.inf)
 
         workers = [asyncio.ensure_future(worker())
                    for _ in range(min(QOS2_WINDOW, len(publication.funds)))]

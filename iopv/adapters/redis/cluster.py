@@ -46,10 +46,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from iopv.adapters.redis.client import redis_client
-from iopv.adapters.redis.fields import field_values, stream_id
+from iopv.adapters.redis.fields import FieldLists, field_values, reply_text, stream_id
 from iopv.adapters.redis.scripts import NODE_SCRIPT, NODE_SHA1
-from iopv.adapters.redis.sink import RedisSink, _Chunk, _text
+from iopv.adapters.redis.sink import RedisSink
 from iopv.config import RedisSettings, read_secret
+from iopv.core import names
 from iopv.engine.publication import Publication
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class ClusterRedisSink(RedisSink):
             return layout[2]
         groups: dict[str, tuple[ClusterNode, list]] = {}
         for i, fund in enumerate(funds):
-            for w, key in ((2 * i, f"{prefix}:{fund}"), (2 * i + 1, f"{prefix}:{fund}:history")):
+            for w, key in ((2 * i, names.value_key(prefix, fund)), (2 * i + 1, names.history_key(prefix, fund))):
                 node = manager.get_node_from_slot(key_slot(key.encode()))
                 group = groups.get(node.name)
                 if group is None:
@@ -206,30 +207,21 @@ class ClusterRedisSink(RedisSink):
 
     def _node_args(self, publication: Publication, writes: list[tuple[int, str]], encoded: list) -> tuple:
         """``EVALSHA NODE_SHA1 numkeys *KEYS *ARGV`` for ``writes`` of ``publication``."""
-        lists: dict[tuple[str, ...], int] = {}
-        names_args: list[Any] = []
+        lists = FieldLists(self._extra_names)
         values: list[Any] = []
         keys = []
         records = publication.records
         for w, key in writes:
             record = records[w // 2]
-            names = tuple(record)
-            index = lists.get(names)
-            if index is None:
-                index = lists[names] = len(lists) + 1
-                fields = [name for name in names if name != "fund"]
-                fields += self._extra_names
-                names_args.append(len(fields))
-                names_args.extend(fields)
             keys.append(key)
             values.append("x" if w % 2 else "h")
-            values.append(index)
+            values.append(lists.index(record))
             fund_values = encoded[w // 2]
             if fund_values is None:
                 fund_values = encoded[w // 2] = field_values(record) + self._extra_values
             values.extend(fund_values)
         return ("EVALSHA", NODE_SHA1, 0, self.settings.history_maxlen, stream_id(publication.ts_ns),
-                len(keys), *keys, len(lists), *names_args, *values)
+                len(keys), *keys, len(lists), *lists.args, *values)
 
     async def _send_node(self, node: ClusterNode, commands: list[tuple]) -> None:
         """Write ``commands`` to ``node`` as one buffer, read every reply, mark what was written."""
@@ -287,13 +279,13 @@ class ClusterRedisSink(RedisSink):
             self.skipped_writes += len(skipped_flat) // 2
             log.warning("redis: %d write(s) skipped at boundary %d, their keys hold another type; first: %s: %s",
                         len(skipped_flat) // 2, publication.ts_ns, writes[skipped_flat[0] - 1][1],
-                        _text(skipped_flat[1]))
+                        reply_text(skipped_flat[1]))
         if refused_flat:
             refused = [(writes[refused_flat[j] - 1][0] // 2, refused_flat[j + 1], refused_flat[j + 2])
                        for j in range(0, len(refused_flat), 3)]
-            self._refused(_Chunk(publication, 0, len(publication.funds), False, None), refused)
+            self._refused(publication, 0, refused)
         if stopped_at:
-            message = f"{writes[stopped_at - 1][1]}: {_text(error)}"
+            message = f"{writes[stopped_at - 1][1]}: {reply_text(error)}"
             if any(sign in message for sign in _NODE_SIGNS):
                 raise NodeUnavailable(message)  # the slot moved (a failover): refresh and retry
             raise redis.exceptions.ResponseError(message)

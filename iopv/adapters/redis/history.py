@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from iopv.adapters.redis.fields import decode_entry
+from iopv.core.names import history_key, value_key
 
 #: Entries read per XRANGE call.
 PAGE_ENTRIES = 1000
@@ -52,11 +53,6 @@ def parse_time_ns(text: str, *, zone: tzinfo = UTC) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
-def history_key(key_prefix: str, fund: str) -> str:
-    """The history stream of ``fund``: ``<prefix>:<FUND>:history``."""
-    return f"{key_prefix}:{fund}:history"
-
-
 async def iter_history(client: aioredis.Redis, key_prefix: str, fund: str, *, from_ns: int | None = None,
                        to_ns: int | None = None, page_entries: int = PAGE_ENTRIES) -> AsyncIterator[dict[str, Any]]:
     """The published records of ``fund`` with ``from_ns <= ts <= to_ns`` (either bound optional,
@@ -65,7 +61,7 @@ async def iter_history(client: aioredis.Redis, key_prefix: str, fund: str, *, fr
     if not FUND_NAME.fullmatch(fund):
         raise ValueError(f"fund {fund!r}: expected letters, digits, '.', '_' or '-'")
     key = history_key(key_prefix, fund)
-    if not await client.exists(key, f"{key_prefix}:{fund}"):
+    if not await client.exists(key, value_key(key_prefix, fund)):
         raise UnknownFund(f"fund {fund}: no history in Redis (no key {key})")
     start = "-" if from_ns is None else str(max(from_ns, 0) // 1_000_000)
     while True:

@@ -58,9 +58,10 @@ import redis.exceptions
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.queued import QueuedSink
 from iopv.adapters.redis.client import close_client, redis_client
-from iopv.adapters.redis.fields import field_args, field_values, stream_id
+from iopv.adapters.redis.fields import FieldLists, field_args, field_values, reply_text, stream_id
 from iopv.adapters.redis.scripts import KEPT, KEPT_FLAGGED, SUPERSEDED, WRITE_SCRIPT, WRITE_SCRIPT_SHA1
 from iopv.config import RedisSettings
+from iopv.core import names
 from iopv.engine.publication import Publication
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class RedisSink(QueuedSink):
         """Account for a chunk's reply; raises the error that stopped it, if any."""
         done, error, skipped, refused = result
         if refused:
-            self._refused(chunk, refused)
+            self._refused(chunk.publication, chunk.start, refused)
         if skipped:
             self.skipped_writes += len(skipped)
             key, message = skipped[0]
@@ -223,15 +224,14 @@ class RedisSink(QueuedSink):
         if chunk.final and self.pending_state is chunk.state:
             self.pending_state = None
 
-    def _refused(self, chunk: _Chunk, refused: list[tuple[int, bytes | None, int]]) -> None:
+    def _refused(self, publication: Publication, start: int, refused: list[tuple[int, bytes | None, int]]) -> None:
         """Account for history entries Redis refused: the boundary was written already. A
         flagged entry ours superseded is counted apart; otherwise, when both values are whole,
         compare the entry found with ours at the published digit (the ``iopv`` field's JSON text)."""
-        publication = chunk.publication
         diverged = 0
         superseded = 0
         for position, peer, code in refused:
-            i = chunk.start + position
+            i = start + position
             if peer is None or peer is False:
                 self.late_writes += 1
                 log.warning("redis: history of %s already holds a boundary after %d: this entry is not written",
@@ -248,9 +248,9 @@ class RedisSink(QueuedSink):
             if peer != ours:
                 diverged += 1
                 self.divergences += 1
-                self.last_divergence = (publication.funds[i], publication.ts_ns, ours.decode(), _text(peer))
+                self.last_divergence = (publication.funds[i], publication.ts_ns, ours.decode(), reply_text(peer))
                 log.warning("replica divergence: %s at boundary %d: ours %s, peer's %s (%d since start)",
-                            publication.funds[i], publication.ts_ns, ours.decode(), _text(peer), self.divergences)
+                            publication.funds[i], publication.ts_ns, ours.decode(), reply_text(peer), self.divergences)
         if superseded:
             self.superseded += superseded
             log.info("redis: %d flagged (recovering) history entries of boundary %d superseded by this "
@@ -302,35 +302,25 @@ class RedisSink(QueuedSink):
         publication = chunk.publication
         state = chunk.state if self.state_key else None
         keys = self._keys(publication.funds)[2 * chunk.start:2 * chunk.end]
-        lists: dict[tuple[str, ...], int] = {}
-        names_args: list[Any] = []
+        lists = FieldLists(self._extra_names)
         values: list[Any] = []
-        add_value, add_values = values.append, values.extend
+        add_value, add_values, index_of = values.append, values.extend, lists.index
         for record in publication.records[chunk.start:chunk.end]:
-            names = tuple(record)
-            index = lists.get(names)
-            if index is None:
-                index = lists[names] = len(lists) + 1
-                fields = [name for name in names if name != "fund"]
-                fields += self._extra_names
-                names_args.append(len(fields))
-                names_args.extend(fields)
-            add_value(index)
+            add_value(index_of(record))
             add_values(field_values(record))
             add_values(self._extra_values)
         if state is not None:
             keys.append(self.state_key)
             add_value(state)
         return [len(keys), *keys, self.settings.history_maxlen, 0 if state is None else 1,
-                stream_id(publication.ts_ns), len(lists), *names_args, *values]
+                stream_id(publication.ts_ns), len(lists), *lists.args, *values]
 
     def _keys(self, funds: tuple[str, ...]) -> list[str]:
         """Hash and stream key of every fund in ``funds``, made once per universe."""
         if self._keys_of is None or self._keys_of[0] is not funds:
             prefix, keys = self.settings.key_prefix, []
             for fund in funds:
-                key = f"{prefix}:{fund}"
-                keys += (key, key + ":history")
+                keys += (names.value_key(prefix, fund), names.history_key(prefix, fund))
             self._keys_of = (funds, keys)
         return self._keys_of[1]
 
@@ -355,9 +345,8 @@ class RedisSink(QueuedSink):
         pipe = client.pipeline(transaction=False)
         for fund, record in zip(funds[chunk.start:chunk.end], chunk.publication.records[chunk.start:chunk.end]):
             fields = field_args(record) + self._extra_args
-            key = f"{prefix}:{fund}"
-            pipe.execute_command("HSET", key, *fields)
-            pipe.execute_command("XADD", f"{key}:history", "MAXLEN", "~", maxlen, entry_id, *fields)
+            pipe.execute_command("HSET", names.value_key(prefix, fund), *fields)
+            pipe.execute_command("XADD", names.history_key(prefix, fund), "MAXLEN", "~", maxlen, entry_id, *fields)
         if chunk.state is not None and self.state_key:
             pipe.set(self.state_key, chunk.state)
         replies = await pipe.execute(raise_on_error=False)
@@ -370,7 +359,7 @@ class RedisSink(QueuedSink):
                 refused.append((i // 2, None, KEPT))
                 continue
             if i < 2 * (chunk.end - chunk.start):
-                key = f"{prefix}:{funds[chunk.start + i // 2]}" + (":history" if i % 2 else "")
+                key = (names.history_key if i % 2 else names.value_key)(prefix, funds[chunk.start + i // 2])
             else:
                 key = self.state_key
             if str(reply).startswith("WRONGTYPE "):
@@ -391,7 +380,7 @@ class RedisSink(QueuedSink):
         prefix, entry_id = self.settings.key_prefix, stream_id(chunk.publication.ts_ns)
         pipe = client.pipeline(transaction=False)
         for position, _, _ in refused:
-            pipe.execute_command("XRANGE", f"{prefix}:{chunk.publication.funds[chunk.start + position]}:history",
+            pipe.execute_command("XRANGE", names.history_key(prefix, chunk.publication.funds[chunk.start + position]),
                                  entry_id, entry_id)
         found = []
         for (position, _, _), entries in zip(refused, await pipe.execute()):
@@ -405,12 +394,8 @@ class RedisSink(QueuedSink):
 def _script_result(args: list[Any], reply: list[Any]) -> ChunkResult:
     """``WRITE_SCRIPT``'s reply for the call with ``args``, keys named (KEYS are ``args[1:]``)."""
     done, stopped_at, error, skipped_flat, refused_flat = reply[0], reply[1], reply[2], reply[3], reply[4]
-    skipped = [(args[skipped_flat[i]], _text(skipped_flat[i + 1])) for i in range(0, len(skipped_flat), 2)]
+    skipped = [(args[skipped_flat[i]], reply_text(skipped_flat[i + 1])) for i in range(0, len(skipped_flat), 2)]
     refused = [(refused_flat[i] - 1, refused_flat[i + 1], refused_flat[i + 2]) for i in range(0, len(refused_flat), 3)]
     if stopped_at:
-        return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {_text(error)}"), skipped, refused
+        return done, redis.exceptions.ResponseError(f"{args[stopped_at]}: {reply_text(error)}"), skipped, refused
     return done, None, skipped, refused
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value

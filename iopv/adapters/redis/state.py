@@ -18,18 +18,19 @@ import redis.exceptions
 
 from iopv.adapters.redis.cluster import reader_client
 from iopv.config import Settings
+from iopv.core import names
 
 log = logging.getLogger(__name__)
 
 
 def state_key(settings: Settings) -> str:
     """``<redis.key_prefix>:_state:<engine.instance>``: one restart state per instance."""
-    return f"{settings.redis.key_prefix}:_state:{settings.engine.instance}"
+    return names.state_key(settings.redis.key_prefix, settings.engine.instance)
 
 
 def registry_key(settings: Settings) -> str:
     """``<redis.key_prefix>:_replicas:<engine.shard>``: the instances of one shard, and their state keys."""
-    return f"{settings.redis.key_prefix}:_replicas:{settings.engine.shard}"
+    return names.registry_key(settings.redis.key_prefix, settings.engine.shard)
 
 
 async def register(settings: Settings, timeout_s: float = 2.0) -> bool:
