@@ -53,6 +53,7 @@ from iopv.engine.cycle import Engine
 from iopv.engine.journal_replay import JournalReplay
 from iopv.engine.replay import replay_frames
 from iopv.engine.tape import decode_tape
+from iopv.service.route import PublicationRoute
 from iopv.testing import universes
 from iopv.testing.servers import local_servers
 
@@ -200,15 +201,15 @@ def in_process(ctx: Context) -> dict:
             return chunk
 
     async def live(record: bool) -> tuple[float, Path | None]:
-        engine = Engine(load_pcf(pcf), settings)
+        writer = JournalWriter(settings) if record else None
+        # As the service's route: the book's restart state is taken at every boundary.
+        route = PublicationRoute([], journal=writer)
+        engine = Engine(load_pcf(pcf), settings, publish=route.publish)
+        route.snapshot = lambda b, held=False: restart.snapshot(engine.book, b)
+        route.messages = lambda: engine.intake.messages
         intake = engine.intake
-        writer = None
         stage = intake.stage  # as MqttTickFeed: the journal, when on, records each read at once
-        if record:
-            writer = JournalWriter(settings)
-            # As the service's gate: the book's restart state is taken at every boundary.
-            engine.gate = lambda b, p: writer.boundary(b, p, lambda: engine.offer(p), restart.snapshot(engine.book, b),
-                                                       engine.intake.messages)
+        if writer is not None:
             writer.start(engine.universe)
 
         def on_publish(topic: bytes, payload: bytes, now: int) -> None:

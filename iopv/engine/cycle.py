@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -51,7 +52,10 @@ class Sink(Protocol):
 class Engine:
     """Owns the book, the intake and the valuer of one universe."""
 
-    def __init__(self, universe: Universe, settings: Settings, sinks: list[Sink] | tuple = ()):
+    def __init__(self, universe: Universe, settings: Settings, sinks: list[Sink] | tuple = (), *,
+                 publish: Callable[[Publication], None] | None = None):
+        """``publish(publication)`` takes every cycle's publication (the live service's route:
+        ``iopv.service.route``); without it, the publication is offered to ``sinks``."""
         e = settings.engine
         self.universe = universe
         self.settings = settings
@@ -79,9 +83,7 @@ class Engine:
         self.after_cycle: list = []
         #: Called after every basket swap with the new universe (the audit journal records it).
         self.after_swap: list = []
-        #: When set, ``gate(boundary_ns, publication)`` takes each publication instead of the sinks
-        #: and calls ``offer`` once the audit journal holds its boundary (write-ahead).
-        self.gate = None
+        self.publish = publish if publish is not None else self.offer
 
     def stats(self, now_ns: int) -> dict:
         """The engine's counters for ``/metrics``: cycles, ticks by outcome (``REASONS`` order),
@@ -225,10 +227,7 @@ class Engine:
             np.maximum(count[COUNT_STATUS], FUND_DEGRADED, out=count[COUNT_STATUS])
         publication = build_publication(self.universe, boundary_ns, frame, static=self.static, whole=whole)
         self.last_publication = publication
-        if self.gate is None:
-            self.offer(publication)
-        else:
-            self.gate(boundary_ns, publication)
+        self.publish(publication)
         self.cycles += 1
         self.last_cycle_ms = (time.perf_counter_ns() - started) / 1e6
         for hook in self.after_cycle:

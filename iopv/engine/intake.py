@@ -1,6 +1,6 @@
 """Live tick intake: decode MQTT payloads into a bounded staging batch, apply it in one kernel call.
 
-The MQTT feed calls ``decode`` for every message and ``flush`` once per event-loop iteration (and
+The MQTT feed calls ``stage`` for every message and ``flush`` once per event-loop iteration (and
 the clock calls ``flush`` before every valuation), so the Python/numba boundary is crossed once
 per batch, not once per tick or per security. Every tick's outcome is counted by reason.
 
@@ -35,7 +35,6 @@ a plain reference.
 from __future__ import annotations
 
 import time
-from types import MethodType
 
 import numpy as np
 import orjson
@@ -111,7 +110,6 @@ class TickIntake:
         #: Called after every applied batch as hook(slots, outcome codes, count) (real-time mode);
         #: the arrays are the staging columns, valid during the call only.
         self.on_applied: list = []
-        self.recorder = None  # see the property
         self._ints = np.zeros((N_INT_ROWS, capacity), dtype=np.int64)  # the staged columns
         self._floats = np.zeros((N_FLOAT_ROWS, capacity), dtype=np.float64)
         self._columns = (self._ints[ROW_SLOT], self._floats[ROW_PRICE], self._floats[ROW_BID],
@@ -215,33 +213,10 @@ class TickIntake:
         self._held_floats[:, n:n + count] = floats[:, :count]
         self.clock[CLOCK_HELD] = n + count
 
-    @property
-    def recorder(self):
-        """When set, ``decode`` calls it with every message as ``recorder(payload, topic,
-        recv_ts_ns)`` before staging it (the audit journal; ``iopv.engine.journal_replay``
-        decodes it again); ``stage`` does not. Without one, ``decode`` *is* ``stage`` (no call
-        more per message), so set it before taking ``decode`` as a bound method."""
-        return self._recorder
-
-    @recorder.setter
-    def recorder(self, recorder) -> None:
-        self._recorder = recorder
-        # Always (re)bound, never deleted: deleting an instance attribute turns the instance's
-        # attribute storage into a plain dict, which slowed every ``self.x`` in ``stage`` (the
-        # hot path) by ~0.5-1 us per message (bench journal, loop CPU per message).
-        self.decode = self.stage if recorder is None else MethodType(TickIntake.decode, self)
-
-    def decode(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
-        """Record (``recorder``) and stage the ticks of one message (a JSON object or array).
-        Never raises on bad input."""
-        if recv_ts_ns is None:
-            recv_ts_ns = time.time_ns()
-        self._recorder(payload, topic, recv_ts_ns)
-        self.stage(payload, topic, recv_ts_ns)
-
     def stage(self, payload: bytes, topic: str | None = None, recv_ts_ns: int | None = None) -> None:
-        """Stage the ticks of one message without recording it: for a caller that has recorded
-        it already (the MQTT feed records a whole socket read at once). Never raises on bad input."""
+        """Stage the ticks of one message (a JSON object or array) received at ``recv_ts_ns``
+        (default: now). Never raises on bad input. Recording what was received (the audit
+        journal) is the feed's business, before it calls this."""
         self.messages += 1
         if len(payload) > self.max_payload_bytes:
             self._stage_rejection(OVERSIZE_PAYLOAD)
@@ -265,6 +240,9 @@ class TickIntake:
             if scanned != SCAN_FALLBACK and self._scan_on(payload, topic, recv_ts_ns, scanned):
                 return
         self._decode_python(payload, topic, recv_ts_ns)
+
+    #: The name the journal replay and the tests use: the same method.
+    decode = stage
 
     def reject_oversize(self) -> None:
         """Count one message over ``max_payload_bytes`` that the MQTT feed skipped unread: an

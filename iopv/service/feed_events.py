@@ -4,7 +4,7 @@ summaries and heartbeats (``iopv.engine.day`` makes them; ``iopv.adapters.mqtt.e
 
 Hooks: ``Engine.after_swap`` (a basket swapped in: the directory again, removed funds marked and
 their retained values cleared) and the publication hook the board uses -- ``Engine.after_cycle``,
-or with the audit journal on the journal's release (``Service._on_release``) -- so the first
+or with the audit journal on the journal's release (``iopv.service.route``) -- so the first
 value, the summaries and the close count what really reached the sinks. A clock task moves the
 day on (start of day, a close whose boundary never came, end of day) and publishes the heartbeat
 every ``events.heartbeat_s``. At start the stored directory and this instance's session events

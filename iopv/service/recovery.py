@@ -49,7 +49,9 @@ class Recovery:
     """The service's side of ``BookHealth``: start decision, feed events, state transfer."""
 
     def __init__(self, settings: Settings, engine: Engine, *, journal=None,
-                 after_merge: Callable[[], None] | None = None):
+                 after_merge: Callable[[], None] | None = None, first_message_ns: Callable[[], int] = lambda: 0):
+        """``after_merge()`` follows every change of the book's state (the real-time sums);
+        ``first_message_ns()`` is when the feed received its first message (0: none yet)."""
         self.settings = settings
         self.engine = engine
         self.health = engine.health
@@ -61,10 +63,9 @@ class Recovery:
         self._last_error_log = 0.0
         #: A first start whose book is whole unless the first-tick mark says otherwise.
         self._first_start = False
-        #: When the feed's first message was received (``MqttTickFeed.first_message_ns``), and
-        #: the UTC day whose first-tick mark this instance has set.
-        self.first_message_ns: Callable[[], int] = lambda: 0
-        self._marked_day: int | None = None
+        self.first_message_ns = first_message_ns
+        self._marked_day: int | None = None  # the UTC day whose first-tick mark this instance set
+        self.restored_symbols = 0
         #: Time a peer's first-tick mark may take to reach Redis (its write follows its first
         #: message by one poll at most): the check waits this long after subscribing.
         self.mark_settle_s = max(settings.engine.watermark_ms / 1e3, 2 * self.poll_s)
@@ -94,6 +95,28 @@ class Recovery:
 
     def disconnected(self, time_ns: int | None = None) -> None:
         self.lost("disconnected", time_ns)
+
+    async def restore(self) -> bool:
+        """Restore the session's last prices from this instance's saved state in Redis (unless
+        ``ops.restore_state`` is off); True when a state of this session was restored."""
+        if not self.settings.ops.restore_state:
+            log.info("state: clean start (previous closes)")
+            return False
+        data = await redis_state.load(self.settings)
+        if data is None:
+            return False
+        clock_ns = time.time_ns()
+        try:
+            self.restored_symbols, skipped = restart.restore(self.engine.book, data, clock_ns)
+        except ValueError as exc:
+            log.info("state: not restored: %s", exc)
+            return False
+        if self.journal is not None:
+            self.journal.restored(data, clock_ns)
+        log.info("state: restored %d symbols (%d entries skipped)", self.restored_symbols, skipped)
+        if self.after_merge is not None:  # e.g. the real-time running sums follow the book
+            self.after_merge()
+        return True
 
     async def start(self, *, restored: bool, now_ns: int | None = None) -> bool:
         """Register in the shard's registry and decide whether the book is whole from the start

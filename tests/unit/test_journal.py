@@ -30,6 +30,7 @@ from iopv.engine.cycle import Engine
 from iopv.engine.explain import explain
 from iopv.engine.journal_replay import JournalReplay
 from iopv.engine.reload import prepare
+from iopv.service.route import PublicationRoute
 from tests.support.live import exact, make_basket
 
 INTERVAL_NS = 1_000_000_000
@@ -130,35 +131,33 @@ def run_live(tmp_path: Path, *, reload_at: int | None = 2, steps: int = 5, t0: i
     sink = Recorder()
 
     async def scenario():
-        engine = Engine(load_pcf(pcf), settings, [sink])
         writer = JournalWriter(settings)
-        engine.intake.recorder = writer.tick
-        engine.after_swap.append(writer.basket)
         released: list[int] = []
+        # The service's route (iopv.service.route): the values wait for their journal marker.
+        route = PublicationRoute([sink], journal=writer, followers=[lambda p: released.append(p.ts_ns)])
+        engine = Engine(load_pcf(pcf), settings, publish=route.publish)
+        route.snapshot = lambda boundary_ns, held=False: restart.snapshot(engine.book, boundary_ns)
+        route.messages = lambda: engine.intake.messages
+        engine.after_swap.append(writer.basket)
 
-        def gate(boundary_ns, publication):
-            def release():
-                released.append(boundary_ns)
-                engine.offer(publication)
-            writer.boundary(boundary_ns, publication, release, restart.snapshot(engine.book, boundary_ns),
-                            engine.intake.messages)
+        def cycle(boundary_ns):
+            engine.cycle(boundary_ns)
             assert boundary_ns not in released, "values must wait for their journal marker"
-
-        engine.gate = gate
         writer.start(engine.universe)
         for step in range(steps):
             if reads is not None:
                 hostile_topics = [("ticks/S\u00e901", b'{"price": 1.5}'), (b"ticks/\xff\xfe", b'{"price": 2.5}')]
                 feed_reads(_ticks(step, t0) + hostile_topics[:step % 3], engine.intake, writer, reads)
             else:
-                for topic, payload in _ticks(step, t0):
-                    engine.intake.decode(payload, topic, t0 + step * INTERVAL_NS + 10)
+                for topic, payload in _ticks(step, t0):  # as the feed: recorded, then staged
+                    writer.tick(payload, topic, t0 + step * INTERVAL_NS + 10)
+                    engine.intake.stage(payload, topic, t0 + step * INTERVAL_NS + 10)
             if step == reload_at:
                 document[0]["holdings"][0]["shares"] += 100
                 pcf.write_bytes(orjson.dumps(document))
                 engine.stage_basket(prepare(str(pcf), engine.universe))
-            engine.cycle(t0 + (step + 1) * INTERVAL_NS)
-            await asyncio.sleep(0.05)  # the writer confirms; the gate releases
+            cycle(t0 + (step + 1) * INTERVAL_NS)
+            await asyncio.sleep(0.05)  # the writer confirms; the route releases
         await writer.aclose()
         return writer, engine
 

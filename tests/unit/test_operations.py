@@ -278,6 +278,8 @@ def test_readiness_and_metrics_come_from_every_component_the_realtime_sink_inclu
     assert 'iopv_connected{connection="mqtt-realtime"} 1.0' in text
     assert 'iopv_sink_published_total{sink="mqtt-realtime"} 7.0' in text
     assert 'iopv_connected{connection="redis"} 0.0' in text
-    # the cycle-duration metric and the reference data's publication hook (the board's only with http)
-    assert service.http is None and len(service.engine.after_cycle) == 2
-    assert service.events.on_publication in service.engine.after_cycle
+    # the cycle-duration metric after each cycle; the reference data follows what the route
+    # delivered (the board's hub too, but only with http)
+    assert service.http is None and len(service.engine.after_cycle) == 1
+    assert service.route.followers == [service.events.on_publication]
+    assert service.route.state_sink is service.redis_sink and service.route.sinks == (service.mqtt_sink,)

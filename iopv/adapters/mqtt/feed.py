@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import aiomqtt
 import numpy as np
@@ -141,11 +142,23 @@ class TickSocket(PacketSocket):
         return waiting
 
 
+class TickRecorder(Protocol):
+    """Where the feed records what it receives (the audit journal's writer)."""
+
+    def publishes(self, recv_ts_ns: int, buffer: bytes, rows) -> None: ...
+
+    def tick(self, payload, topic: str | None, recv_ts_ns: int) -> None: ...
+
+
 class MqttTickFeed:
     """Subscribes to tick topics and decodes every message into a TickIntake."""
 
     def __init__(self, settings: MqttSettings, intake: TickIntake, *, instance: str,
-                 silence_s: float = 0.0, topics: Callable[[], list[str]] | None = None):
+                 silence_s: float = 0.0, topics: Callable[[], list[str]] | None = None,
+                 recorder: TickRecorder | None = None):
+        """``recorder``: every message received is recorded there before it is staged (the audit
+        journal): a socket read's QoS 0 PUBLISH packets at once (``publishes``), a message paho
+        delivers one by one (``tick``). The feed alone decides this; the intake only stages."""
         self.settings = settings
         #: The topic filters to subscribe to (a shard's: its symbols' topics and ``_batch``);
         #: None: ``<tick_topic_prefix>/#``. Read at every (re)subscribe.
@@ -173,20 +186,17 @@ class MqttTickFeed:
         self.callback_errors = 0  # exceptions caught in on_message (a bug: logged, counted)
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: When set (before ``run``; it and the intake's ``recorder`` are read when a connection's
-        #: client is made), called once per socket read as ``recorder(recv_ts_ns, buffer, rows)``
-        #: with the QoS 0 PUBLISH packets read straight from the socket (see ``TickSocket``),
-        #: which are staged unrecorded (``TickIntake.stage``); messages paho delivers still go
-        #: through ``TickIntake.decode`` and its per-message recorder.
-        self.recorder = None
-        self._stage = intake.decode
+        self.recorder = recorder
+        self._stage = intake.stage
 
     def _on_message(self, _client, _userdata, message: paho.MQTTMessage) -> None:
         """paho's on_message, on the event loop's thread: decode now, flush once per iteration.
         It must never raise: an exception would reach aiomqtt's reader and drop the connection."""
         try:
             self.last_message_ns = now = time.time_ns()
-            self.intake.decode(message.payload, message.topic, now)
+            if self.recorder is not None:
+                self.recorder.tick(message.payload, message.topic, now)
+            self._stage(message.payload, message.topic, now)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -196,7 +206,7 @@ class MqttTickFeed:
 
     def _on_publish(self, topic: bytes, payload: bytes, now: int) -> None:
         """A QoS 0 PUBLISH straight from the socket (TickSocket), received at ``now``: as
-        ``_on_message``; recorded by ``recorder`` when that is set, else by the intake's."""
+        ``_on_message``; recorded with its whole socket read (``_on_read``)."""
         try:
             self.last_message_ns = now
             self._stage(payload, topic.decode("utf-8", TOPIC_ERRORS), now)
@@ -210,7 +220,7 @@ class MqttTickFeed:
     def _on_read(self, now: int, buffer: bytes, marks: list[int]) -> None:
         """One socket read's QoS 0 PUBLISH packets, already staged: to ``recorder``."""
         try:
-            self.recorder(now, buffer, marks)
+            self.recorder.publishes(now, buffer, marks)
         except Exception:  # noqa: BLE001
             self.callback_errors += 1
             log.exception("ticks: recording a read failed")
@@ -243,12 +253,7 @@ class MqttTickFeed:
         inner = paho_client(client)  # fails loudly if the internals used here are gone
         inner.on_message = self._on_message
         max_payload = self.intake.max_payload_bytes
-        recorder = self.recorder
-        # A read's messages are recorded by ``recorder``, or one by one by the intake's own
-        # recorder (``decode``), or not at all (``stage``, one call fewer per message).
-        per_message = recorder is None and self.intake.recorder is not None
-        self._stage = self.intake.decode if per_message else self.intake.stage
-        on_read = None if recorder is None else self._on_read
+        on_read = None if self.recorder is None else self._on_read
         wrap_sockets(inner, lambda sock: TickSocket(sock, self._on_publish, max_payload_bytes=max_payload,
                                                     on_oversize=self._on_oversize, on_read=on_read))
         return client

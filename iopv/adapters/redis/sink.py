@@ -105,17 +105,15 @@ class RedisSink(QueuedSink):
                 "divergences": self.divergences, "late_writes": self.late_writes, "superseded": self.superseded}
 
     def __init__(self, settings: RedisSettings, *, max_queued: int, state_key: str | None = None,
-                 snapshot: Callable[[int], bytes] | None = None, instance: str | None = None):
+                 instance: str | None = None):
         super().__init__(max_queued=max_queued,
                          backoff=Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
         self.settings = settings
+        #: Where the restart state offered with each publication is written (None: not written).
         self.state_key = state_key
-        #: ``snapshot(boundary_ns)`` -> the restart state to write with that boundary's values
-        #: (``iopv.engine.restart.snapshot`` of the engine's book); None writes no state.
-        self.snapshot = snapshot if state_key else None
-        #: Latest restart state not yet written (taken in ``offer``, written with the last chunk).
+        #: Latest restart state not yet written (given to ``offer``, written with the last chunk).
         self.pending_state: bytes | None = None
-        #: Restart states taken since start.
+        #: Restart states offered since start.
         self.snapshots = 0
         #: Writes skipped because their key held another type (WRONGTYPE), since start.
         self.skipped_writes = 0
@@ -144,12 +142,12 @@ class RedisSink(QueuedSink):
         self._extra_names: list[str] = ["instance"] if instance else []
         self._extra_values: list[Any] = [instance] if instance else []
 
-    def offer(self, publication: Publication) -> None:
-        """Queue a publication with the restart state as of its boundary: the state is taken now,
-        after the boundary's ticks were applied and before the next ones, so it matches the
-        values it is written with."""
-        if self.snapshot is not None:
-            self.pending_state = self.snapshot(publication.ts_ns)
+    def offer(self, publication: Publication, state: bytes | None = None) -> None:
+        """Queue a publication, with ``state``: the restart state as of its boundary (taken by the
+        caller when the boundary was valued, so it matches the values it is written with; only
+        the latest is kept, written with the last chunk of its publication)."""
+        if state is not None and self.state_key:
+            self.pending_state = state
             self.snapshots += 1
         super().offer(publication)
 
