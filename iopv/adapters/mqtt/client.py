@@ -181,3 +181,22 @@ def write_packets(inner: paho.Client, data: bytes, written: asyncio.Future | Non
         inner._packet_queue(PUBLISH, view, 0, 1, None)  # noqa: SLF001 -- "QoS 1": no callback
     else:
         inner._packet_queue(PUBLISH, view, 0, 0, _Written(written))  # noqa: SLF001
+
+
+class NodeRotation:
+    """Which broker of ``mqtt.url``'s list a publisher's next connection goes to: the same one
+    until a connection fails or drops, then the next (a cluster rides through a dead node)."""
+
+    __slots__ = ("count", "node", "_connects")
+
+    def __init__(self, count: int):
+        self.count = count
+        self.node = 0  # grows by one per failed or dropped connection; the index is node % count
+        self._connects = 0
+
+    def next_node(self) -> int:
+        """The index (in the URL list) of the node to connect to now."""
+        if self._connects and self.count > 1:
+            self.node += 1
+        self._connects += 1
+        return self.node % self.count

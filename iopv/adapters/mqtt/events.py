@@ -20,7 +20,7 @@ import aiomqtt
 import orjson
 
 from iopv.adapters.backoff import Backoff
-from iopv.adapters.mqtt.client import make_client
+from iopv.adapters.mqtt.client import NodeRotation, make_client
 from iopv.adapters.queued import QueuedSink
 from iopv.config import MqttSettings
 from iopv.core import names
@@ -59,8 +59,7 @@ class MqttEventSink(QueuedSink):
         self.identifier = f"{instance}-events"
         #: topic -> payload the broker should hold (b"": cleared), in order of last change.
         self.retained: dict[str, bytes] = {}
-        self.node = 0
-        self._connects = 0
+        self._rotation = NodeRotation(len(settings.urls))
         self._clients: dict[int, aiomqtt.Client] = {}
         self.messages_sent = 0
 
@@ -94,12 +93,14 @@ class MqttEventSink(QueuedSink):
             super().offer(_Encoded(0, tuple(topics)))
         return len(topics)
 
+    @property
+    def node(self) -> int:
+        """The broker (``node % len(mqtt.url's list)``) of the current or next connection; a
+        connection that fails or drops moves to the next node."""
+        return self._rotation.node
+
     def connect(self) -> aiomqtt.Client:
-        nodes = len(self.settings.urls)
-        if self._connects and nodes > 1:
-            self.node += 1  # the last connection failed or dropped: a cluster tries its next node
-        self._connects += 1
-        node = self.node % nodes
+        node = self._rotation.next_node()
         client = self._clients.get(node)
         if client is None:
             client = self._clients[node] = make_client(self.settings.node(node), self.identifier)

@@ -56,6 +56,7 @@ import paho.mqtt.client as paho
 
 from iopv.adapters.backoff import Backoff
 from iopv.adapters.mqtt.client import (
+    NodeRotation,
     connection_lost,
     current_socket,
     make_client,
@@ -163,11 +164,8 @@ class MqttSink(QueuedSink):
         self.identifier = f"{instance}-values"
         self.status_topic = status_topic(settings, instance)
         self._client: aiomqtt.Client | None = None
-        #: Index of the broker (in ``mqtt.url``'s list) of the current or next connection; a
-        #: connection that fails or drops moves to the next node.
-        self.node = 0
         self._clients: dict[int, aiomqtt.Client] = {}
-        self._connects = 0
+        self._rotation = NodeRotation(len(settings.urls))
         #: Extra fields of the retained ``online`` status (e.g. the replica divergence counts).
         self.status_fields: Callable[[], dict] | None = None
         #: Most time one publication may take to be acknowledged before the connection is
@@ -176,12 +174,14 @@ class MqttSink(QueuedSink):
         self._topic_fields: dict[str, bytes] = {}  # fund -> encoded topic (one per fund ever seen)
         self._fields_of: tuple[tuple[str, ...], list[bytes]] = ((), [])  # the last funds tuple's
 
+    @property
+    def node(self) -> int:
+        """The broker (``node % len(mqtt.url's list)``) of the current or next connection; a
+        connection that fails or drops moves to the next node."""
+        return self._rotation.node
+
     def connect(self) -> aiomqtt.Client:
-        nodes = len(self.settings.urls)
-        if self._connects and nodes > 1:
-            self.node += 1  # the last connection failed or dropped: a cluster tries its next node
-        self._connects += 1
-        node = self.node % nodes
+        node = self._rotation.next_node()
         client = self._clients.get(node)
         if client is None:
             will = aiomqtt.Will(self.status_topic, status_payload(self.instance, "offline", "connection lost"),
