@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from iopv.core.constants import LATE
 from iopv.service.live import Service
 from tests.support.live import (
     assert_valid,
@@ -89,6 +90,9 @@ def test_ticks_in_values_out_match_exact_reference(tmp_path, mosquitto, redis_se
                        what="a publication after the last tick on both sinks")
         await wait_for(lambda: service.redis_sink.published >= 3, what="three boundaries in Redis")
         counts = dict(zip(("accepted", "unknown", "out_of_order"), intake.counts[:3].tolist()))
+        # Ticks stamped before a boundary the engine cut before they arrived (a slow start) are
+        # applied all the same, counted late (event time: docs/methodology.md).
+        counts["accepted"] += int(intake.counts[LATE])
         rejected = intake.rejected
         mqtt_values = await read_retained("127.0.0.1", mosquitto.port, settings.mqtt.value_topic_prefix,
                                           len(document))
