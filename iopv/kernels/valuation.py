@@ -34,37 +34,20 @@ import numpy as np
 from numba import njit, uint64
 
 from iopv.core.constants import (
-    ACCEPTED,
-    BASIS_MID,
-    BOOK_HALTED,
-    COUNT_FLAGS,
-    COUNT_HALTED,
-    COUNT_STALE,
-    COUNT_STATUS,
     DAY_NS,
-    FLAG_FUND_HALTED,
-    FLAG_HALTED,
-    FLAG_LOW_COVERAGE,
-    FLAG_SIDE_FALLBACK,
-    FLAG_STALE,
-    FUND_DEGRADED,
-    FUND_OK,
-    FUND_SUSPENDED,
-    N_TERM,
+    N_TERM_COLS,
     NEVER_TS,
-    RATIO_COVERAGE,
-    RATIO_HALTED,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-    SLOTBIT_HALTED,
-    SLOTBIT_QUOTE_MISSING,
-    SLOTBIT_STALE,
-    SLOTBIT_TICKED,
-    TERM_ASK,
-    TERM_BID,
-    TERM_LAST,
     UNIT_ROUNDOFF,
+    BookBit,
+    CountRow,
+    FundFlag,
+    FundStatus,
+    PriceBasis,
+    RatioRow,
+    Side,
+    SlotBit,
+    TermCol,
+    TickOutcome,
 )
 from iopv.kernels.ticks import apply_tick_nb, price_verdict_nb
 
@@ -251,22 +234,22 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
     for s in range(prices.size):
         p = prices[s]
         bid_side, ask_side, mid, missing = side_prices_nb(p, bid[s], ask[s])
-        out_rows[s, TERM_LAST] = p
+        out_rows[s, TermCol.LAST] = p
         out_mid[s] = mid
-        out_rows[s, TERM_BID] = bid_side
-        out_rows[s, TERM_ASK] = ask_side
+        out_rows[s, TermCol.BID] = bid_side
+        out_rows[s, TermCol.ASK] = ask_side
         bits = 0
         ticked = last_ts[s]
         if ticked >= session_open_ns:
-            bits |= SLOTBIT_TICKED
+            bits |= SlotBit.TICKED
         else:
             ticked = session_open_ns  # an untouched price ages from the session open
         if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
-            bits |= SLOTBIT_STALE
-        if flags[s] & BOOK_HALTED:
-            bits |= SLOTBIT_HALTED
+            bits |= SlotBit.STALE
+        if flags[s] & BookBit.HALTED:
+            bits |= SlotBit.HALTED
         if missing:
-            bits |= SLOTBIT_QUOTE_MISSING
+            bits |= SlotBit.QUOTE_MISSING
         out_bits[s] = bits
 
 
@@ -290,18 +273,18 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
     fx_bits = np.empty(n_fx, dtype=np.uint8)
     for c in range(n_fx):
         x = fx_slots[c]
-        fx_rows[4 * c] = slot_rows[x, TERM_LAST]
-        fx_rows[4 * c + 1] = slot_rows[x, TERM_BID]
-        fx_rows[4 * c + 2] = slot_rows[x, TERM_ASK]
+        fx_rows[4 * c] = slot_rows[x, TermCol.LAST]
+        fx_rows[4 * c + 1] = slot_rows[x, TermCol.BID]
+        fx_rows[4 * c + 2] = slot_rows[x, TermCol.ASK]
         fx_rows[4 * c + 3] = slot_mid[x]
         fx_bits[c] = slot_bits[x]
-    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_TERM + column, no stride load
+    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_TERM_COLS + column, no stride load
     bits_shift = uint64(shift)
     mask = (uint64(1) << bits_shift) - uint64(1)
-    width = uint64(N_TERM)
+    width = uint64(N_TERM_COLS)
     for k in range(fund_list.size):
         f = fund_list[k]
-        mid = fund_basis[f] == BASIS_MID
+        mid = fund_basis[f] == PriceBasis.MID
         cash = fund_cash[f]
         total = 0.0
         total_bid = 0.0
@@ -322,17 +305,17 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
             if mid:
                 term = count * slot_mid[s] * fx_rows[fx + uint64(3)]
             else:
-                term = count * rows[row + uint64(TERM_LAST)] * fx_rows[fx]
+                term = count * rows[row + uint64(TermCol.LAST)] * fx_rows[fx]
             total += term
-            total_bid += count * rows[row + uint64(TERM_BID)] * fx_rows[fx + uint64(1)]
-            total_ask += count * rows[row + uint64(TERM_ASK)] * fx_rows[fx + uint64(2)]
+            total_bid += count * rows[row + uint64(TermCol.BID)] * fx_rows[fx + uint64(1)]
+            total_ask += count * rows[row + uint64(TermCol.ASK)] * fx_rows[fx + uint64(2)]
             # Branch-free: these bits are data-dependent, mispredicted branches would cost more
             # than the arithmetic (the selects compile to blends).
             bits = slot_bits[s]
             seen |= bits
-            covered += term if bits & SLOTBIT_TICKED else 0.0
-            stale += (bits & SLOTBIT_STALE) >> 1
-            is_halted = (bits & SLOTBIT_HALTED) >> 2
+            covered += term if bits & SlotBit.TICKED else 0.0
+            stale += (bits & SlotBit.STALE) >> 1
+            is_halted = (bits & SlotBit.HALTED) >> 2
             halted += is_halted
             halted_gross += term if is_halted else 0.0
         for j in range(fund_fx_offsets[f], fund_fx_offsets[f + 1]):
@@ -343,39 +326,39 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
-        out_value[SIDE_VALUE, k] = value
-        out_error[SIDE_VALUE, k] = error_bound_nb(n + 8, gross + abs(cash), unit, value)
+        out_value[Side.VALUE, k] = value
+        out_error[Side.VALUE, k] = error_bound_nb(n + 8, gross + abs(cash), unit, value)
         value = (total_bid + cash) / unit
-        out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = error_bound_nb(n + 8, total_bid + abs(cash), unit, value)
+        out_value[Side.BID, k] = value
+        out_error[Side.BID, k] = error_bound_nb(n + 8, total_bid + abs(cash), unit, value)
         value = (total_ask + cash) / unit
-        out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = error_bound_nb(n + 8, total_ask + abs(cash), unit, value)
+        out_value[Side.ASK, k] = value
+        out_error[Side.ASK, k] = error_bound_nb(n + 8, total_ask + abs(cash), unit, value)
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
-        out_ratio[RATIO_COVERAGE, k] = coverage
-        out_ratio[RATIO_HALTED, k] = halted_share
+        out_ratio[RatioRow.COVERAGE, k] = coverage
+        out_ratio[RatioRow.HALTED_WEIGHT, k] = halted_share
         fund_flags = 0
-        if seen & SLOTBIT_QUOTE_MISSING:
-            fund_flags |= FLAG_SIDE_FALLBACK
+        if seen & SlotBit.QUOTE_MISSING:
+            fund_flags |= FundFlag.SIDE_FALLBACK
         if stale:
-            fund_flags |= FLAG_STALE
+            fund_flags |= FundFlag.STALE
         if halted:
-            fund_flags |= FLAG_HALTED
+            fund_flags |= FundFlag.HOLDING_HALTED
         if coverage < min_coverage:
-            fund_flags |= FLAG_LOW_COVERAGE
+            fund_flags |= FundFlag.LOW_COVERAGE
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOTBIT_HALTED):
-            fund_flags |= FLAG_FUND_HALTED
-        out_count[COUNT_STALE, k] = stale
-        out_count[COUNT_HALTED, k] = halted
-        out_count[COUNT_FLAGS, k] = fund_flags
-        if fund_flags & FLAG_FUND_HALTED:
-            out_count[COUNT_STATUS, k] = FUND_SUSPENDED
-        elif fund_flags & (FLAG_STALE | FLAG_HALTED | FLAG_LOW_COVERAGE):
-            out_count[COUNT_STATUS, k] = FUND_DEGRADED
+        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SlotBit.HALTED):
+            fund_flags |= FundFlag.FUND_HALTED
+        out_count[CountRow.STALE_HOLDINGS, k] = stale
+        out_count[CountRow.HALTED_HOLDINGS, k] = halted
+        out_count[CountRow.FUND_FLAGS, k] = fund_flags
+        if fund_flags & FundFlag.FUND_HALTED:
+            out_count[CountRow.FUND_STATUS, k] = FundStatus.HALTED
+        elif fund_flags & (FundFlag.STALE | FundFlag.HOLDING_HALTED | FundFlag.LOW_COVERAGE):
+            out_count[CountRow.FUND_STATUS, k] = FundStatus.DEGRADED
         else:
-            out_count[COUNT_STATUS, k] = FUND_OK
+            out_count[CountRow.FUND_STATUS, k] = FundStatus.OK
 
 
 @njit(cache=True)
@@ -440,12 +423,12 @@ def replay_nb(ticks, start, next_boundary, interval_ns, book, basket, sessions, 
     n = tick_ts.size
     cursor = 0
     while i < n:
-        if tick_code[i] != ACCEPTED:
+        if tick_code[i] != TickOutcome.ACCEPTED:
             i += 1
             continue
         price = tick_price[i]
         verdict = price_verdict_nb(price, tick_status[i])
-        if verdict != ACCEPTED:
+        if verdict != TickOutcome.ACCEPTED:
             tick_code[i] = verdict
             i += 1
             continue
