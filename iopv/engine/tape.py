@@ -72,7 +72,9 @@ def _tape(columns: list[list], line: list[int]) -> Tape:
 
 
 def decode_tape_python(data: bytes, index: dict[str, int]) -> Tape:
-    """``decode_tape`` line by line in Python (the reference the compiled pass must equal)."""
+    """``decode_tape`` line by line in Python (the reference the compiled pass must equal).
+
+    Ships because ``decode_tape`` takes this route for a tape given as text rather than bytes."""
     columns: list[list] = [[] for _ in range(7)]
     line: list[int] = []
     for number, raw in enumerate(data.splitlines(), start=1):

@@ -12,7 +12,7 @@ import numpy as np
 
 from iopv.kernels.jsonlex import inline, kernel
 
-#: Longest symbol the table holds (``iopv.core.universe.SYMBOL_PATTERN`` allows 32 characters);
+#: Longest symbol the table holds (``iopv.core.universe.NAME_PATTERN`` allows 32 characters);
 #: a longer one falls back.
 MAX_SYMBOL_BYTES = 32
 # Odd multipliers of the symbol hash (int64 arithmetic wraps).

@@ -8,10 +8,10 @@ ticks and once per cycle.
 Array layouts are described in ``iopv.core.universe`` (the universe, CSR by fund), ``iopv.core.packed``
 (its packed copy, ``PackedHoldings``) and ``iopv.engine.book`` (prices and last tick times indexed by book slot).
 ``value_all_nb`` / ``replay_nb`` are the engine's valuation kernels (methodology:
-docs/methodology.md; ticks are applied by ``iopv.kernels.ticks``); ``value_packed_nb`` is the
-price-only valuation (the benchmark's figure against scipy) and ``value_funds_nb`` the same over
-the plain arrays (the book's fund-ticker seed, and the reference the packed kernels are tested
-against).
+docs/methodology.md; ticks are applied by ``iopv.kernels.ticks``); ``value_funds_nb`` is the
+price-only valuation over the plain arrays (the book's fund-ticker seed, and the reference the
+packed kernels are tested against; the benchmark's price-only packed kernel, ``value_packed_nb``,
+lives in bench/packed_kernel.py).
 
 Rules more than one kernel applies are written once, as helpers numba inlines: the book rules
 (``iopv.kernels.ticks.apply_tick_nb``: live intake and replay), the side fallbacks (``side_prices_nb``: the
@@ -21,9 +21,9 @@ boundary valuation, the real-time kernels and, through ``slot_sides_nb``, the ex
 What bounds a pass over 2M holdings (measured, bench/README.md "Valuation"): not memory
 bandwidth but the chain of dependent float additions of a running sum (one add latency per
 holding), the loads per holding, and numba's negative-index fix-up on signed indices. Hence the
-packed kernels index with unsigned integers, read the FX factor from a per-call table of a few
-entries, and ``value_packed_nb`` runs two funds side by side. Every fund's terms are still added
-one by one in holding order, so each value is bit-identical to the plain kernels'.
+packed kernels index with unsigned integers and read the FX factor from a per-call table of a few
+entries. Every fund's terms are still added one by one in holding order, so each value is
+bit-identical to the plain kernels'.
 """
 
 from __future__ import annotations
@@ -106,103 +106,6 @@ def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, f
         out_error[f] = error_bound_nb(stop - start + 5, gross, unit, value)
 
 
-@njit(cache=True, inline="always")
-def _packed_term_nb(holding, shares, prices, fx_value, h, shift, mask):
-    """shares x price x fx of packed holding ``h`` (unsigned indices: no negative-index fix-up)."""
-    packed = holding[h]
-    return shares[h] * prices[packed >> shift] * fx_value[packed & mask]
-
-
-@njit(cache=True, inline="always")
-def _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error):
-    """Value and error bound of fund ``f`` from the sum of its terms (``value_funds_nb``'s
-    bound; every term is >= 0, so the sum is also the gross magnitude of the terms)."""
-    unit = fund_creation_unit[f]
-    cash = fund_cash[f]
-    value = (total + cash) / unit
-    out_value[f] = value
-    n = fund_offsets[f + 1] - fund_offsets[f]
-    out_error[f] = error_bound_nb(n + 5, total + abs(cash), unit, value)
-
-
-@njit(cache=True)
-def _finish_lane_nb(f, stop_fund, h, total, fund_offsets, holding, shares, prices, fx_value, shift,
-                    mask, fund_cash, fund_creation_unit, out_value, out_error):
-    """Funds ``f`` .. ``stop_fund - 1`` one after the other, fund ``f`` resumed at holding ``h``
-    with ``total`` summed so far."""
-    while f < stop_fund:
-        stop = uint64(fund_offsets[f + 1])
-        for k in range(h, stop):
-            total += _packed_term_nb(holding, shares, prices, fx_value, k, shift, mask)
-        _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-        total = 0.0
-        h = stop
-        f += 1
-
-
-@njit(cache=True)
-def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, fund_creation_unit,
-                    prices, out_value, out_error):
-    """``value_funds_nb`` over ``PackedHoldings`` (``holding``, ``shares``, ``shift``,
-    ``fx_slots``): bit-identical values, in ~40% of the time at US scale.
-
-    A fund's sum is a chain of dependent additions (one add latency per holding), so the funds
-    are split in two lanes at the middle holding and the lanes advance together, holding by
-    holding: two independent chains overlap. Each fund's own terms are still added in order.
-
-    Requires shares >= 0 and prices > 0 (the loader's and the book's rules): the error bound
-    takes the sum of the terms as their gross magnitude. Returns the number of prices that are
-    not > 0 (0 from any book the engine keeps). Counting them is one sequential read of the
-    prices, which brings them into cache before they are gathered: ~10% faster when they were
-    not (measured on the benchmark's books after a cache flush; no change when they were)."""
-    not_positive = 0
-    for s in range(prices.size):
-        not_positive += not prices[s] > 0.0
-    n_fx = fx_slots.size
-    fx_value = np.empty(n_fx)  # one per FX code, per call: a few entries, always in L1
-    for c in range(n_fx):
-        fx_value[c] = prices[fx_slots[c]]
-    bits = uint64(shift)
-    mask = (uint64(1) << bits) - uint64(1)
-    n_funds = fund_offsets.size - 1
-    middle = min(np.searchsorted(fund_offsets, fund_offsets[n_funds] // 2), n_funds)
-    # Lane a: funds [0, middle); lane b: funds [middle, n_funds). fa/fb: current fund, ha/hb: next
-    # holding, sa/sb: end of the current fund, ta/tb: its sum so far.
-    fa = 0
-    fb = middle
-    ha = uint64(fund_offsets[fa])
-    hb = uint64(fund_offsets[fb])
-    sa = uint64(fund_offsets[fa + 1]) if fa < middle else ha
-    sb = uint64(fund_offsets[fb + 1]) if fb < n_funds else hb
-    ta = 0.0
-    tb = 0.0
-    while fa < middle and fb < n_funds:
-        steps = min(sa - ha, sb - hb)
-        for j in range(steps):
-            ta += _packed_term_nb(holding, shares, prices, fx_value, ha + j, bits, mask)
-            tb += _packed_term_nb(holding, shares, prices, fx_value, hb + j, bits, mask)
-        ha += steps
-        hb += steps
-        if ha == sa:
-            _finish_fund_nb(fa, ta, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-            ta = 0.0
-            fa += 1
-            if fa < middle:
-                sa = uint64(fund_offsets[fa + 1])
-        if hb == sb:
-            _finish_fund_nb(fb, tb, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-            tb = 0.0
-            fb += 1
-            if fb < n_funds:
-                sb = uint64(fund_offsets[fb + 1])
-    # One lane is done: the other finishes alone.
-    _finish_lane_nb(fa, middle, ha, ta, fund_offsets, holding, shares, prices, fx_value, bits, mask,
-                    fund_cash, fund_creation_unit, out_value, out_error)
-    _finish_lane_nb(fb, n_funds, hb, tb, fund_offsets, holding, shares, prices, fx_value, bits, mask,
-                    fund_cash, fund_creation_unit, out_value, out_error)
-    return not_positive
-
-
 @njit(cache=True)
 def round_half_up_nb(values, errors, decimals, out_rounded, out_near_tie):
     """Round half away from zero to ``decimals``; flag values whose float error could cross a
@@ -251,6 +154,30 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
         if missing:
             bits |= SlotBit.QUOTE_MISSING
         out_bits[s] = bits
+
+
+@njit(cache=True, inline="always")
+def grade_fund_nb(seen, stale, halted, coverage, halted_share, market_halted, min_coverage, halted_weight):
+    """(``FundFlag`` bits, ``FundStatus``) of one fund from its holdings' facts: ``seen`` (the
+    ``SlotBit`` bits of its slots, FX included, or-ed), its stale and halted holding counts, its
+    coverage and halted share of the gross value, and whether its own ticker is halted
+    (docs/methodology.md: the flags and the status)."""
+    fund_flags = 0
+    if seen & SlotBit.QUOTE_MISSING:
+        fund_flags |= FundFlag.SIDE_FALLBACK
+    if stale:
+        fund_flags |= FundFlag.STALE
+    if halted:
+        fund_flags |= FundFlag.HOLDING_HALTED
+    if coverage < min_coverage:
+        fund_flags |= FundFlag.LOW_COVERAGE
+    if (halted and halted_share >= halted_weight) or market_halted:
+        fund_flags |= FundFlag.FUND_HALTED
+    if fund_flags & FundFlag.FUND_HALTED:
+        return fund_flags, FundStatus.HALTED
+    if fund_flags & (FundFlag.STALE | FundFlag.HOLDING_HALTED | FundFlag.LOW_COVERAGE):
+        return fund_flags, FundStatus.DEGRADED
+    return fund_flags, FundStatus.OK
 
 
 @njit(cache=True)
@@ -338,27 +265,14 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RatioRow.COVERAGE, k] = coverage
         out_ratio[RatioRow.HALTED_WEIGHT, k] = halted_share
-        fund_flags = 0
-        if seen & SlotBit.QUOTE_MISSING:
-            fund_flags |= FundFlag.SIDE_FALLBACK
-        if stale:
-            fund_flags |= FundFlag.STALE
-        if halted:
-            fund_flags |= FundFlag.HOLDING_HALTED
-        if coverage < min_coverage:
-            fund_flags |= FundFlag.LOW_COVERAGE
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SlotBit.HALTED):
-            fund_flags |= FundFlag.FUND_HALTED
+        fund_flags, fund_status = grade_fund_nb(seen, stale, halted, coverage, halted_share,
+                                                market >= 0 and slot_bits[market] & SlotBit.HALTED != 0,
+                                                min_coverage, halted_weight)
         out_count[CountRow.STALE_HOLDINGS, k] = stale
         out_count[CountRow.HALTED_HOLDINGS, k] = halted
         out_count[CountRow.FUND_FLAGS, k] = fund_flags
-        if fund_flags & FundFlag.FUND_HALTED:
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.HALTED
-        elif fund_flags & (FundFlag.STALE | FundFlag.HOLDING_HALTED | FundFlag.LOW_COVERAGE):
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.DEGRADED
-        else:
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.OK
+        out_count[CountRow.FUND_STATUS, k] = fund_status
 
 
 @njit(cache=True)

@@ -129,7 +129,7 @@ def test_absent_redis_delays_neither_clock_nor_mqtt(tmp_path, mosquitto, redis_s
     settings = settings_for(tmp_path, document, mosquitto, redis_server, interval_s=0.2)
     import dataclasses
 
-    from iopv.testing.servers import free_port
+    from iopv.localservers.servers import free_port
 
     dead = dataclasses.replace(settings.redis, url=f"redis://127.0.0.1:{free_port()}/0",
                                reconnect_min_s=0.05, reconnect_max_s=0.2, history_queue_cycles=3)

@@ -1,7 +1,7 @@
 """The straightforward tick intake the engine's must match outcome for outcome: every payload
 decoded in Python (orjson, the standard library for 1e400, then ``decode_tick_full``), staged as
 seven columns, applied ``capacity`` ticks at a time in one ``apply_book_nb`` call. Shared by
-tests/test_intake_fast_path.py and tests/test_tickscan.py."""
+tests/unit/test_intake_fast_path.py and tests/unit/test_tickscan.py."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Fast paths against their plain references, bit for bit.
 
 - The packed holdings layout (``iopv.core.packed.PackedHoldings``) and the kernels that read it:
-  ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept verbatim
-  as the reference: one holding after the other, every term and every gross magnitude summed in
-  holding order); the packed kernels must reproduce its values, error bounds and quality figures
-  bit for bit on seeded random universes -- multi-currency funds, mid-priced funds, share counts
-  that float32 cannot hold, quotes, halts, stale prices, fund subsets -- and on a synthetic
-  universe of realistic shape.
+  ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept as the
+  reference: one holding after the other, every term and every gross magnitude summed in holding
+  order; the fund's grading is the live kernel's own ``grade_fund_nb``, so a change to that rule
+  shows in the methodology tests, not hidden behind a copy); the packed kernels must reproduce
+  its values, error bounds and quality figures bit for bit on seeded random universes --
+  multi-currency funds, mid-priced funds, share counts that float32 cannot hold, quotes, halts,
+  stale prices, fund subsets -- and on a synthetic universe of realistic shape.
 - Exact resolution of near ties in integer arithmetic (``iopv.engine.valuer``): the decimals it
   reads from floats are those of their shortest text (``Decimal(repr(x))``), and its rounding is
   ``Decimal.quantize(ROUND_HALF_UP)``'s.
@@ -24,6 +25,8 @@ import numpy as np
 import pytest
 from numba import njit
 
+from bench import universes as U
+from bench.packed_kernel import value_packed_nb
 from iopv.core.constants import (
     N_COUNTS,
     N_RATIOS,
@@ -32,7 +35,6 @@ from iopv.core.constants import (
     BookBit,
     CountRow,
     FundFlag,
-    FundStatus,
     RatioRow,
     Side,
     SlotBit,
@@ -43,12 +45,11 @@ from iopv.core.universe import Universe, build_universe
 from iopv.engine.book import PriceBook
 from iopv.engine.valuer import Valuer, _decimal_parts, round_half_up
 from iopv.kernels.valuation import (
+    grade_fund_nb,
     slot_terms_nb,
     value_all_nb,
     value_funds_nb,
-    value_packed_nb,
 )
-from iopv.testing import universes as U
 from tests.support.generators import random_universe
 
 
@@ -123,27 +124,14 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
         out_ratio[RatioRow.COVERAGE, k] = coverage
         out_ratio[RatioRow.HALTED_WEIGHT, k] = halted_share
-        fund_flags = 0
-        if seen & SlotBit.QUOTE_MISSING:
-            fund_flags |= FundFlag.SIDE_FALLBACK
-        if stale:
-            fund_flags |= FundFlag.STALE
-        if halted:
-            fund_flags |= FundFlag.HOLDING_HALTED
-        if coverage < min_coverage:
-            fund_flags |= FundFlag.LOW_COVERAGE
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SlotBit.HALTED):
-            fund_flags |= FundFlag.FUND_HALTED
+        fund_flags, fund_status = grade_fund_nb(seen, stale, halted, coverage, halted_share,
+                                                market >= 0 and slot_bits[market] & SlotBit.HALTED != 0,
+                                                min_coverage, halted_weight)
         out_count[CountRow.STALE_HOLDINGS, k] = stale
         out_count[CountRow.HALTED_HOLDINGS, k] = halted
         out_count[CountRow.FUND_FLAGS, k] = fund_flags
-        if fund_flags & FundFlag.FUND_HALTED:
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.HALTED
-        elif fund_flags & (FundFlag.STALE | FundFlag.HOLDING_HALTED | FundFlag.LOW_COVERAGE):
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.DEGRADED
-        else:
-            out_count[CountRow.FUND_STATUS, k] = FundStatus.OK
+        out_count[CountRow.FUND_STATUS, k] = fund_status
 
 
 

@@ -8,11 +8,12 @@ from decimal import Context, Decimal, localcontext
 import numpy as np
 import pytest
 
+from bench.packed_kernel import value_packed_nb
 from iopv.core.constants import N_OUTCOMES, TickOutcome
 from iopv.core.packed import pack_holdings
 from iopv.engine.book import NEVER
 from iopv.kernels.ticks import apply_book_nb
-from iopv.kernels.valuation import value_funds_nb, value_packed_nb
+from iopv.kernels.valuation import value_funds_nb
 from tests.support.reference_intake import arrival_clock
 
 EXACT = Context(prec=120)

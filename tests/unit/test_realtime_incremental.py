@@ -22,16 +22,7 @@ from iopv.engine.realtime import RealtimePublisher
 from iopv.engine.reload import prepare
 from iopv.kernels.realtime import slot_holding_index
 from tests.support.generators import random_tape, random_universe
-
-
-class Collector:
-    name = "collector"
-
-    def __init__(self):
-        self.publications = []
-
-    def offer(self, publication) -> None:
-        self.publications.append(publication)
+from tests.support.live import CollectingSink as Collector
 
 
 def make(document, *, decimals: int = 4, **options):
