@@ -172,7 +172,7 @@ FUND_FLAG_WORDS = ("stale", "halted", "low_coverage", "fund_halted", "side_fallb
 class FundStatusT(NamedTuple):
     OK: int = 0  # "ok"
     DEGRADED: int = 1  # "degraded"
-    HALTED: int = 2  # "halted": the fund is not valued as trading (FundFlag.FUND_HALTED)
+    HALTED: int = 2  # "halted": FundFlag.FUND_HALTED is set (published "halted", hence the name)
 
 
 FundStatus = FundStatusT()

@@ -83,7 +83,7 @@ class Universe:
     #: Previous close (securities) or PCF rate (FX pairs) per book symbol.
     initial_prices: np.ndarray  # float64[S]
     fund_info: tuple[dict[str, Any], ...] = field(default=())
-    fund_basis: np.ndarray | None = None  # int64[F], BASIS_* (default: all last)
+    fund_basis: np.ndarray | None = None  # int64[F], PriceBasis (default: all last)
     #: Fund tickers that are not holdings; their book slots follow the symbols'.
     market_symbols: tuple[str, ...] = ()
     fund_market: np.ndarray | None = None  # int64[F], book slot of the fund's ticker, -1 = none

@@ -105,7 +105,7 @@ class TickIntake:
                          self._floats[TickFloatRow.ASK], self._ints[TickIntRow.TRADING], self._ints[TickIntRow.TS],
                          self._ints[TickIntRow.CODE])  # apply_book_nb's argument order
         self._filled = 0  # ticks in the columns
-        #: The event-time clock the kernels read and update (``CLOCK_*``): horizon, last cut,
+        #: The event-time clock the kernels read and update (``ClockCell``): horizon, last cut,
         #: max lead, held ticks. A horizon of MAX_TS holds nothing (arrival order, no cut yet).
         self.clock = np.array([MAX_TS, NEVER_TS, max_lead_ns, 0], dtype=np.int64)
         assert self.clock.size == N_CLOCK

@@ -8,7 +8,7 @@ unknown symbols, the out-of-order rule, trading status, halts, the spike filter,
 intake (``apply_book_nb``, ``release_held_nb``) and the tape replay (``iopv.kernels.valuation.
 replay_nb``) both apply ticks through it.
 
-Event time (docs/methodology.md "Event time"). The intake's ``clock`` (``CLOCK_*`` entries) holds
+Event time (docs/methodology.md "Event time"). The intake's ``clock`` (``ClockCell`` entries) holds
 the *horizon*, the boundary not yet cut, and the last boundary cut. A tick stamped at or before
 the horizon is applied at once; one stamped after it waits in the *held set* (the same columns
 as the staging batch) until the horizon reaches its stamp, so a boundary's book never holds a

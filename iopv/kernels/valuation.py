@@ -133,7 +133,7 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
     """Everything the holding pass needs of a slot, once per slot instead of once per holding:
     ``out_rows[s]`` = (last, bid or else last, ask or else last), packed so a holding costs one
     cache line; ``out_mid[s]`` = mid, or last while a side is unknown; ``out_bits[s]`` =
-    ``SLOTBIT_*`` bits (sides: ``side_prices_nb``)."""
+    ``SlotBit`` bits (sides: ``side_prices_nb``)."""
     for s in range(prices.size):
         p = prices[s]
         bid_side, ask_side, mid, missing = side_prices_nb(p, bid[s], ask[s])
@@ -187,8 +187,8 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
                  out_count):
     """One pass over the packed holdings (``iopv.core.packed.PackedHoldings``) of the funds in
     ``fund_list`` (after ``slot_terms_nb``): the value at last (or mid) prices, at bids and at
-    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
-    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k
+    asks, each with a float error bound (rows ``Side`` of ``out_value``/``out_error``), and the
+    quality figures (``out_ratio`` rows ``RatioRow``, ``out_count`` rows ``CountRow``); column k
     describes fund ``fund_list[k]``.
 
     Every term shares x price x fx is >= 0 (shares >= 0 by the loader, prices > 0 by the book),

@@ -59,8 +59,8 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
                  min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio, out_count):
     """One pass over the holdings of the funds in ``fund_list`` (after ``slot_terms_nb``): the
     value at last (or mid) prices, at bids and at asks, each with a float error bound (rows
-    ``SIDE_*`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
-    ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k describes fund ``fund_list[k]``."""
+    ``Side`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
+    ``RatioRow``, ``out_count`` rows ``CountRow``); column k describes fund ``fund_list[k]``."""
     for k in range(fund_list.size):
         f = fund_list[k]
         mid = fund_basis[f] == 1
