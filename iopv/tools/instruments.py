@@ -19,7 +19,7 @@ from decimal import Context, Decimal
 from typing import Any
 
 from iopv.tools.fxrates import DIGITS
-from iopv.tools.model import BOND, CASH, EQUITY, FUTURE, FX_FORWARD, MONEY_MARKET, OTHER, Row, iso_date
+from iopv.tools.model import Instrument, Row, iso_date
 from iopv.tools.symbols import SymbolMap, clean_ticker, valid_symbol
 
 #: The symbol of a foreign cash balance: it never ticks (its close is 1), its FX rate does.
@@ -59,8 +59,10 @@ class Mapper:
         self.static: list[dict[str, Any]] = []
         self.excluded: list[dict[str, Any]] = []
         self.mapped: list[dict[str, Any]] = []  # every non-equity mapping, for the report
-        self._mappings = {EQUITY: self._equity, CASH: self._cash, MONEY_MARKET: self._cash, FUTURE: self._future,
-                          FX_FORWARD: self._fx_forward, BOND: self._bond, OTHER: self._other}
+        self._mappings = {Instrument.EQUITY: self._equity, Instrument.CASH: self._cash,
+                          Instrument.MONEY_MARKET: self._cash, Instrument.FUTURE: self._future,
+                          Instrument.FX_FORWARD: self._fx_forward, Instrument.BOND: self._bond,
+                          Instrument.OTHER: self._other}
 
     def add(self, row: Row) -> None:
         self._mappings[row.kind](row)
@@ -142,7 +144,8 @@ class Mapper:
         """``amount`` of a foreign currency: a line at close 1 on ``CCY.CASH`` (it moves with the
         rate ``CCYFUND``)."""
         symbol = CASH_SYMBOL.format(ccy=currency)
-        line = self.lines.setdefault(symbol, Line(symbol, currency, CASH, ("cash", currency), close=Decimal(1)))
+        line = self.lines.setdefault(symbol, Line(symbol, currency, Instrument.CASH, ("cash", currency),
+                                                  close=Decimal(1)))
         line.shares += amount
         line.value += amount * rate
         line.rows.append(row.where)
