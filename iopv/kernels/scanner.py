@@ -315,6 +315,20 @@ def _stage_nb(buf, code, price, bid, ask, status, ts, sym_start, sym_length, def
     floats[TickFloatRow.ASK, k] = ask
 
 
+@inline
+def _after_element_nb(buf, i, end, newlines):
+    """What follows an array element ending at i: (start of the next element, False) after a
+    comma, (index after the ``]``, True) at the array's end, (-1, False) for anything else."""
+    i = skip_ws_nb(buf, i, end, newlines)
+    if i < end:
+        c = buf[i]
+        if c == 44:
+            return skip_ws_nb(buf, i + 1, end, newlines), False
+        if c == 93:
+            return i + 1, True
+    return -1, False
+
+
 # --- payloads and tapes ------------------------------------------------------------------------
 
 def resume_offset(scanned: int) -> int:
@@ -382,17 +396,11 @@ def scan_payload_nb(buf, start, table, ints, floats, at, limit, default_slot, re
             if single:
                 break
         element = True
-        i = skip_ws_nb(buf, i, end, True)
-        if i >= end:
+        i, closed = _after_element_nb(buf, i, end, True)
+        if i < 0:
             return PayloadScan.FALLBACK
-        c = buf[i]
-        if c == 44:
-            i = skip_ws_nb(buf, i + 1, end, True)
-            continue
-        if c == 93:
-            i += 1
+        if closed:
             break
-        return PayloadScan.FALLBACK
     if skip_ws_nb(buf, i, end, True) != end:
         return PayloadScan.FALLBACK
     if more:
@@ -435,17 +443,11 @@ def _tape_line_nb(buf, j, end, table, ints, floats, n, line):
         n += 1
         if not array:
             break
-        j = skip_ws_nb(buf, j, end, False)
-        if j >= end:
+        j, closed = _after_element_nb(buf, j, end, False)
+        if j < 0:
             return -1, first
-        c = buf[j]
-        if c == 44:
-            j = skip_ws_nb(buf, j + 1, end, False)
-            continue
-        if c == 93:
-            j += 1
+        if closed:
             break
-        return -1, first
     j = skip_ws_nb(buf, j, end, False)
     if j < end and buf[j] != 10 and buf[j] != 13:
         return -1, first

@@ -163,10 +163,9 @@ class Mapper:
         if symbol == "-":
             self._static(row, f"not listed ({row.exchange}): kept at its market value")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
-        rate = self.rate(currency)
+        currency = self._foreign_currency(row)
+        rate = self._rate_or_exclude(row, currency, f" ({self.fund_currency} per unit)")
         if rate is None:
-            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE ({self.fund_currency} per unit)")
             return
         quantity = row.quantity
         if quantity is None or quantity <= 0:
@@ -188,8 +187,19 @@ class Mapper:
             self._static(row, f"{symbol} is already another security in this file and the row has no "
                               "ISIN/SEDOL to tell them apart: kept at its market value")
 
+    def _foreign_currency(self, row: Row) -> str:
+        """The row's currency when it is not the fund's, else "" (whose rate is 1)."""
+        return row.currency if row.currency not in ("", self.fund_currency) else ""
+
+    def _rate_or_exclude(self, row: Row, currency: str, hint: str = "") -> Decimal | None:
+        """The FX rate of ``currency``; None, the row excluded saying which ``--fx`` to give, without one."""
+        rate = self.rate(currency)
+        if rate is None:
+            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE{hint}")
+        return rate
+
     def _cash(self, row: Row) -> None:
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         amount = row.market_value
         if not currency or self.foreign_cash == "static":
             if amount is None:
@@ -225,7 +235,7 @@ class Mapper:
         if symbol in (None, "-"):
             self._static(row, f"future: {why or 'not listed'}")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         rate = self.rate(currency)
         price = self.prices.get(symbol, self._local_price(row))
         if rate is None or price is None:
@@ -255,7 +265,7 @@ class Mapper:
                    cash=offset)
 
     def _fx_forward(self, row: Row) -> None:
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         rate = self.rate(currency) if currency else None
         if not currency or rate is None or not row.quantity or row.quantity <= 0 or row.market_value is None:
             self._static(row, "FX forward without a long foreign-currency amount: kept at its market value")
@@ -270,10 +280,9 @@ class Mapper:
         if par is None or par <= 0:
             self._static(row, f"bond with par {par}: kept at its market value")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
-        rate = self.rate(currency)
+        currency = self._foreign_currency(row)
+        rate = self._rate_or_exclude(row, currency)
         if rate is None:
-            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE")
             return
         identifiers = tuple(i for i in (row.isin, row.cusip, row.sedol) if i and valid_symbol(i))
         symbol = identifiers[0] if identifiers else bond_symbol(row)
