@@ -11,7 +11,7 @@ contracts x price x multiplier. Cash rows: the quantity is in the cash's own cur
 
 from __future__ import annotations
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header
+from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
 from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
@@ -46,10 +46,7 @@ def read(path) -> Holdings:
     book = read_workbook(path, CONTAINERS)
     records = book.sheet("Holdings")
     out = Holdings(str(path), "ishares", container=book.container)
-    at = find_header(records, HEADER_MARKERS)
-    if at is None:
-        raise HoldingsError(f"{path}: no header row with {', '.join(HEADER_MARKERS)} "
-                            "(is this an iShares holdings file?)")
+    at = require_header(records, HEADER_MARKERS, str(path), "is this an iShares holdings file?")
     _preamble(records[:at], out)
     columns = Columns(records[at], COLUMNS)
     columns.require(COLUMNS, REQUIRED, "iShares")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header
-from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
+from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
+from iopv.tools.model import Holdings, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("xlsx",)
@@ -31,10 +31,7 @@ def read(path) -> Holdings:
     book = read_workbook(path, CONTAINERS)
     records = book.sheet("holdings")
     out = Holdings(str(path), "ssga", container=book.container)
-    at = find_header(records, HEADER_MARKERS)
-    if at is None:
-        raise HoldingsError(f"{path}: sheet holdings: no header row with {', '.join(HEADER_MARKERS)} "
-                            "(is this an SSGA file?)")
+    at = require_header(records, HEADER_MARKERS, f"{path}: sheet holdings", "is this an SSGA file?")
     for record in records[:at]:
         cells = [f.strip() for f in record.fields]
         key = cells[0].rstrip(":").lower() if cells else ""
