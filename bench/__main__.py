@@ -35,7 +35,7 @@ def _section(name: str):
 
 
 def run_universes(ctx: Context) -> dict:
-    from iopv.testing import universes as U
+    from bench import universes as U
     check = U.check_direct_layout()
     ctx.universe("demo")
     ctx.universe("us")

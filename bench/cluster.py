@@ -40,8 +40,8 @@ from iopv.engine import gcpolicy
 from iopv.engine.codec import encode_record
 from iopv.engine.cycle import Engine
 from iopv.engine.publication import Publication
-from iopv.testing.cluster import nats_cluster, redis_cluster
-from iopv.testing.servers import local_servers
+from iopv.localservers.clusters import nats_cluster, redis_cluster
+from iopv.localservers.servers import local_servers
 
 SECOND = 1_000_000_000
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from iopv.testing import universes as U
+from bench import universes as U
 
 
 def summarize_ns(samples_ns, scale: float = 1e-6, prefix: str = "", unit: str = "ms") -> dict:

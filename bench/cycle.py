@@ -34,7 +34,7 @@ from iopv.engine import gcpolicy
 from iopv.engine.clock import BoundaryClock
 from iopv.engine.cycle import Engine
 from iopv.engine.publication import build_publication
-from iopv.testing.servers import local_servers
+from iopv.localservers.servers import local_servers
 
 TICKS_PER_CYCLE = 5_000
 JITTER_INTERVAL_S = 0.02

@@ -1,7 +1,7 @@
 """End to end over a real Mosquitto and Redis: offered tick rate vs what the engine absorbs, and
 tick -> published value latency.
 
-Set-up: throwaway servers (``iopv.testing.servers.local_servers``); the engine runs as its own process
+Set-up: throwaway servers (``iopv.localservers.servers.local_servers``); the engine runs as its own process
 (``python -m iopv run``, the real CLI, uvloop included) on the demo universe plus one probe fund
 (``PROBE-FUND``: one share of ``PROBE.X``, creation unit 1, no cash, so its published value *is*
 the last probe price); the load generator (``bench.loadgen``, raw-socket MQTT, open loop) is a
@@ -37,12 +37,11 @@ from pathlib import Path
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from bench import loadgen
+from bench import loadgen, universes
 from bench.ceilings import ceilings
 from bench.common import REPO, Context, python_env
 from iopv.engine.clock import boundary_at_or_after
-from iopv.testing import universes
-from iopv.testing.servers import local_servers
+from iopv.localservers.servers import local_servers
 
 PROBE_FUND = "PROBE-FUND"
 PROBE_SYMBOL = "PROBE.X"

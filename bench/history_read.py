@@ -26,7 +26,7 @@ import redis
 import redis.asyncio as aioredis
 
 from iopv.adapters.redis.history import decode_entry, read_history
-from iopv.testing.servers import local_servers
+from iopv.localservers.servers import local_servers
 
 S = 1_000_000_000
 BASE = 1_700_000_000 * S

@@ -88,7 +88,7 @@ def feed(ctx: Context) -> None:
     from iopv.adapters.mqtt.feed import MqttTickFeed
     from iopv.engine.book import PriceBook
     from iopv.engine.intake import TickIntake
-    from iopv.testing.servers import local_servers
+    from iopv.localservers.servers import local_servers
     _, symbols_file, _ = write_inputs(ctx)
     with local_servers(redis=False) as (mosquitto, _):
         settings = engine_settings(mqtt={"url": mosquitto.url}).mqtt
@@ -122,7 +122,7 @@ def feed(ctx: Context) -> None:
 
 def sinks(ctx: Context) -> None:
     from bench.cycle import isolated_cycles
-    from iopv.testing.servers import local_servers
+    from iopv.localservers.servers import local_servers
     universe = ctx.universe("us")
     with local_servers() as (mosquitto, redis_server):
         for sink in ("mqtt", "redis"):

@@ -37,7 +37,8 @@ from iopv.core.constants import MAX_TS, N_FLOAT_ROWS, N_INT_ROWS
 from iopv.engine import codec
 from iopv.engine.book import PriceBook
 from iopv.engine.intake import TickIntake
-from iopv.kernels.scanner import TOPIC_UNRESOLVED, scan_payload_nb, symbol_table
+from iopv.kernels.scanner import TopicSlot, scan_payload_nb
+from iopv.kernels.symbols import symbol_table
 
 SESSION_START_NS = 1_711_978_200_000_000_000  # 2024-04-01 13:30:00 UTC
 FLUSH_EVERY_SINGLE = 1_000
@@ -142,7 +143,7 @@ def components(book: PriceBook, messages: list[tuple[bytes, str]]) -> dict:
     n = 0
     started = time.perf_counter_ns()
     for payload, _ in messages:
-        n += scan_payload_nb(payload, 0, table, ints, floats, 0, size, TOPIC_UNRESOLVED, now)
+        n += scan_payload_nb(payload, 0, table, ints, floats, 0, size, TopicSlot.UNRESOLVED, now)
     scan_ns = time.perf_counter_ns() - started
     started = time.perf_counter_ns()
     parsed = [orjson.loads(p) for p, _ in messages]

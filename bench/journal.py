@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 
 from bench import end_to_end as e2e
+from bench import universes
 from bench.common import Context
 from iopv.adapters.journal import JournalReader, events
 from iopv.adapters.journal.writer import JournalWriter
@@ -53,9 +54,8 @@ from iopv.engine.cycle import Engine
 from iopv.engine.journal_replay import JournalReplay
 from iopv.engine.replay import replay_frames
 from iopv.engine.tape import decode_tape
+from iopv.localservers.servers import local_servers
 from iopv.service.route import PublicationRoute
-from iopv.testing import universes
-from iopv.testing.servers import local_servers
 
 INTERVAL_NS = 15_000_000_000
 #: Today (UTC), 01:00: the journal file is today's, so no rotation splits the run.

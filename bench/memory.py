@@ -80,9 +80,9 @@ def _release() -> None:
 
 def probe_memory() -> dict:
     """Child process: build the US-scale engine state and report its memory."""
+    from bench import universes as U
     from bench.common import engine_settings
     from iopv.engine.cycle import Engine
-    from iopv.testing import universes as U
     # Load the kernels first (numba/LLVM take tens of MB that do not scale with the universe).
     Engine(U.to_universe(U.generate(U.Spec("tiny", 10, 500, 400, seed=1))), engine_settings()).warm_up()
     _release()
@@ -151,7 +151,7 @@ def _child(args: list[str], env: dict | None = None, timeout_s: float = 300) -> 
 
 
 def run(ctx: Context) -> dict:
-    from iopv.testing import universes as U
+    from bench import universes as U
     memory = _child(["--probe", "memory"])
     ctx.universe("us")  # full mode: writes the US basket file (ctx.us_pcf_path)
     demo_pcf = str(U.DEMO_PCF)

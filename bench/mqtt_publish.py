@@ -35,7 +35,7 @@ from iopv.adapters.mqtt.client import make_client, paho_client
 from iopv.adapters.mqtt.sink import QUICKACK, MqttSink
 from iopv.config import load_settings
 from iopv.engine.publication import Publication
-from iopv.testing.servers import local_servers
+from iopv.localservers.servers import local_servers
 
 
 def publication(funds: int, seed: int = 7) -> Publication:

@@ -2,7 +2,7 @@
 
 Contenders, timed call by call in alternation on the same price books:
 
-- ``engine``: ``iopv.kernels.valuation.value_packed_nb`` (one pass over the packed holdings,
+- ``engine``: ``bench.packed_kernel.value_packed_nb`` (one pass over the packed holdings,
   ``Universe.packed``: 8 bytes per holding, a uint32 of book slot and FX code plus a float32
   share count; each term is shares x price[security] x fx, two funds summed side by side; it
   also writes the error bound).
@@ -32,10 +32,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from bench.common import Context, interleaved, summarize_ns
+from bench.packed_kernel import value_packed_nb
+from bench.universes import describe
 from iopv.engine.book import PriceBook
 from iopv.engine.valuer import Valuer
-from iopv.kernels.valuation import round_half_up_nb, value_funds_nb, value_packed_nb
-from iopv.testing.universes import describe
+from iopv.kernels.valuation import round_half_up_nb, value_funds_nb
 
 N_BOOKS = 8  # distinct price books cycled through, so caches and near ties vary like live
 

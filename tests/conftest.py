@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iopv.testing.servers import MosquittoServer, RedisServer, local_servers
+from iopv.localservers.servers import MosquittoServer, RedisServer, local_servers
 
 
 @pytest.fixture(scope="session")

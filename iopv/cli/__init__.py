@@ -4,7 +4,9 @@ import-holdings | explain``.
 Errors in configuration or basket files end the command with exit code 2 and a message that
 names the file, field or key -- never a traceback. The commands live by concept in
 ``iopv.cli.engine`` (run, demo, replay, explain, check-pcf, shards) and ``iopv.cli.readers``
-(tail, history, import-holdings); this module holds the parser and ``main``.
+(tail, history, import-holdings); ``tail`` is ``iopv tail``'s subscriber, ``display`` the terminal
+table it and the demo draw, ``common`` the settings from flags, logging and the asyncio runner;
+this module holds the parser and ``main``.
 """
 
 from __future__ import annotations

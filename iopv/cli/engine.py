@@ -27,6 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from iopv.cli.display import TerminalDisplay
     from iopv.demo.run import demo
 
     settings = settings_from(args, calendar="always")  # the simulator ticks around the clock
@@ -34,7 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 own_mqtt=not (args.mqtt_url or os.environ.get("IOPV_MQTT_URL")),
                 own_redis=not (args.redis_url or os.environ.get("IOPV_REDIS_URL")),
                 ticks_per_s=args.ticks_per_s, seed=args.seed, duration_s=args.duration,
-                runner=run_async)
+                runner=run_async, display_factory=TerminalDisplay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from iopv.core.universe import load_pcf
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from iopv.demo.tail import Tail
+    from iopv.cli.tail import Tail
 
     settings = load_settings(args.config, overrides={"engine": {"interval_s": args.interval},
                                                      "mqtt": {"url": args.mqtt_url}})

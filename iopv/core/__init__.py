@@ -1,3 +1,7 @@
-"""Layer 1, the model: codes and flags, baskets as arrays (universe, packed layout), the trading calendar.
+"""Layer 1, the model: codes and flags, baskets as arrays, the names of the outside world.
 
-Imports nothing else of the package. Everything above builds on these arrays and constants."""
+``constants`` (every code kernels and Python share, scoped by family), ``universe`` (basket files
+-> validated CSR arrays), ``packed`` (the packed holdings layout the valuation kernels stream),
+``calendar`` (trading sessions), ``shard`` (which funds and tick symbols a shard owns), ``names``
+(the MQTT topics and Redis keys). Imports nothing else of the package; everything above builds on
+these arrays and constants."""

@@ -13,7 +13,7 @@ The universe is laid out for the kernels (compressed sparse rows, one row per fu
                                           currency; ONE_INDEX (a slot fixed at 1.0) when the
                                           holding is in the fund currency
     fund_cash[f], fund_creation_unit[f]   estimated cash per creation unit, shares per unit
-    fund_basis[f]                         BASIS_LAST or BASIS_MID (PCF "price_basis")
+    fund_basis[f]                         PriceBasis.LAST or .MID (PCF "price_basis")
     fund_market[f]                        book slot of the fund's own ticker (its market price)
 
 FX rates live in the same book as prices, under the symbol ``<CCY><FUNDCCY>`` (``EURUSD`` = USD
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from iopv.core.constants import BASES, BASIS_LAST
+from iopv.core.constants import PRICE_BASIS_WORDS, PriceBasis
 from iopv.core.packed import PackedHoldings, pack_holdings
 
 #: Fund tickers and symbols become MQTT topic levels and Redis keys: keep them to a safe set.
@@ -83,7 +83,7 @@ class Universe:
     #: Previous close (securities) or PCF rate (FX pairs) per book symbol.
     initial_prices: np.ndarray  # float64[S]
     fund_info: tuple[dict[str, Any], ...] = field(default=())
-    fund_basis: np.ndarray | None = None  # int64[F], BASIS_* (default: all last)
+    fund_basis: np.ndarray | None = None  # int64[F], PriceBasis (default: all last)
     #: Fund tickers that are not holdings; their book slots follow the symbols'.
     market_symbols: tuple[str, ...] = ()
     fund_market: np.ndarray | None = None  # int64[F], book slot of the fund's ticker, -1 = none
@@ -95,7 +95,7 @@ class Universe:
     def __post_init__(self) -> None:
         n = len(self.funds)
         if self.fund_basis is None:
-            object.__setattr__(self, "fund_basis", np.full(n, BASIS_LAST, dtype=np.int64))
+            object.__setattr__(self, "fund_basis", np.full(n, PriceBasis.LAST, dtype=np.int64))
         if self.fund_market is None:
             object.__setattr__(self, "fund_market", np.full(n, -1, dtype=np.int64))
         if len(self.fund_info) != n:
@@ -278,8 +278,8 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
             if key in fund and not isinstance(fund[key], str):
                 check.error(f"{where}.{key}", f"expected a string, got {_describe(fund[key])}")
         basis = fund.get("price_basis", "last")
-        if basis not in BASES:
-            check.error(f"{where}.price_basis", f"expected one of {', '.join(BASES)}, got {_describe(basis)}")
+        if basis not in PRICE_BASIS_WORDS:
+            check.error(f"{where}.price_basis", f"expected one of {', '.join(PRICE_BASIS_WORDS)}, got {_describe(basis)}")
         vendor: dict[str, float] = {}
         for key in VENDOR_KEYS:
             if key in fund:
@@ -357,7 +357,7 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
         if ticker is not None and unit is not None and cash is not None and currency is not None:
             info = {key: fund[key] for key in ("name", "as_of") if isinstance(fund.get(key), str)}
             info.update(vendor)
-            fund_rows.append((ticker, currency, unit, cash, info, rows, BASES.get(basis, BASIS_LAST)))
+            fund_rows.append((ticker, currency, unit, cash, info, rows, PRICE_BASIS_WORDS.get(basis, PriceBasis.LAST)))
 
     for pair, (_, fund_name) in rates.items():
         if pair in close:

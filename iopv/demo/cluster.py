@@ -25,8 +25,8 @@ from iopv.config import DEFAULT_CONFIG_PATH, load_settings
 from iopv.core.shard import shard_of
 from iopv.core.universe import load_pcf
 from iopv.demo.simulator import TickSimulator, publish_ticks
-from iopv.testing.cluster import nats_cluster, redis_cluster
-from iopv.testing.servers import free_port
+from iopv.localservers.clusters import nats_cluster, redis_cluster
+from iopv.localservers.servers import free_port
 
 SHARDS, REPLICAS = 2, 2
 

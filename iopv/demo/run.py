@@ -12,19 +12,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from iopv.config import Settings
 from iopv.core.universe import load_pcf
-from iopv.demo.display import TerminalDisplay
 from iopv.demo.simulator import TickSimulator, publish_ticks
 from iopv.engine import view
+from iopv.localservers.servers import free_port, local_servers
 from iopv.service.live import Service
-from iopv.testing.servers import free_port, local_servers
 
 log = logging.getLogger(__name__)
 
 
-async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duration_s: float | None) -> int:
+async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duration_s: float | None,
+                   display_factory: Callable[..., Any]) -> int:
+    """The demo until stopped. ``display_factory`` builds the terminal table (the command line's
+    ``iopv.cli.display.TerminalDisplay``: the demo sits below the command layer, so it is handed in)."""
     universe = load_pcf(settings.engine.pcf_path)
     names = {fund: info.get("name", "") for fund, info in zip(universe.funds, universe.fund_info)}
     n_securities = len(universe.symbols)
@@ -40,7 +44,7 @@ async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duratio
 
     if not settings.ops.http_port:  # the board always runs in the demo: on a free port unless one is given
         settings = dataclasses.replace(settings, ops=dataclasses.replace(settings.ops, http_port=free_port()))
-    display = TerminalDisplay(names, view.reference_values(universe, settings.engine.decimals), status,
+    display = display_factory(names, view.reference_values(universe, settings.engine.decimals), status,
                               decimals=settings.engine.decimals, interval_s=settings.engine.interval_s)
     service = Service(settings, universe=universe, extra_sinks=[display])
     display.url = service.http.url
@@ -66,7 +70,7 @@ async def run_demo(settings: Settings, *, ticks_per_s: float, seed: int, duratio
 
 
 def demo(settings: Settings, *, own_mqtt: bool, own_redis: bool, ticks_per_s: float, seed: int,
-         duration_s: float | None, runner) -> int:
+         duration_s: float | None, runner, display_factory: Callable[..., Any]) -> int:
     """Start servers as needed, then run the demo with ``runner`` (an asyncio runner function)."""
     with local_servers(mqtt=own_mqtt, redis=own_redis) as (mosquitto, redis_server):
         mqtt = settings.mqtt if mosquitto is None else dataclasses.replace(settings.mqtt, url=mosquitto.url)
@@ -75,4 +79,5 @@ def demo(settings: Settings, *, own_mqtt: bool, own_redis: bool, ticks_per_s: fl
         if mosquitto or redis_server:
             log.info("demo: throwaway servers: %s %s (stopped on exit)",
                      mosquitto.url if mosquitto else "", redis_server.url if redis_server else "")
-        return runner(run_demo(settings, ticks_per_s=ticks_per_s, seed=seed, duration_s=duration_s))
+        return runner(run_demo(settings, ticks_per_s=ticks_per_s, seed=seed, duration_s=duration_s,
+                               display_factory=display_factory))

@@ -3,7 +3,8 @@
 Run ``python -m iopv.demo.universe --out config/pcf/demo.json [--seed 2004]``.
 
 Source: the July 2004 Form N-1A amendment of the PowerShares Exchange-Traded Fund Trust
-(``/work/shared/seed/002_04d57dcc30487bb1.txt``; offsets are character positions in it).
+(the filing's text as the project received it, ``seed/002_04d57dcc30487bb1.txt`` of the shared
+material, not part of this repository; offsets are character positions in it).
 
 Taken from the filing
 - 28 funds in the trust, 26 in this prospectus plus Dynamic Market and Dynamic OTC [3417, 459639].

@@ -5,7 +5,7 @@ that is not a holding (``Universe.market_symbols``: the fund's own market price)
 fixed at 1.0 (``Universe.one_index``, the FX factor of holdings in their fund's currency).
 A slot that has never ticked holds the PCF's previous close (or PCF rate; for a fund ticker, the
 fund's value at previous closes) and ``NEVER`` as its tick time. ``bid``/``ask`` are NaN until a tick carries that side.
-``flags`` holds ``iopv.core.constants.SLOT_*`` bits (halted). ``pending_price``/``pending_count`` are
+``flags`` holds ``iopv.core.constants.BookBit`` bits (halted). ``pending_price``/``pending_count`` are
 the spike filter's state: a held-back level and how many consecutive ticks confirmed it.
 """
 

@@ -13,21 +13,7 @@ from typing import Any
 
 import orjson
 
-from iopv.core.constants import (
-    ACCEPTED,
-    BAD_PRICE_TYPE,
-    BAD_QUOTE,
-    BAD_STATUS,
-    BAD_SYMBOL,
-    BAD_TS,
-    MAX_TS,
-    MISSING_PRICE,
-    MISSING_SYMBOL,
-    MISSING_TS,
-    NOT_AN_OBJECT,
-    TRADING_NONE,
-    TRADING_WORDS,
-)
+from iopv.core.constants import MAX_TS, TRADING_STATUS_WORDS, TickOutcome, TradingStatus
 
 NAN = math.nan
 
@@ -64,31 +50,31 @@ def decode_tick_full(obj: Any, default_symbol: str | None, default_ts: int | Non
                      index: dict[str, int]) -> tuple[int, int, float, float, float, int, int]:
     """(code, book slot or -1, price, bid, ask, status, ts) for one decoded JSON value.
 
-    ``code`` is ``ACCEPTED`` for a well-formed tick (the kernel still checks the price value and
+    ``code`` is ``TickOutcome.ACCEPTED`` for a well-formed tick (the kernel still checks the price value and
     the order), otherwise the rejection reason. The payload's symbol wins over the topic's;
     ``default_ts`` stands in for a missing ``ts`` (receive time live, None in replay). ``bid`` and
-    ``ask`` are NAN when absent; ``status`` is a ``STATUS_*`` code. A message with a ``status``
+    ``ask`` are NAN when absent; ``status`` is a ``TradingStatus`` code. A message with a ``status``
     and no ``price`` is a trading-status message (price NAN)."""
     if type(obj) is not dict:
-        return NOT_AN_OBJECT, -1, NAN, NAN, NAN, 0, 0
+        return TickOutcome.NOT_AN_OBJECT, -1, NAN, NAN, NAN, 0, 0
     symbol = obj.get("symbol", default_symbol)
     if symbol is None:
-        return MISSING_SYMBOL, -1, NAN, NAN, NAN, 0, 0
+        return TickOutcome.MISSING_SYMBOL, -1, NAN, NAN, NAN, 0, 0
     if type(symbol) is not str or not symbol:
-        return BAD_SYMBOL, -1, NAN, NAN, NAN, 0, 0
+        return TickOutcome.BAD_SYMBOL, -1, NAN, NAN, NAN, 0, 0
     word = obj.get("status")
-    status = TRADING_NONE
+    status = TradingStatus.NONE
     if word is not None:
-        status = TRADING_WORDS.get(word, -1) if type(word) is str else -1
+        status = TRADING_STATUS_WORDS.get(word, -1) if type(word) is str else -1
     price = obj.get("price")
     kind = type(price)
     if kind is not float:
         if price is None:
-            if status == TRADING_NONE or "price" in obj:
-                return MISSING_PRICE, -1, NAN, NAN, NAN, 0, 0
+            if status == TradingStatus.NONE or "price" in obj:
+                return TickOutcome.MISSING_PRICE, -1, NAN, NAN, NAN, 0, 0
             price = NAN  # a status message
         elif kind is not int:  # bool, str, list, ... (bool is not int by type identity)
-            return BAD_PRICE_TYPE, -1, NAN, NAN, NAN, 0, 0
+            return TickOutcome.BAD_PRICE_TYPE, -1, NAN, NAN, NAN, 0, 0
         else:
             try:
                 price = float(price)
@@ -97,19 +83,19 @@ def decode_tick_full(obj: Any, default_symbol: str | None, default_ts: int | Non
     ts = obj.get("ts")
     if ts is None:
         if default_ts is None:
-            return MISSING_TS, -1, NAN, NAN, NAN, 0, 0
+            return TickOutcome.MISSING_TS, -1, NAN, NAN, NAN, 0, 0
         ts = default_ts
     elif type(ts) is not int or not 0 <= ts <= MAX_TS:
-        return BAD_TS, -1, NAN, NAN, NAN, 0, 0
+        return TickOutcome.BAD_TS, -1, NAN, NAN, NAN, 0, 0
     if status < 0:
-        return BAD_STATUS, -1, NAN, NAN, NAN, 0, 0
+        return TickOutcome.BAD_TRADING_STATUS, -1, NAN, NAN, NAN, 0, 0
     bid = ask = NAN
     if "bid" in obj or "ask" in obj:
         bid = _quote_side(obj.get("bid"))
         ask = _quote_side(obj.get("ask"))
         if bid is None or ask is None or bid > ask:
-            return BAD_QUOTE, -1, NAN, NAN, NAN, 0, 0
-    return ACCEPTED, index.get(symbol, -1), price, bid, ask, status, ts
+            return TickOutcome.BAD_QUOTE, -1, NAN, NAN, NAN, 0, 0
+    return TickOutcome.ACCEPTED, index.get(symbol, -1), price, bid, ask, status, ts
 
 
 def _reject_constant(name: str) -> Any:

@@ -17,13 +17,11 @@ import numpy as np
 from iopv.config import Settings
 from iopv.core.calendar import SessionCalendar
 from iopv.core.constants import (
-    BOOK_HALTED,
-    COUNT_FLAGS,
-    COUNT_STATUS,
-    FLAG_RECOVERING,
-    FUND_DEGRADED,
-    HELD_OVERFLOW,
-    LATE,
+    BookBit,
+    CountRow,
+    FundFlag,
+    FundStatus,
+    TickOutcome,
     counts_by_reason,
 )
 from iopv.core.shard import parse_shard
@@ -98,7 +96,7 @@ class Engine:
 
     def holding_status(self, now_ns: int) -> dict[str, int]:
         """Symbols never ticked this session, ticked but stale (older than ``engine.stale_after_s``;
-        0 = never), and halted (``book.flags & BOOK_HALTED``)."""
+        0 = never), and halted (``book.flags & BookBit.HALTED``)."""
         book = self.book
         n = len(book.symbols)
         last_ts = book.last_ts[:n]
@@ -108,7 +106,7 @@ class Engine:
         return {
             "never_ticked": int(np.count_nonzero(never)),
             "stale": int(np.count_nonzero(~never & (last_ts < cutoff))),
-            "halted": int(np.count_nonzero(book.flags[:n] & BOOK_HALTED)),
+            "halted": int(np.count_nonzero(book.flags[:n] & BookBit.HALTED)),
         }
 
     def ready(self) -> dict[str, bool]:
@@ -205,7 +203,7 @@ class Engine:
         """Whether the book is whole at this boundary: ticks dropped since the last cycle make it
         not whole; every symbol ticked since the gap makes it whole (``iopv.engine.health``)."""
         health = self.health
-        overflows = int(self.intake.counts[HELD_OVERFLOW])
+        overflows = int(self.intake.counts[TickOutcome.HELD_OVERFLOW])
         if overflows != self._overflows:
             self._overflows = overflows
             health.lost("overflow", boundary_ns)
@@ -223,8 +221,8 @@ class Engine:
         frame = self.valuer.frame(self.book, boundary_ns, session[0])
         if not whole:  # every fund: flagged recovering, at least degraded
             count = frame.count
-            count[COUNT_FLAGS] |= FLAG_RECOVERING
-            np.maximum(count[COUNT_STATUS], FUND_DEGRADED, out=count[COUNT_STATUS])
+            count[CountRow.FUND_FLAGS] |= FundFlag.RECOVERING
+            np.maximum(count[CountRow.FUND_STATUS], FundStatus.DEGRADED, out=count[CountRow.FUND_STATUS])
         publication = build_publication(self.universe, boundary_ns, frame, static=self.static, whole=whole)
         self.last_publication = publication
         self.publish(publication)
@@ -236,7 +234,7 @@ class Engine:
 
     def _log_late(self) -> None:
         """Late ticks, logged at most once per ``LATE_LOG_EVERY_S`` (they are all counted)."""
-        late = int(self.intake.counts[LATE])
+        late = int(self.intake.counts[TickOutcome.LATE])
         now = time.monotonic()
         if late > self._late_logged and now - self._late_logged_at >= LATE_LOG_EVERY_S:
             log.warning("%d tick(s) arrived after their boundary's cut (late, engine.watermark_ms = %g): "

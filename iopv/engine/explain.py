@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from iopv.core.constants import BASIS_MID, SIDE_VALUE, SLOTBIT_HALTED, SLOTBIT_STALE
+from iopv.core.constants import PriceBasis, Side, SlotBit
 from iopv.engine.book import NEVER
 from iopv.engine.cycle import Engine
 from iopv.engine.publication import Publication
@@ -61,7 +61,7 @@ def explain(engine: Engine, fund: str, publication: Publication) -> dict:
         raise KeyError(fund)
     record = publication.records[f]
     decimals = engine.valuer.decimals
-    mid = bool(u.fund_basis[f] == BASIS_MID)
+    mid = bool(u.fund_basis[f] == PriceBasis.MID)
     bits = engine.valuer.slot_bits
     one = u.one_index
     holdings = []
@@ -74,13 +74,13 @@ def explain(engine: Engine, fund: str, publication: Publication) -> dict:
             shares = _dec(u.holding_shares[h])
             price = _price(engine, slot, mid)
             row = {"symbol": engine.book.symbols[slot], "shares": shares, **price,
-                   "stale": bool(bits[slot] & SLOTBIT_STALE), "halted": bool(bits[slot] & SLOTBIT_HALTED)}
+                   "stale": bool(bits[slot] & SlotBit.STALE), "halted": bool(bits[slot] & SlotBit.HALTED)}
             rate = Decimal(1)
             if fx_slot != one:
                 fx = _price(engine, fx_slot, mid)
                 rate = fx["price"]
                 row["fx"] = {"pair": engine.book.symbols[fx_slot], "rate": rate, "source": fx["source"],
-                             "tick_ts": fx["tick_ts"], "stale": bool(bits[fx_slot] & SLOTBIT_STALE)}
+                             "tick_ts": fx["tick_ts"], "stale": bool(bits[fx_slot] & SlotBit.STALE)}
             row["contribution"] = shares * price["price"] * rate
             total += row["contribution"]
             holdings.append(row)
@@ -89,7 +89,7 @@ def explain(engine: Engine, fund: str, publication: Publication) -> dict:
         ctx.prec = 40
         per_share = Decimal(exact.numerator) / Decimal(exact.denominator)
     rounded = round_half_up(exact, decimals)
-    engine_exact = exact_value(u, (engine.book.prices, engine.book.bid, engine.book.ask), f, SIDE_VALUE)
+    engine_exact = exact_value(u, (engine.book.prices, engine.book.bid, engine.book.ask), f, Side.VALUE)
     return {
         "fund": fund, "boundary_ns": publication.ts_ns, "boundary": iso_ns(publication.ts_ns),
         "basket": u.version, "price_basis": "mid" if mid else "last", "currency": u.fund_currency[f],

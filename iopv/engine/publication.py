@@ -15,18 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iopv.core.constants import (
-    COUNT_FLAGS,
-    COUNT_HALTED,
-    COUNT_STALE,
-    COUNT_STATUS,
-    FLAG_NAMES,
-    FUND_STATUS_NAMES,
-    RATIO_COVERAGE,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-)
+from iopv.core.constants import FUND_FLAG_WORDS, FUND_STATUS_WORDS, CountRow, RatioRow, Side
 from iopv.core.universe import Universe
 from iopv.engine.codec import encode_record
 
@@ -34,8 +23,8 @@ from iopv.engine.codec import encode_record
 COVERAGE_DECIMALS = 4
 PREMIUM_DECIMALS = 2
 
-_FLAG_LISTS = [[name for bit, name in enumerate(FLAG_NAMES) if bits & (1 << bit)]
-               for bits in range(1 << len(FLAG_NAMES))]
+_FLAG_LISTS = [[name for bit, name in enumerate(FUND_FLAG_WORDS) if bits & (1 << bit)]
+               for bits in range(1 << len(FUND_FLAG_WORDS))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +75,16 @@ def build_publication(universe: Universe, ts_ns: int, values, *, static: list[di
     if extra:
         static = [{**fields, **extra} for fields in static]
     rounded = frame.rounded
-    coverage = np.round(frame.ratio[RATIO_COVERAGE], COVERAGE_DECIMALS).tolist()
+    coverage = np.round(frame.ratio[RatioRow.COVERAGE], COVERAGE_DECIMALS).tolist()
     records = []
     for fund, value, bid, ask, cov, stale, halted, flags, status, market, fields in zip(
-            funds, rounded[SIDE_VALUE].tolist(), rounded[SIDE_BID].tolist(),
-            rounded[SIDE_ASK].tolist(), coverage, frame.count[COUNT_STALE].tolist(),
-            frame.count[COUNT_HALTED].tolist(), frame.count[COUNT_FLAGS].tolist(),
-            frame.count[COUNT_STATUS].tolist(), frame.market.tolist(), static):
+            funds, rounded[Side.VALUE].tolist(), rounded[Side.BID].tolist(),
+            rounded[Side.ASK].tolist(), coverage, frame.count[CountRow.STALE_HOLDINGS].tolist(),
+            frame.count[CountRow.HALTED_HOLDINGS].tolist(), frame.count[CountRow.FUND_FLAGS].tolist(),
+            frame.count[CountRow.FUND_STATUS].tolist(), frame.market.tolist(), static):
         record = {"fund": fund, "ts": ts_ns, "iopv": value, "iopv_bid": bid, "iopv_ask": ask,
                   "coverage": cov, "stale": stale, "halted": halted,
-                  "status": FUND_STATUS_NAMES[status], "flags": _FLAG_LISTS[flags]}
+                  "status": FUND_STATUS_WORDS[status], "flags": _FLAG_LISTS[flags]}
         record.update(fields)
         if not math.isnan(market):
             record["market_price"] = market

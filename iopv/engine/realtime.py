@@ -40,7 +40,7 @@ import time
 import numpy as np
 import orjson
 
-from iopv.core.constants import N_SIDES, SIDE_ASK, SIDE_BID, SIDE_VALUE
+from iopv.core.constants import N_SIDES, Side
 from iopv.engine.publication import Publication
 from iopv.kernels.realtime import (
     revalue_terms_nb,
@@ -164,7 +164,7 @@ class RealtimePublisher:
         """Publish again, at their current values, every fund published so far, as soon as the
         throttle allows (after the sink reconnects: a restarted broker without persistence lost
         the retained values)."""
-        sent = ~np.isnan(self.last_sides[SIDE_VALUE])
+        sent = ~np.isnan(self.last_sides[Side.VALUE])
         if not sent.any():
             return
         self.last_sides[:, sent] = np.nan
@@ -257,8 +257,8 @@ class RealtimePublisher:
         selected = tuple(names[f] for f in funds.tolist())
         records = [{"fund": fund, "ts": now_ns, "iopv": value, "iopv_bid": bid, "iopv_ask": ask,
                     "basket": version, "realtime": True}
-                   for fund, value, bid, ask in zip(selected, rounded[SIDE_VALUE].tolist(),
-                                                    rounded[SIDE_BID].tolist(), rounded[SIDE_ASK].tolist())]
+                   for fund, value, bid, ask in zip(selected, rounded[Side.VALUE].tolist(),
+                                                    rounded[Side.BID].tolist(), rounded[Side.ASK].tolist())]
         return Publication(now_ns, selected, records, list(map(orjson.dumps, records)))
 
     def _schedule(self, *, more_due: bool) -> None:

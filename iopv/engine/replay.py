@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from iopv.core.calendar import ALWAYS, SessionCalendar
-from iopv.core.constants import ACCEPTED, N_COUNTS, N_RATIOS, N_SIDES, SIDE_VALUE
+from iopv.core.constants import N_COUNTS, N_RATIOS, N_SIDES, Side, TickOutcome
 from iopv.core.universe import Universe
 from iopv.engine.book import PriceBook
 from iopv.engine.clock import boundary_at_or_after
@@ -50,7 +50,7 @@ def replay_frames(universe: Universe, tape: Tape, *, interval_ns: int, decimals:
         # their price value the verdict the kernel would have (never leave them "accepted").
         tape.code[:] = verdicts
         return
-    well_formed = verdicts == ACCEPTED
+    well_formed = verdicts == TickOutcome.ACCEPTED
     first_ts = int(tape.ts[well_formed].min())  # the first in event time
     next_boundary = boundary_at_or_after(first_ts, interval_ns)
     sessions = SessionCalendar(calendar)
@@ -100,4 +100,4 @@ def replay(universe: Universe, tape: Tape, *, interval_ns: int, decimals: int = 
     contract's ``iopv`` only; ``replay_frames`` gives every published field)."""
     for boundary, frame in replay_frames(universe, tape, interval_ns=interval_ns,
                                          decimals=decimals, book=book, **rules):
-        yield boundary, frame.rounded[SIDE_VALUE].copy()
+        yield boundary, frame.rounded[Side.VALUE].copy()

@@ -37,7 +37,7 @@ def _slot_names(book: PriceBook) -> dict[int, str]:
     return {slot: symbol for symbol, slot in book.index.items()}
 
 
-#: A held tick in a checkpoint: its columns (``ROW_*`` of the staging arrays).
+#: A held tick in a checkpoint: its columns (``TickIntRow`` of the staging arrays).
 HELD_INT_ROWS = ("slot", "ts", "code", "status")
 HELD_FLOAT_ROWS = ("price", "bid", "ask")
 

@@ -20,37 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iopv.core.constants import (
-    MALFORMED_JSON,
-    N_FLOAT_ROWS,
-    N_TAPE_INT_ROWS,
-    ROW_ASK,
-    ROW_BID,
-    ROW_CODE,
-    ROW_LINE,
-    ROW_PRICE,
-    ROW_SLOT,
-    ROW_STATUS,
-    ROW_TS,
-)
+from iopv.core.constants import N_FLOAT_ROWS, N_TAPE_INT_ROWS, TickFloatRow, TickIntRow, TickOutcome
 from iopv.engine.codec import decode_payload, decode_tick_full
-from iopv.kernels.scanner import (
-    FB_END,
-    FB_LINE,
-    FB_POSITION,
-    FB_START,
-    N_FB,
-    N_RESULT,
-    R_FALLBACKS,
-    R_LINE,
-    R_RESUME,
-    R_STATUS,
-    R_TICKS,
-    SCAN_DONE,
-    SCAN_MORE_TICKS,
-    scan_tape_nb,
-    symbol_table,
-)
+from iopv.kernels.scanner import N_FALLBACK_COLS, N_TAPE_RESULT, FallbackCol, TapeResult, TapeState, scan_tape_nb
+from iopv.kernels.symbols import symbol_table
 
 _NAN = float("nan")
 
@@ -66,7 +39,7 @@ class Tape:
     line: np.ndarray  # int64
     bid: np.ndarray | None = None  # float64, NaN = side absent
     ask: np.ndarray | None = None  # float64
-    status: np.ndarray | None = None  # int64 iopv.core.constants.STATUS_*
+    status: np.ndarray | None = None  # int64 iopv.core.constants.TradingStatus
 
     def __post_init__(self) -> None:
         n = self.ts.size
@@ -86,7 +59,7 @@ def decode_line(raw: bytes, index: dict[str, int]) -> list[tuple[int, int, float
         return []
     items, ok = decode_payload(raw)
     if not ok:
-        return [(MALFORMED_JSON, -1, 0.0, _NAN, _NAN, 0, 0)]
+        return [(TickOutcome.MALFORMED_JSON, -1, 0.0, _NAN, _NAN, 0, 0)]
     return [decode_tick_full(item, None, None, index) for item in items]
 
 
@@ -99,7 +72,9 @@ def _tape(columns: list[list], line: list[int]) -> Tape:
 
 
 def decode_tape_python(data: bytes, index: dict[str, int]) -> Tape:
-    """``decode_tape`` line by line in Python (the reference the compiled pass must equal)."""
+    """``decode_tape`` line by line in Python (the reference the compiled pass must equal).
+
+    Ships because ``decode_tape`` takes this route for a tape given as text rather than bytes."""
     columns: list[list] = [[] for _ in range(7)]
     line: list[int] = []
     for number, raw in enumerate(data.splitlines(), start=1):
@@ -125,34 +100,35 @@ def decode_tape(data: bytes, index: dict[str, int]) -> Tape:
     capacity = data.count(b"\n") + 1  # a tick per line, as a rule; grown when not
     ints = np.empty((N_TAPE_INT_ROWS, capacity), dtype=np.int64)
     floats = np.empty((N_FLOAT_ROWS, capacity), dtype=np.float64)
-    fallback = np.empty((64, N_FB), dtype=np.int64)
-    result = np.zeros(N_RESULT, dtype=np.int64)
+    fallback = np.empty((64, N_FALLBACK_COLS), dtype=np.int64)
+    result = np.zeros(N_TAPE_RESULT, dtype=np.int64)
     start = line = ticks = fallbacks = 0
     while True:
         scan_tape_nb(data, start, line, table, ints, floats, ticks, fallback, fallbacks, result)
-        ticks, fallbacks = int(result[R_TICKS]), int(result[R_FALLBACKS])
-        if result[R_STATUS] == SCAN_DONE:
+        ticks, fallbacks = int(result[TapeResult.TICKS]), int(result[TapeResult.FALLBACKS])
+        if result[TapeResult.STATE] == TapeState.DONE:
             break
-        start, line = int(result[R_RESUME]), int(result[R_LINE])
-        if result[R_STATUS] == SCAN_MORE_TICKS:
+        start, line = int(result[TapeResult.RESUME]), int(result[TapeResult.LINE])
+        if result[TapeResult.STATE] == TapeState.MORE_TICKS:
             ints, floats = _grown(ints, ticks), _grown(floats, ticks)
         else:
             fallback = np.concatenate([fallback, np.empty_like(fallback)])
     # In decode_line's order, then the line.
-    arrays = [ints[ROW_CODE], ints[ROW_SLOT], floats[ROW_PRICE], floats[ROW_BID], floats[ROW_ASK],
-              ints[ROW_STATUS], ints[ROW_TS], ints[ROW_LINE]]
+    arrays = [ints[TickIntRow.CODE], ints[TickIntRow.SLOT], floats[TickFloatRow.PRICE],
+              floats[TickFloatRow.BID], floats[TickFloatRow.ASK], ints[TickIntRow.TRADING],
+              ints[TickIntRow.TS], ints[TickIntRow.LINE]]
     arrays = [a[:ticks] for a in arrays]
     if fallbacks:
         # Lines the scanner left to Python: decode them and insert their ticks where they belong.
         positions: list[int] = []
         columns: list[list] = [[] for _ in arrays]
         for row in fallback[:fallbacks].tolist():
-            decoded = decode_line(data[row[FB_START]:row[FB_END]], index)
-            positions.extend([row[FB_POSITION]] * len(decoded))
+            decoded = decode_line(data[row[FallbackCol.START]:row[FallbackCol.END]], index)
+            positions.extend([row[FallbackCol.POSITION]] * len(decoded))
             for tick in decoded:
                 for column, value in zip(columns, tick):
                     column.append(value)
-            columns[-1].extend([row[FB_LINE]] * len(decoded))
+            columns[-1].extend([row[FallbackCol.LINE]] * len(decoded))
         if positions:
             arrays = [np.insert(a, positions, np.array(values, dtype=a.dtype))
                       for a, values in zip(arrays, columns)]

@@ -19,16 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from iopv.core.constants import (
-    BASIS_MID,
-    N_COUNTS,
-    N_RATIOS,
-    N_SIDES,
-    N_TERM,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-)
+from iopv.core.constants import N_COUNTS, N_RATIOS, N_SIDES, N_TERM_COLS, PriceBasis, Side
 from iopv.core.universe import Universe
 from iopv.engine.book import NEVER, PriceBook
 from iopv.kernels.valuation import (
@@ -94,12 +85,12 @@ def _side_prices(arrays, slots: np.ndarray, side: int, mid: bool) -> tuple[list[
     ask side's price as the kernels choose it (``side_prices_nb``: a missing side falls back to
     the last price); on the value side, the last price, or for a mid-priced fund (bid + ask) / 2
     where both sides are quoted, computed exactly."""
-    if side == SIDE_VALUE and not mid:
+    if side == Side.VALUE and not mid:
         return _decimal_parts(arrays[0][slots])
     bid_side, ask_side, quoted = _sides(arrays, slots)
-    if side == SIDE_BID:
+    if side == Side.BID:
         return _decimal_parts(bid_side)
-    if side == SIDE_ASK:
+    if side == Side.ASK:
         return _decimal_parts(ask_side)
     mantissas, places = _decimal_parts(arrays[0][slots])
     if mid:
@@ -113,14 +104,14 @@ def _side_prices(arrays, slots: np.ndarray, side: int, mid: bool) -> tuple[list[
     return mantissas, places
 
 
-def exact_value(universe: Universe, arrays, fund: int, side: int = SIDE_VALUE) -> Fraction:
+def exact_value(universe: Universe, arrays, fund: int, side: int = Side.VALUE) -> Fraction:
     """The fund's per-share value on ``side``, exactly: integer arithmetic on the decimals of the
     inputs' shortest texts. ``arrays`` is the book's (prices, bid, ask, ...) or just a prices
     array (last prices)."""
     if isinstance(arrays, np.ndarray):
         nan = np.full(arrays.size, np.nan)
         arrays = (arrays, nan, nan)
-    mid = bool(universe.fund_basis[fund] == BASIS_MID)
+    mid = bool(universe.fund_basis[fund] == PriceBasis.MID)
     start, stop = universe.fund_offsets[fund], universe.fund_offsets[fund + 1]
     shares, shares_places = _decimal_parts(universe.holding_shares[start:stop])
     price, price_places = _side_prices(arrays, universe.holding_security[start:stop], side, mid)
@@ -158,7 +149,7 @@ class Frame:
 
     @property
     def values(self) -> np.ndarray:
-        return self.rounded[SIDE_VALUE]
+        return self.rounded[Side.VALUE]
 
 
 class Valuer:
@@ -175,11 +166,11 @@ class Valuer:
         self.values = np.empty((N_SIDES, n), dtype=np.float64)
         self.errors = np.empty((N_SIDES, n), dtype=np.float64)
         self.near = np.empty((N_SIDES, n), dtype=np.bool_)
-        self.raw = self.values[SIDE_VALUE]
-        self.error = self.errors[SIDE_VALUE]
-        self.near_tie = self.near[SIDE_VALUE]
+        self.raw = self.values[Side.VALUE]
+        self.error = self.errors[Side.VALUE]
+        self.near_tie = self.near[Side.VALUE]
         self.exact_resolved = 0  # iopv values resolved exactly since start (a health figure)
-        self.slot_rows = np.empty((universe.book_size, N_TERM), dtype=np.float64)
+        self.slot_rows = np.empty((universe.book_size, N_TERM_COLS), dtype=np.float64)
         self.slot_mid = np.empty(universe.book_size, dtype=np.float64)
         self.slot_bits = np.empty(universe.book_size, dtype=np.uint8)
         self.all_funds = np.arange(n, dtype=np.int64)
@@ -228,15 +219,15 @@ class Valuer:
         same: dict[int, tuple[bool, bool]] = {}  # per fund: its bid side, its ask side = its value side
         for side, column in zip(*np.nonzero(near_tie)):
             fund = int(column) if funds is None else int(funds[column])
-            if side != SIDE_VALUE and fund in done:
+            if side != Side.VALUE and fund in done:
                 if fund not in same:
                     same[fund] = self._sides_same_as_value(arrays, fund)
-                if same[fund][side - SIDE_BID]:
+                if same[fund][side - Side.BID]:
                     rounded[side, column] = done[fund]
                     continue
             rounded[side, column] = round_half_up(exact_value(self.universe, arrays, fund, int(side)),
                                                   self.decimals)
-            if side == SIDE_VALUE:
+            if side == Side.VALUE:
                 done[fund] = rounded[side, column]
                 self.exact_resolved += 1
 
@@ -244,7 +235,7 @@ class Valuer:
         """Whether the fund's bid side, and its ask side, price every holding as its value side
         does (a last-priced fund whose quotes are missing or equal to the last prices)."""
         u = self.universe
-        if u.fund_basis[fund] == BASIS_MID:
+        if u.fund_basis[fund] == PriceBasis.MID:
             return False, False
         start, stop = u.fund_offsets[fund], u.fund_offsets[fund + 1]
         slots = np.concatenate((u.holding_security[start:stop], u.holding_fx[start:stop]))

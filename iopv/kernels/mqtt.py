@@ -16,7 +16,42 @@ Same contract as the other kernels: arrays and scalars in, the caller's arrays w
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from numba import njit
+
+
+class RemainingLengthT(NamedTuple):
+    """``read_remaining_length_nb`` results other than a length."""
+
+    INCOMPLETE: int = -1  # the buffer ends inside the field
+    MALFORMED: int = -2  # the field runs past the 4 bytes MQTT allows
+
+
+RemainingLength = RemainingLengthT()
+
+
+@njit(cache=True, inline="always")
+def read_remaining_length_nb(buffer, index, end_of_data):
+    """The remaining length of the packet whose fixed header's first byte is ``buffer[index -
+    1]`` (1-4 bytes, 7 bits each, least significant first; MQTT 3.1.1 2.2.3): ``(length, index
+    after the field)``, or ``(RemainingLength.INCOMPLETE | MALFORMED, _)``. The one decoder of
+    the field: the packet split below inlines it, and the value publisher's PUBACK reader
+    (``iopv.adapters.mqtt.wire.read_remaining_length``) calls it."""
+    length = 0
+    shift = 0
+    while True:
+        if index >= end_of_data:
+            return RemainingLength.INCOMPLETE, index
+        byte = buffer[index]
+        index += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return length, index
+        shift += 7
+        if shift > 21:
+            return RemainingLength.MALFORMED, index
+
 
 #: Columns of a row of the ``ticks`` table: packet start, topic start, topic end (= payload
 #: start), packet end.
@@ -49,29 +84,14 @@ def split_packets_nb(buffer, start, limit, ticks, others):
     skip = 0
     while position < end_of_data and n_ticks < ticks.shape[0] and n_others < others.shape[0]:
         first = buffer[position]
-        length = 0
-        shift = 0
-        index = position + 1
-        complete = False
-        malformed = False
-        while index < end_of_data:
-            byte = buffer[index]
-            index += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                complete = True
-                break
-            shift += 7
-            if shift > 21:
-                malformed = True
-                break
-        if malformed:
+        length, index = read_remaining_length_nb(buffer, position + 1, end_of_data)
+        if length == RemainingLength.MALFORMED:
             others[n_others, 0] = position
             others[n_others, 1] = end_of_data
             n_others += 1
             position = end_of_data
             break
-        if not complete:
+        if length == RemainingLength.INCOMPLETE:
             break
         end = index + length
         publish = (first & 0xF6) == 0x30 and length >= 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from iopv.core.constants import ACCEPTED, BASIS_MID, UNIT_ROUNDOFF
+from iopv.core.constants import UNIT_ROUNDOFF, PriceBasis, TickOutcome
 from iopv.kernels.valuation import side_prices_nb
 
 
@@ -77,7 +77,7 @@ def revalue_terms_nb(fund_offsets, holding_security, holding_shares, holding_fx,
     from the book, their sums rebuilt, and their accumulated error bounds reset to that of one
     summation pass."""
     for f in range(fund_start, fund_stop):
-        mid = fund_basis[f] == BASIS_MID
+        mid = fund_basis[f] == PriceBasis.MID
         t0 = t1 = t2 = 0.0
         g0 = g1 = g2 = 0.0
         for h in range(fund_offsets[f], fund_offsets[f + 1]):
@@ -126,7 +126,7 @@ def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings
     those additions, and mark the funds dirty. Returns the number of holdings updated."""
     updated = 0
     for i in range(count):
-        if tick_code[i] != ACCEPTED:
+        if tick_code[i] != TickOutcome.ACCEPTED:
             continue
         s = tick_security[i]
         if slot_stamp[s] == stamp:
@@ -135,7 +135,7 @@ def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings
         for j in range(slot_offsets[s], slot_offsets[s + 1]):
             h = slot_holdings[j]
             f = holding_fund[h]
-            v, b, a = _terms(h, holding_security, holding_shares, holding_fx, fund_basis[f] == BASIS_MID,
+            v, b, a = _terms(h, holding_security, holding_shares, holding_fx, fund_basis[f] == PriceBasis.MID,
                              prices, bid, ask)
             _move_term(0, h, f, v, terms, totals, gross, drift)
             _move_term(1, h, f, b, terms, totals, gross, drift)

@@ -8,14 +8,14 @@ unknown symbols, the out-of-order rule, trading status, halts, the spike filter,
 intake (``apply_book_nb``, ``release_held_nb``) and the tape replay (``iopv.kernels.valuation.
 replay_nb``) both apply ticks through it.
 
-Event time (docs/methodology.md "Event time"). The intake's ``clock`` (``CLOCK_*`` entries) holds
+Event time (docs/methodology.md "Event time"). The intake's ``clock`` (``ClockCell`` entries) holds
 the *horizon*, the boundary not yet cut, and the last boundary cut. A tick stamped at or before
 the horizon is applied at once; one stamped after it waits in the *held set* (the same columns
 as the staging batch) until the horizon reaches its stamp, so a boundary's book never holds a
-tick stamped after it; one stamped more than ``CLOCK_MAX_LEAD`` ns after the horizon is refused
-(``FUTURE_TS``), which bounds how long a held tick waits; one that finds the held set full is
-dropped (``HELD_OVERFLOW``: the book is then not whole). An accepted tick stamped at or before
-the last cut is ``LATE``: it counts from the next boundary. Each tick's outcome is counted in
+tick stamped after it; one stamped more than ``ClockCell.MAX_LEAD`` ns after the horizon is refused
+(``TickOutcome.FUTURE_TS``), which bounds how long a held tick waits; one that finds the held set full is
+dropped (``TickOutcome.HELD_OVERFLOW``: the book is then not whole). An accepted tick stamped at or before
+the last cut is ``TickOutcome.LATE``: it counts from the next boundary. Each tick's outcome is counted in
 ``counts`` here, once, when it is final (a held tick when it is released).
 """
 
@@ -26,32 +26,12 @@ import math
 from numba import njit
 
 from iopv.core.constants import (
-    ACCEPTED,
-    BOOK_HALTED,
-    CLOCK_HELD,
-    CLOCK_HORIZON,
-    CLOCK_LAST_CUT,
-    CLOCK_MAX_LEAD,
-    FUTURE_TS,
-    HALTED,
-    HELD,
-    HELD_OVERFLOW,
-    LATE,
-    NON_FINITE_PRICE,
-    NON_POSITIVE_PRICE,
-    OUT_OF_ORDER,
-    ROW_ASK,
-    ROW_BID,
-    ROW_CODE,
-    ROW_PRICE,
-    ROW_SLOT,
-    ROW_STATUS,
-    ROW_TS,
-    SPIKE_HELD,
-    STATUS,
-    TRADING_HALT,
-    TRADING_RESUME,
-    UNKNOWN_SYMBOL,
+    BookBit,
+    ClockCell,
+    TickFloatRow,
+    TickIntRow,
+    TickOutcome,
+    TradingStatus,
 )
 
 
@@ -63,26 +43,26 @@ def is_status_only_nb(price, status):
 
 @njit(cache=True, inline="always")
 def price_verdict_nb(price, status):
-    """``ACCEPTED``, or why a well-decoded tick's price value is refused: not finite, or not > 0.
+    """``TickOutcome.ACCEPTED``, or why a well-decoded tick's price value is refused: not finite, or not > 0.
     A status message has no price to judge. The book's rules (order, halts, spikes) come after."""
     if is_status_only_nb(price, status):
-        return ACCEPTED
+        return TickOutcome.ACCEPTED
     if not math.isfinite(price):
-        return NON_FINITE_PRICE
+        return TickOutcome.NON_FINITE_PRICE
     if price <= 0.0:
-        return NON_POSITIVE_PRICE
-    return ACCEPTED
+        return TickOutcome.NON_POSITIVE_PRICE
+    return TickOutcome.ACCEPTED
 
 
 @njit(cache=True)
 def price_verdicts_nb(tick_price, tick_status, tick_code):
     """``price_verdict_nb`` of every tick the decoder accepted, written over its code (replay's
-    view of a tape before any tick is applied). Returns how many stay ``ACCEPTED``."""
+    view of a tape before any tick is applied). Returns how many stay ``TickOutcome.ACCEPTED``."""
     accepted = 0
     for i in range(tick_code.size):
-        if tick_code[i] == ACCEPTED:
+        if tick_code[i] == TickOutcome.ACCEPTED:
             tick_code[i] = price_verdict_nb(tick_price[i], tick_status[i])
-            accepted += tick_code[i] == ACCEPTED
+            accepted += tick_code[i] == TickOutcome.ACCEPTED
     return accepted
 
 
@@ -92,20 +72,20 @@ def apply_tick_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, las
     """Outcome of one decoded tick with quote, trading status and spike filter (see
     docs/methodology.md); writes the book when the price is accepted."""
     verdict = price_verdict_nb(price, status)
-    if verdict != ACCEPTED:
+    if verdict != TickOutcome.ACCEPTED:
         return verdict
     if security < 0:
-        return UNKNOWN_SYMBOL
+        return TickOutcome.UNKNOWN_SYMBOL
     if ts < last_ts[security]:
-        return OUT_OF_ORDER
-    if status == TRADING_HALT:
-        flags[security] |= BOOK_HALTED
-    elif status == TRADING_RESUME:
-        flags[security] &= ~BOOK_HALTED
+        return TickOutcome.OUT_OF_ORDER
+    if status == TradingStatus.HALT:
+        flags[security] |= BookBit.HALTED
+    elif status == TradingStatus.RESUME:
+        flags[security] &= ~BookBit.HALTED
     if is_status_only_nb(price, status):
-        return STATUS
-    if flags[security] & BOOK_HALTED:
-        return HALTED
+        return TickOutcome.TRADING_STATUS
+    if flags[security] & BookBit.HALTED:
+        return TickOutcome.HALTED_PRICE
     if spike_frac > 0.0:
         last = prices[security]
         if math.isfinite(last) and abs(price - last) > spike_frac * last:
@@ -116,7 +96,7 @@ def apply_tick_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, las
                 pending_count[security] = 1
             pending_price[security] = price
             if pending_count[security] < spike_confirm:
-                return SPIKE_HELD
+                return TickOutcome.SPIKE_HELD
         pending_count[security] = 0
     prices[security] = price
     last_ts[security] = ts
@@ -124,7 +104,7 @@ def apply_tick_nb(security, price, bid_, ask_, status, ts, prices, bid, ask, las
         bid[security] = bid_
     if not math.isnan(ask_):
         ask[security] = ask_
-    return ACCEPTED
+    return TickOutcome.ACCEPTED
 
 
 @njit(cache=True)
@@ -133,53 +113,53 @@ def apply_book_nb(tick_security, tick_price, tick_bid, tick_ask, tick_status, ti
                   spike_frac, spike_confirm, clock, held_ints, held_floats, counts):
     """Apply ``count`` staged ticks in arrival order, in event time (module docstring).
 
-    ``tick_code`` holds the decoder's verdict and receives the final outcome (``HELD`` for a
+    ``tick_code`` holds the decoder's verdict and receives the final outcome (``TickOutcome.WAITING_FOR_BOUNDARY`` for a
     tick moved to the held set ``held_ints``/``held_floats``, laid out as the staging rows);
     every final outcome is added to ``counts``. Returns the number of ticks that changed a price
-    (``ACCEPTED`` and ``LATE``)."""
-    horizon = clock[CLOCK_HORIZON]
-    last_cut = clock[CLOCK_LAST_CUT]
-    max_lead = clock[CLOCK_MAX_LEAD]
-    held = clock[CLOCK_HELD]
+    (``TickOutcome.ACCEPTED`` and ``TickOutcome.LATE``)."""
+    horizon = clock[ClockCell.HORIZON]
+    last_cut = clock[ClockCell.LAST_CUT]
+    max_lead = clock[ClockCell.MAX_LEAD]
+    held = clock[ClockCell.HELD_TICKS]
     capacity = held_ints.shape[1]
     accepted = 0
     for i in range(count):
         code = tick_code[i]
-        if code == ACCEPTED:
+        if code == TickOutcome.ACCEPTED:
             security = tick_security[i]
             price = tick_price[i]
             status = tick_status[i]
             ts = tick_ts[i]
             code = price_verdict_nb(price, status)
-            if code == ACCEPTED and security < 0:
-                code = UNKNOWN_SYMBOL
-            if code == ACCEPTED and ts > horizon:
+            if code == TickOutcome.ACCEPTED and security < 0:
+                code = TickOutcome.UNKNOWN_SYMBOL
+            if code == TickOutcome.ACCEPTED and ts > horizon:
                 if ts - horizon > max_lead:
-                    code = FUTURE_TS
+                    code = TickOutcome.FUTURE_TS
                 elif held < capacity:
-                    held_ints[ROW_SLOT, held] = security
-                    held_ints[ROW_TS, held] = ts
-                    held_ints[ROW_STATUS, held] = status
-                    held_ints[ROW_CODE, held] = ACCEPTED
-                    held_floats[ROW_PRICE, held] = price
-                    held_floats[ROW_BID, held] = tick_bid[i]
-                    held_floats[ROW_ASK, held] = tick_ask[i]
+                    held_ints[TickIntRow.SLOT, held] = security
+                    held_ints[TickIntRow.TS, held] = ts
+                    held_ints[TickIntRow.TRADING, held] = status
+                    held_ints[TickIntRow.CODE, held] = TickOutcome.ACCEPTED
+                    held_floats[TickFloatRow.PRICE, held] = price
+                    held_floats[TickFloatRow.BID, held] = tick_bid[i]
+                    held_floats[TickFloatRow.ASK, held] = tick_ask[i]
                     held += 1
-                    code = HELD
+                    code = TickOutcome.WAITING_FOR_BOUNDARY
                 else:
-                    code = HELD_OVERFLOW
-            elif code == ACCEPTED:
+                    code = TickOutcome.HELD_OVERFLOW
+            elif code == TickOutcome.ACCEPTED:
                 code = apply_tick_nb(security, price, tick_bid[i], tick_ask[i], status, ts, prices,
                                      bid, ask, last_ts, flags, pending_price, pending_count,
                                      spike_frac, spike_confirm)
-                if code == ACCEPTED and ts <= last_cut:
-                    code = LATE
+                if code == TickOutcome.ACCEPTED and ts <= last_cut:
+                    code = TickOutcome.LATE
             tick_code[i] = code
-        if code != HELD:
+        if code != TickOutcome.WAITING_FOR_BOUNDARY:
             counts[code] += 1
-        if code == ACCEPTED or code == LATE:
+        if code == TickOutcome.ACCEPTED or code == TickOutcome.LATE:
             accepted += 1
-    clock[CLOCK_HELD] = held
+    clock[ClockCell.HELD_TICKS] = held
     return accepted
 
 
@@ -190,12 +170,12 @@ def release_held_nb(held_ints, held_floats, clock, prices, bid, ask, last_ts, fl
     arrived before its boundary's cut) and keep the others, in order, at the front of the held
     set. Writes each released tick's slot and outcome into ``out_slot``/``out_code`` and adds the
     outcome to ``counts``. Returns the number released."""
-    horizon = clock[CLOCK_HORIZON]
-    held = clock[CLOCK_HELD]
+    horizon = clock[ClockCell.HORIZON]
+    held = clock[ClockCell.HELD_TICKS]
     kept = 0
     released = 0
     for i in range(held):
-        ts = held_ints[ROW_TS, i]
+        ts = held_ints[TickIntRow.TS, i]
         if ts > horizon:
             if kept != i:
                 for row in range(held_ints.shape[0]):
@@ -204,15 +184,15 @@ def release_held_nb(held_ints, held_floats, clock, prices, bid, ask, last_ts, fl
                     held_floats[row, kept] = held_floats[row, i]
             kept += 1
             continue
-        security = held_ints[ROW_SLOT, i]
-        code = apply_tick_nb(security, held_floats[ROW_PRICE, i], held_floats[ROW_BID, i],
-                             held_floats[ROW_ASK, i], held_ints[ROW_STATUS, i], ts, prices, bid, ask,
+        security = held_ints[TickIntRow.SLOT, i]
+        code = apply_tick_nb(security, held_floats[TickFloatRow.PRICE, i], held_floats[TickFloatRow.BID, i],
+                             held_floats[TickFloatRow.ASK, i], held_ints[TickIntRow.TRADING, i], ts, prices, bid, ask,
                              last_ts, flags, pending_price, pending_count, spike_frac, spike_confirm)
         counts[code] += 1
         out_slot[released] = security
         out_code[released] = code
         released += 1
-    clock[CLOCK_HELD] = kept
+    clock[ClockCell.HELD_TICKS] = kept
     return released
 
 
@@ -221,8 +201,8 @@ def remap_held_nb(held_ints, held, slot_map):
     """After a basket swap re-laid the book: each held tick's slot through ``slot_map`` (old slot
     -> new slot, -1 when the symbol left the baskets: the tick is then an unknown symbol)."""
     for i in range(held):
-        old = held_ints[ROW_SLOT, i]
-        held_ints[ROW_SLOT, i] = slot_map[old] if 0 <= old < slot_map.size else -1
+        old = held_ints[TickIntRow.SLOT, i]
+        held_ints[TickIntRow.SLOT, i] = slot_map[old] if 0 <= old < slot_map.size else -1
 
 
 @njit(cache=True)
@@ -233,7 +213,7 @@ def bucket_order_key_nb(tick_ts, tick_code, interval_ns, out_key):
     ascending = True
     previous = -(2**63)
     for i in range(tick_ts.size):
-        if tick_code[i] == ACCEPTED:
+        if tick_code[i] == TickOutcome.ACCEPTED:
             ts = tick_ts[i]
             key = -(-ts // interval_ns) * interval_ns
             if key < previous:

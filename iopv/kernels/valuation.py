@@ -8,10 +8,10 @@ ticks and once per cycle.
 Array layouts are described in ``iopv.core.universe`` (the universe, CSR by fund), ``iopv.core.packed``
 (its packed copy, ``PackedHoldings``) and ``iopv.engine.book`` (prices and last tick times indexed by book slot).
 ``value_all_nb`` / ``replay_nb`` are the engine's valuation kernels (methodology:
-docs/methodology.md; ticks are applied by ``iopv.kernels.ticks``); ``value_packed_nb`` is the
-price-only valuation (the benchmark's figure against scipy) and ``value_funds_nb`` the same over
-the plain arrays (the book's fund-ticker seed, and the reference the packed kernels are tested
-against).
+docs/methodology.md; ticks are applied by ``iopv.kernels.ticks``); ``value_funds_nb`` is the
+price-only valuation over the plain arrays (the book's fund-ticker seed, and the reference the
+packed kernels are tested against; the benchmark's price-only packed kernel, ``value_packed_nb``,
+lives in bench/packed_kernel.py).
 
 Rules more than one kernel applies are written once, as helpers numba inlines: the book rules
 (``iopv.kernels.ticks.apply_tick_nb``: live intake and replay), the side fallbacks (``side_prices_nb``: the
@@ -21,9 +21,9 @@ boundary valuation, the real-time kernels and, through ``slot_sides_nb``, the ex
 What bounds a pass over 2M holdings (measured, bench/README.md "Valuation"): not memory
 bandwidth but the chain of dependent float additions of a running sum (one add latency per
 holding), the loads per holding, and numba's negative-index fix-up on signed indices. Hence the
-packed kernels index with unsigned integers, read the FX factor from a per-call table of a few
-entries, and ``value_packed_nb`` runs two funds side by side. Every fund's terms are still added
-one by one in holding order, so each value is bit-identical to the plain kernels'.
+packed kernels index with unsigned integers and read the FX factor from a per-call table of a few
+entries. Every fund's terms are still added one by one in holding order, so each value is
+bit-identical to the plain kernels'.
 """
 
 from __future__ import annotations
@@ -34,37 +34,20 @@ import numpy as np
 from numba import njit, uint64
 
 from iopv.core.constants import (
-    ACCEPTED,
-    BASIS_MID,
-    BOOK_HALTED,
-    COUNT_FLAGS,
-    COUNT_HALTED,
-    COUNT_STALE,
-    COUNT_STATUS,
     DAY_NS,
-    FLAG_FUND_HALTED,
-    FLAG_HALTED,
-    FLAG_LOW_COVERAGE,
-    FLAG_SIDE_FALLBACK,
-    FLAG_STALE,
-    FUND_DEGRADED,
-    FUND_OK,
-    FUND_SUSPENDED,
-    N_TERM,
+    N_TERM_COLS,
     NEVER_TS,
-    RATIO_COVERAGE,
-    RATIO_HALTED,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-    SLOTBIT_HALTED,
-    SLOTBIT_QUOTE_MISSING,
-    SLOTBIT_STALE,
-    SLOTBIT_TICKED,
-    TERM_ASK,
-    TERM_BID,
-    TERM_LAST,
     UNIT_ROUNDOFF,
+    BookBit,
+    CountRow,
+    FundFlag,
+    FundStatus,
+    PriceBasis,
+    RatioRow,
+    Side,
+    SlotBit,
+    TermCol,
+    TickOutcome,
 )
 from iopv.kernels.ticks import apply_tick_nb, price_verdict_nb
 
@@ -123,103 +106,6 @@ def value_funds_nb(fund_offsets, holding_security, holding_shares, holding_fx, f
         out_error[f] = error_bound_nb(stop - start + 5, gross, unit, value)
 
 
-@njit(cache=True, inline="always")
-def _packed_term_nb(holding, shares, prices, fx_value, h, shift, mask):
-    """shares x price x fx of packed holding ``h`` (unsigned indices: no negative-index fix-up)."""
-    packed = holding[h]
-    return shares[h] * prices[packed >> shift] * fx_value[packed & mask]
-
-
-@njit(cache=True, inline="always")
-def _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error):
-    """Value and error bound of fund ``f`` from the sum of its terms (``value_funds_nb``'s
-    bound; every term is >= 0, so the sum is also the gross magnitude of the terms)."""
-    unit = fund_creation_unit[f]
-    cash = fund_cash[f]
-    value = (total + cash) / unit
-    out_value[f] = value
-    n = fund_offsets[f + 1] - fund_offsets[f]
-    out_error[f] = error_bound_nb(n + 5, total + abs(cash), unit, value)
-
-
-@njit(cache=True)
-def _finish_lane_nb(f, stop_fund, h, total, fund_offsets, holding, shares, prices, fx_value, shift,
-                    mask, fund_cash, fund_creation_unit, out_value, out_error):
-    """Funds ``f`` .. ``stop_fund - 1`` one after the other, fund ``f`` resumed at holding ``h``
-    with ``total`` summed so far."""
-    while f < stop_fund:
-        stop = uint64(fund_offsets[f + 1])
-        for k in range(h, stop):
-            total += _packed_term_nb(holding, shares, prices, fx_value, k, shift, mask)
-        _finish_fund_nb(f, total, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-        total = 0.0
-        h = stop
-        f += 1
-
-
-@njit(cache=True)
-def value_packed_nb(fund_offsets, holding, shares, shift, fx_slots, fund_cash, fund_creation_unit,
-                    prices, out_value, out_error):
-    """``value_funds_nb`` over ``PackedHoldings`` (``holding``, ``shares``, ``shift``,
-    ``fx_slots``): bit-identical values, in ~40% of the time at US scale.
-
-    A fund's sum is a chain of dependent additions (one add latency per holding), so the funds
-    are split in two lanes at the middle holding and the lanes advance together, holding by
-    holding: two independent chains overlap. Each fund's own terms are still added in order.
-
-    Requires shares >= 0 and prices > 0 (the loader's and the book's rules): the error bound
-    takes the sum of the terms as their gross magnitude. Returns the number of prices that are
-    not > 0 (0 from any book the engine keeps). Counting them is one sequential read of the
-    prices, which brings them into cache before they are gathered: ~10% faster when they were
-    not (measured on the benchmark's books after a cache flush; no change when they were)."""
-    not_positive = 0
-    for s in range(prices.size):
-        not_positive += not prices[s] > 0.0
-    n_fx = fx_slots.size
-    fx_value = np.empty(n_fx)  # one per FX code, per call: a few entries, always in L1
-    for c in range(n_fx):
-        fx_value[c] = prices[fx_slots[c]]
-    bits = uint64(shift)
-    mask = (uint64(1) << bits) - uint64(1)
-    n_funds = fund_offsets.size - 1
-    middle = min(np.searchsorted(fund_offsets, fund_offsets[n_funds] // 2), n_funds)
-    # Lane a: funds [0, middle); lane b: funds [middle, n_funds). fa/fb: current fund, ha/hb: next
-    # holding, sa/sb: end of the current fund, ta/tb: its sum so far.
-    fa = 0
-    fb = middle
-    ha = uint64(fund_offsets[fa])
-    hb = uint64(fund_offsets[fb])
-    sa = uint64(fund_offsets[fa + 1]) if fa < middle else ha
-    sb = uint64(fund_offsets[fb + 1]) if fb < n_funds else hb
-    ta = 0.0
-    tb = 0.0
-    while fa < middle and fb < n_funds:
-        steps = min(sa - ha, sb - hb)
-        for j in range(steps):
-            ta += _packed_term_nb(holding, shares, prices, fx_value, ha + j, bits, mask)
-            tb += _packed_term_nb(holding, shares, prices, fx_value, hb + j, bits, mask)
-        ha += steps
-        hb += steps
-        if ha == sa:
-            _finish_fund_nb(fa, ta, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-            ta = 0.0
-            fa += 1
-            if fa < middle:
-                sa = uint64(fund_offsets[fa + 1])
-        if hb == sb:
-            _finish_fund_nb(fb, tb, fund_offsets, fund_cash, fund_creation_unit, out_value, out_error)
-            tb = 0.0
-            fb += 1
-            if fb < n_funds:
-                sb = uint64(fund_offsets[fb + 1])
-    # One lane is done: the other finishes alone.
-    _finish_lane_nb(fa, middle, ha, ta, fund_offsets, holding, shares, prices, fx_value, bits, mask,
-                    fund_cash, fund_creation_unit, out_value, out_error)
-    _finish_lane_nb(fb, n_funds, hb, tb, fund_offsets, holding, shares, prices, fx_value, bits, mask,
-                    fund_cash, fund_creation_unit, out_value, out_error)
-    return not_positive
-
-
 @njit(cache=True)
 def round_half_up_nb(values, errors, decimals, out_rounded, out_near_tie):
     """Round half away from zero to ``decimals``; flag values whose float error could cross a
@@ -247,27 +133,51 @@ def slot_terms_nb(prices, bid, ask, last_ts, flags, boundary_ns, session_open_ns
     """Everything the holding pass needs of a slot, once per slot instead of once per holding:
     ``out_rows[s]`` = (last, bid or else last, ask or else last), packed so a holding costs one
     cache line; ``out_mid[s]`` = mid, or last while a side is unknown; ``out_bits[s]`` =
-    ``SLOTBIT_*`` bits (sides: ``side_prices_nb``)."""
+    ``SlotBit`` bits (sides: ``side_prices_nb``)."""
     for s in range(prices.size):
         p = prices[s]
         bid_side, ask_side, mid, missing = side_prices_nb(p, bid[s], ask[s])
-        out_rows[s, TERM_LAST] = p
+        out_rows[s, TermCol.LAST] = p
         out_mid[s] = mid
-        out_rows[s, TERM_BID] = bid_side
-        out_rows[s, TERM_ASK] = ask_side
+        out_rows[s, TermCol.BID] = bid_side
+        out_rows[s, TermCol.ASK] = ask_side
         bits = 0
         ticked = last_ts[s]
         if ticked >= session_open_ns:
-            bits |= SLOTBIT_TICKED
+            bits |= SlotBit.TICKED
         else:
             ticked = session_open_ns  # an untouched price ages from the session open
         if stale_after_ns > 0 and boundary_ns - ticked > stale_after_ns:
-            bits |= SLOTBIT_STALE
-        if flags[s] & BOOK_HALTED:
-            bits |= SLOTBIT_HALTED
+            bits |= SlotBit.STALE
+        if flags[s] & BookBit.HALTED:
+            bits |= SlotBit.HALTED
         if missing:
-            bits |= SLOTBIT_QUOTE_MISSING
+            bits |= SlotBit.QUOTE_MISSING
         out_bits[s] = bits
+
+
+@njit(cache=True, inline="always")
+def grade_fund_nb(seen, stale, halted, coverage, halted_share, market_halted, min_coverage, halted_weight):
+    """(``FundFlag`` bits, ``FundStatus``) of one fund from its holdings' facts: ``seen`` (the
+    ``SlotBit`` bits of its slots, FX included, or-ed), its stale and halted holding counts, its
+    coverage and halted share of the gross value, and whether its own ticker is halted
+    (docs/methodology.md: the flags and the status)."""
+    fund_flags = 0
+    if seen & SlotBit.QUOTE_MISSING:
+        fund_flags |= FundFlag.SIDE_FALLBACK
+    if stale:
+        fund_flags |= FundFlag.STALE
+    if halted:
+        fund_flags |= FundFlag.HOLDING_HALTED
+    if coverage < min_coverage:
+        fund_flags |= FundFlag.LOW_COVERAGE
+    if (halted and halted_share >= halted_weight) or market_halted:
+        fund_flags |= FundFlag.FUND_HALTED
+    if fund_flags & FundFlag.FUND_HALTED:
+        return fund_flags, FundStatus.HALTED
+    if fund_flags & (FundFlag.STALE | FundFlag.HOLDING_HALTED | FundFlag.LOW_COVERAGE):
+        return fund_flags, FundStatus.DEGRADED
+    return fund_flags, FundStatus.OK
 
 
 @njit(cache=True)
@@ -277,8 +187,8 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
                  out_count):
     """One pass over the packed holdings (``iopv.core.packed.PackedHoldings``) of the funds in
     ``fund_list`` (after ``slot_terms_nb``): the value at last (or mid) prices, at bids and at
-    asks, each with a float error bound (rows ``SIDE_*`` of ``out_value``/``out_error``), and the
-    quality figures (``out_ratio`` rows ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k
+    asks, each with a float error bound (rows ``Side`` of ``out_value``/``out_error``), and the
+    quality figures (``out_ratio`` rows ``RatioRow``, ``out_count`` rows ``CountRow``); column k
     describes fund ``fund_list[k]``.
 
     Every term shares x price x fx is >= 0 (shares >= 0 by the loader, prices > 0 by the book),
@@ -290,18 +200,18 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
     fx_bits = np.empty(n_fx, dtype=np.uint8)
     for c in range(n_fx):
         x = fx_slots[c]
-        fx_rows[4 * c] = slot_rows[x, TERM_LAST]
-        fx_rows[4 * c + 1] = slot_rows[x, TERM_BID]
-        fx_rows[4 * c + 2] = slot_rows[x, TERM_ASK]
+        fx_rows[4 * c] = slot_rows[x, TermCol.LAST]
+        fx_rows[4 * c + 1] = slot_rows[x, TermCol.BID]
+        fx_rows[4 * c + 2] = slot_rows[x, TermCol.ASK]
         fx_rows[4 * c + 3] = slot_mid[x]
         fx_bits[c] = slot_bits[x]
-    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_TERM + column, no stride load
+    rows = slot_rows.reshape(slot_rows.size)  # flat: an index is s * N_TERM_COLS + column, no stride load
     bits_shift = uint64(shift)
     mask = (uint64(1) << bits_shift) - uint64(1)
-    width = uint64(N_TERM)
+    width = uint64(N_TERM_COLS)
     for k in range(fund_list.size):
         f = fund_list[k]
-        mid = fund_basis[f] == BASIS_MID
+        mid = fund_basis[f] == PriceBasis.MID
         cash = fund_cash[f]
         total = 0.0
         total_bid = 0.0
@@ -322,17 +232,17 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
             if mid:
                 term = count * slot_mid[s] * fx_rows[fx + uint64(3)]
             else:
-                term = count * rows[row + uint64(TERM_LAST)] * fx_rows[fx]
+                term = count * rows[row + uint64(TermCol.LAST)] * fx_rows[fx]
             total += term
-            total_bid += count * rows[row + uint64(TERM_BID)] * fx_rows[fx + uint64(1)]
-            total_ask += count * rows[row + uint64(TERM_ASK)] * fx_rows[fx + uint64(2)]
+            total_bid += count * rows[row + uint64(TermCol.BID)] * fx_rows[fx + uint64(1)]
+            total_ask += count * rows[row + uint64(TermCol.ASK)] * fx_rows[fx + uint64(2)]
             # Branch-free: these bits are data-dependent, mispredicted branches would cost more
             # than the arithmetic (the selects compile to blends).
             bits = slot_bits[s]
             seen |= bits
-            covered += term if bits & SLOTBIT_TICKED else 0.0
-            stale += (bits & SLOTBIT_STALE) >> 1
-            is_halted = (bits & SLOTBIT_HALTED) >> 2
+            covered += term if bits & SlotBit.TICKED else 0.0
+            stale += (bits & SlotBit.STALE) >> 1
+            is_halted = (bits & SlotBit.HALTED) >> 2
             halted += is_halted
             halted_gross += term if is_halted else 0.0
         for j in range(fund_fx_offsets[f], fund_fx_offsets[f + 1]):
@@ -343,39 +253,26 @@ def value_all_nb(fund_offsets, holding, shares, shift, fx_slots, fund_fx_offsets
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
-        out_value[SIDE_VALUE, k] = value
-        out_error[SIDE_VALUE, k] = error_bound_nb(n + 8, gross + abs(cash), unit, value)
+        out_value[Side.VALUE, k] = value
+        out_error[Side.VALUE, k] = error_bound_nb(n + 8, gross + abs(cash), unit, value)
         value = (total_bid + cash) / unit
-        out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = error_bound_nb(n + 8, total_bid + abs(cash), unit, value)
+        out_value[Side.BID, k] = value
+        out_error[Side.BID, k] = error_bound_nb(n + 8, total_bid + abs(cash), unit, value)
         value = (total_ask + cash) / unit
-        out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = error_bound_nb(n + 8, total_ask + abs(cash), unit, value)
+        out_value[Side.ASK, k] = value
+        out_error[Side.ASK, k] = error_bound_nb(n + 8, total_ask + abs(cash), unit, value)
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
-        out_ratio[RATIO_COVERAGE, k] = coverage
-        out_ratio[RATIO_HALTED, k] = halted_share
-        fund_flags = 0
-        if seen & SLOTBIT_QUOTE_MISSING:
-            fund_flags |= FLAG_SIDE_FALLBACK
-        if stale:
-            fund_flags |= FLAG_STALE
-        if halted:
-            fund_flags |= FLAG_HALTED
-        if coverage < min_coverage:
-            fund_flags |= FLAG_LOW_COVERAGE
+        out_ratio[RatioRow.COVERAGE, k] = coverage
+        out_ratio[RatioRow.HALTED_WEIGHT, k] = halted_share
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOTBIT_HALTED):
-            fund_flags |= FLAG_FUND_HALTED
-        out_count[COUNT_STALE, k] = stale
-        out_count[COUNT_HALTED, k] = halted
-        out_count[COUNT_FLAGS, k] = fund_flags
-        if fund_flags & FLAG_FUND_HALTED:
-            out_count[COUNT_STATUS, k] = FUND_SUSPENDED
-        elif fund_flags & (FLAG_STALE | FLAG_HALTED | FLAG_LOW_COVERAGE):
-            out_count[COUNT_STATUS, k] = FUND_DEGRADED
-        else:
-            out_count[COUNT_STATUS, k] = FUND_OK
+        fund_flags, fund_status = grade_fund_nb(seen, stale, halted, coverage, halted_share,
+                                                market >= 0 and slot_bits[market] & SlotBit.HALTED != 0,
+                                                min_coverage, halted_weight)
+        out_count[CountRow.STALE_HOLDINGS, k] = stale
+        out_count[CountRow.HALTED_HOLDINGS, k] = halted
+        out_count[CountRow.FUND_FLAGS, k] = fund_flags
+        out_count[CountRow.FUND_STATUS, k] = fund_status
 
 
 @njit(cache=True)
@@ -440,12 +337,12 @@ def replay_nb(ticks, start, next_boundary, interval_ns, book, basket, sessions, 
     n = tick_ts.size
     cursor = 0
     while i < n:
-        if tick_code[i] != ACCEPTED:
+        if tick_code[i] != TickOutcome.ACCEPTED:
             i += 1
             continue
         price = tick_price[i]
         verdict = price_verdict_nb(price, tick_status[i])
-        if verdict != ACCEPTED:
+        if verdict != TickOutcome.ACCEPTED:
             tick_code[i] = verdict
             i += 1
             continue

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal
 
-from iopv.tools.model import CASH, Row
+from iopv.tools.model import Instrument, Row
 
 #: Digits of every derived number written to the basket: a float64 carries 15 exactly.
 DIGITS = Context(prec=15)
@@ -40,7 +40,7 @@ def file_rates(rows: Iterable[Row], fund_currency: str,
             printed.setdefault(row.currency, Counter())[row.fx_rate] += 1
     cash_rows: dict[str, Row] = {}
     for row in rows:
-        if (row.kind == CASH and row.currency and row.currency != fund_currency and row.quantity
+        if (row.kind == Instrument.CASH and row.currency and row.currency != fund_currency and row.quantity
                 and row.market_value and row.quantity > 0 and row.market_value > 0):
             best = cash_rows.get(row.currency)
             if best is None or row.market_value > best.market_value:

@@ -19,7 +19,7 @@ from decimal import Context, Decimal
 from typing import Any
 
 from iopv.tools.fxrates import DIGITS
-from iopv.tools.model import BOND, CASH, EQUITY, FUTURE, FX_FORWARD, MONEY_MARKET, OTHER, Row, iso_date
+from iopv.tools.model import Instrument, Row, iso_date
 from iopv.tools.symbols import SymbolMap, clean_ticker, valid_symbol
 
 #: The symbol of a foreign cash balance: it never ticks (its close is 1), its FX rate does.
@@ -59,8 +59,10 @@ class Mapper:
         self.static: list[dict[str, Any]] = []
         self.excluded: list[dict[str, Any]] = []
         self.mapped: list[dict[str, Any]] = []  # every non-equity mapping, for the report
-        self._mappings = {EQUITY: self._equity, CASH: self._cash, MONEY_MARKET: self._cash, FUTURE: self._future,
-                          FX_FORWARD: self._fx_forward, BOND: self._bond, OTHER: self._other}
+        self._mappings = {Instrument.EQUITY: self._equity, Instrument.CASH: self._cash,
+                          Instrument.MONEY_MARKET: self._cash, Instrument.FUTURE: self._future,
+                          Instrument.FX_FORWARD: self._fx_forward, Instrument.BOND: self._bond,
+                          Instrument.OTHER: self._other}
 
     def add(self, row: Row) -> None:
         self._mappings[row.kind](row)
@@ -142,7 +144,8 @@ class Mapper:
         """``amount`` of a foreign currency: a line at close 1 on ``CCY.CASH`` (it moves with the
         rate ``CCYFUND``)."""
         symbol = CASH_SYMBOL.format(ccy=currency)
-        line = self.lines.setdefault(symbol, Line(symbol, currency, CASH, ("cash", currency), close=Decimal(1)))
+        line = self.lines.setdefault(symbol, Line(symbol, currency, Instrument.CASH, ("cash", currency),
+                                                  close=Decimal(1)))
         line.shares += amount
         line.value += amount * rate
         line.rows.append(row.where)
@@ -160,10 +163,9 @@ class Mapper:
         if symbol == "-":
             self._static(row, f"not listed ({row.exchange}): kept at its market value")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
-        rate = self.rate(currency)
+        currency = self._foreign_currency(row)
+        rate = self._rate_or_exclude(row, currency, f" ({self.fund_currency} per unit)")
         if rate is None:
-            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE ({self.fund_currency} per unit)")
             return
         quantity = row.quantity
         if quantity is None or quantity <= 0:
@@ -185,8 +187,19 @@ class Mapper:
             self._static(row, f"{symbol} is already another security in this file and the row has no "
                               "ISIN/SEDOL to tell them apart: kept at its market value")
 
+    def _foreign_currency(self, row: Row) -> str:
+        """The row's currency when it is not the fund's, else "" (whose rate is 1)."""
+        return row.currency if row.currency not in ("", self.fund_currency) else ""
+
+    def _rate_or_exclude(self, row: Row, currency: str, hint: str = "") -> Decimal | None:
+        """The FX rate of ``currency``; None, the row excluded saying which ``--fx`` to give, without one."""
+        rate = self.rate(currency)
+        if rate is None:
+            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE{hint}")
+        return rate
+
     def _cash(self, row: Row) -> None:
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         amount = row.market_value
         if not currency or self.foreign_cash == "static":
             if amount is None:
@@ -222,7 +235,7 @@ class Mapper:
         if symbol in (None, "-"):
             self._static(row, f"future: {why or 'not listed'}")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         rate = self.rate(currency)
         price = self.prices.get(symbol, self._local_price(row))
         if rate is None or price is None:
@@ -252,7 +265,7 @@ class Mapper:
                    cash=offset)
 
     def _fx_forward(self, row: Row) -> None:
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
+        currency = self._foreign_currency(row)
         rate = self.rate(currency) if currency else None
         if not currency or rate is None or not row.quantity or row.quantity <= 0 or row.market_value is None:
             self._static(row, "FX forward without a long foreign-currency amount: kept at its market value")
@@ -267,10 +280,9 @@ class Mapper:
         if par is None or par <= 0:
             self._static(row, f"bond with par {par}: kept at its market value")
             return
-        currency = row.currency if row.currency not in ("", self.fund_currency) else ""
-        rate = self.rate(currency)
+        currency = self._foreign_currency(row)
+        rate = self._rate_or_exclude(row, currency)
         if rate is None:
-            self._exclude(row, f"no FX rate for {currency}: give --fx {currency}=RATE")
             return
         identifiers = tuple(i for i in (row.isin, row.cusip, row.sedol) if i and valid_symbol(i))
         symbol = identifiers[0] if identifiers else bond_symbol(row)

@@ -7,17 +7,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
-#: Instrument kinds (docs/importer.md, "Instruments"). Each maps onto the linear basket in
-#: ``iopv.tools.instruments``.
-EQUITY = "equity"  # a listed security: shares x close x FX
-CASH = "cash"  # cash in any currency, committed and collateral cash included (may be negative)
-MONEY_MARKET = "money_market"  # a money-market fund: its market value
-FUTURE = "future"  # contracts x multiplier on its own symbol, offset by cash
-FX_FORWARD = "fx_forward"  # a currency forward: its currency exposure
-BOND = "bond"  # par / 100 units at the clean price per 100, accrued interest in cash
-OTHER = "other"  # an instrument the importer has no mapping for: its market value, reported
-KINDS = (EQUITY, CASH, MONEY_MARKET, FUTURE, FX_FORWARD, BOND, OTHER)
+
+class InstrumentT(NamedTuple):
+    """Instrument kinds (docs/importer.md, "Instruments"), a row's ``kind``. Each maps onto the
+    linear basket in ``iopv.tools.instruments``."""
+
+    EQUITY: str = "equity"  # a listed security: shares x close x FX
+    CASH: str = "cash"  # cash in any currency, committed and collateral cash included (may be negative)
+    MONEY_MARKET: str = "money_market"  # a money-market fund: its market value
+    FUTURE: str = "future"  # contracts x multiplier on its own symbol, offset by cash
+    FX_FORWARD: str = "fx_forward"  # a currency forward: its currency exposure
+    BOND: str = "bond"  # par / 100 units at the clean price per 100, accrued interest in cash
+    OTHER: str = "other"  # an instrument the importer has no mapping for: its market value, reported
+
+
+Instrument = InstrumentT()
+KINDS = tuple(Instrument)
 
 
 class HoldingsError(ValueError):
@@ -83,7 +90,7 @@ class Holdings:
     as_of: str = ""
     shares_outstanding: Decimal | None = None
     stated_count: int | None = None
-    stated_count_kinds: tuple[str, ...] = (EQUITY, BOND)
+    stated_count_kinds: tuple[str, ...] = (Instrument.EQUITY, Instrument.BOND)
     ended: str = ""
     nav_history: dict[str, tuple[Decimal, Decimal | None]] = field(default_factory=dict)
 

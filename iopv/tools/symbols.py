@@ -28,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from iopv.core.universe import NAME_PATTERN
 from iopv.tools.model import HoldingsError
 
 #: Where a listing trades -> the suffix of its symbol. "" = a bare ticker (US listings and US
@@ -70,8 +71,8 @@ DEFAULT_MULTIPLIERS: Mapping[str, Decimal] = MappingProxyType({
 
 _SUFFIX = re.compile(r"[A-Za-z0-9]*|-")
 _TICKER_SEPARATORS = re.compile(r"[/ ]+")
-#: The basket's symbol character set (``iopv.core.universe.NAME_PATTERN``).
-SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+#: The basket's symbol character set: the loader's own pattern, so an imported basket loads.
+SYMBOL_PATTERN = NAME_PATTERN
 _FUTURE = re.compile(r"([A-Z0-9]+?)[FGHJKMNQUVXZ]\d{1,2}")
 
 

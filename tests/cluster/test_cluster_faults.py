@@ -35,8 +35,8 @@ import pytest
 import redis
 
 from iopv.core.shard import shard_of
-from iopv.testing.cluster import nats_cluster, redis_cluster
-from iopv.testing.servers import free_port
+from iopv.localservers.clusters import nats_cluster, redis_cluster
+from iopv.localservers.servers import free_port
 from tests.support.live import ValueCollector, exact, read_retained
 
 RUN_S = 44  # boundaries in the run (interval 1 s)

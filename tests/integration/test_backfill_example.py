@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from iopv.adapters.redis.history import read_history
 from iopv.core import names
+from iopv.localservers.servers import free_port
 from iopv.service.live import Service
-from iopv.testing.servers import free_port
 from tests.support.live import make_basket, settings_for, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

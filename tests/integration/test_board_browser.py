@@ -25,8 +25,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from iopv.engine import view
+from iopv.localservers.servers import free_port
 from iopv.service.live import Service
-from iopv.testing.servers import free_port
 from tests.support.live import exact, make_basket, publish_all, settings_for, tick, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -27,6 +27,7 @@ from iopv.core.constants import counts_by_reason
 from iopv.core.universe import build_universe
 from iopv.engine.book import PriceBook
 from iopv.engine.intake import TickIntake
+from tests.support.live import wait_for
 
 PCF = [{"fund": "A", "creation_unit": 1, "currency": "USD", "cash": 0,
         "holdings": [{"symbol": f"S{i}", "shares": 1, "price": 10.0} for i in range(20)]}]
@@ -301,14 +302,6 @@ def raw_publish(port: int, messages: list[tuple[str, bytes]]) -> None:
         sock.sendall(b"\xe0\x00")  # DISCONNECT after everything
 
 
-async def wait_until(predicate, what: str, timeout_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def test_feed_counts_every_tick_latest_wins_and_hostile_by_reason(mosquitto):
     asyncio.run(_feed_scenario(mosquitto))
 
@@ -335,7 +328,7 @@ async def _feed_scenario(mosquitto):
         messages += [("ticks/_batch", orjson.dumps(batch))] + [("ticks/_bad", p) for p in hostile]
         await asyncio.to_thread(raw_publish, mosquitto.port, messages)
         total = 20_000 + len(batch) + len(hostile)
-        await wait_until(lambda: intake.received + intake.pending >= total, "every tick counted")
+        await wait_for(lambda: intake.received + intake.pending >= total, timeout_s=20.0, what="every tick counted")
         await asyncio.sleep(0.1)
         intake.flush()
         # The oversize message never reaches decode: the feed skips it unread.
@@ -399,7 +392,7 @@ async def _oversize_scenario(mosquitto):
 def test_feed_over_tls_counts_every_tick_including_packets_spanning_records(tmp_path):
     """TLS hands data over record by record (``SSLSocket.pending``): TickSocket must keep reading
     what the TLS layer holds and reassemble packets larger than a record."""
-    from iopv.testing.servers import MosquittoServer
+    from iopv.localservers.servers import MosquittoServer
     from tests.support.live import openssl
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed-test-ca",
@@ -442,7 +435,7 @@ async def _tls_scenario(settings):
                     {"symbol": symbol, "price": 100.0 + i, "ts": 10_000 + i}))
             await publisher.publish("ticks/S3", b"{broken")
         total = 2_000 + 3_000 + 1
-        await wait_until(lambda: intake.received + intake.pending >= total, "every tick over TLS")
+        await wait_for(lambda: intake.received + intake.pending >= total, timeout_s=20.0, what="every tick over TLS")
         intake.flush()
         assert counts_by_reason(intake.counts) == {"accepted": 5_000, "malformed_json": 1}
         assert {s: book.price_of(s) for s in latest} == latest
@@ -456,7 +449,7 @@ def test_feed_resumes_after_a_broker_restart(tmp_path):
     """A new connection gets a new socket: it must be wrapped again (ticks after the restart count)."""
     import dataclasses
 
-    from iopv.testing.servers import MosquittoServer
+    from iopv.localservers.servers import MosquittoServer
 
     mosquitto = MosquittoServer(tmp_path).start()
     try:
@@ -475,14 +468,14 @@ async def _restart_scenario(mosquitto, settings):
         await asyncio.wait_for(feed.subscribed.wait(), 10)
         first = [("ticks/S1", orjson.dumps({"symbol": "S1", "price": 11.0, "ts": i})) for i in range(100)]
         await asyncio.to_thread(raw_publish, mosquitto.port, first)
-        await wait_until(lambda: intake.received + intake.pending >= 100, "ticks before the restart")
+        await wait_for(lambda: intake.received + intake.pending >= 100, timeout_s=20.0, what="ticks before the restart")
         await asyncio.to_thread(mosquitto.stop)
-        await wait_until(lambda: not feed.connected, "the feed noticing the broker is gone")
+        await wait_for(lambda: not feed.connected, timeout_s=20.0, what="the feed noticing the broker is gone")
         await asyncio.to_thread(mosquitto.start)
-        await wait_until(lambda: feed.connected and feed.subscribed.is_set(), "the feed back", timeout_s=20)
+        await wait_for(lambda: feed.connected and feed.subscribed.is_set(), timeout_s=20.0, what="the feed back")
         second = [("ticks/S2", orjson.dumps({"symbol": "S2", "price": 22.0, "ts": i})) for i in range(100)]
         await asyncio.to_thread(raw_publish, mosquitto.port, second)
-        await wait_until(lambda: intake.received + intake.pending >= 200, "ticks after the restart")
+        await wait_for(lambda: intake.received + intake.pending >= 200, timeout_s=20.0, what="ticks after the restart")
         intake.flush()
         assert counts_by_reason(intake.counts) == {"accepted": 200}
         assert (book.price_of("S1"), book.price_of("S2")) == (11.0, 22.0)

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from iopv.core.constants import LATE
+from iopv.core.constants import TickOutcome
 from iopv.service.live import Service
 from tests.support.live import (
     assert_valid,
@@ -92,7 +92,7 @@ def test_ticks_in_values_out_match_exact_reference(tmp_path, mosquitto, redis_se
         counts = dict(zip(("accepted", "unknown", "out_of_order"), intake.counts[:3].tolist()))
         # Ticks stamped before a boundary the engine cut before they arrived (a slow start) are
         # applied all the same, counted late (event time: docs/methodology.md).
-        counts["accepted"] += int(intake.counts[LATE])
+        counts["accepted"] += int(intake.counts[TickOutcome.LATE])
         rejected = intake.rejected
         mqtt_values = await read_retained("127.0.0.1", mosquitto.port, settings.mqtt.value_topic_prefix,
                                           len(document))
@@ -133,7 +133,7 @@ def test_absent_redis_delays_neither_clock_nor_mqtt(tmp_path, mosquitto, redis_s
     settings = settings_for(tmp_path, document, mosquitto, redis_server, interval_s=0.2)
     import dataclasses
 
-    from iopv.testing.servers import free_port
+    from iopv.localservers.servers import free_port
 
     dead = dataclasses.replace(settings.redis, url=f"redis://127.0.0.1:{free_port()}/0",
                                reconnect_min_s=0.05, reconnect_max_s=0.2, history_queue_cycles=3)

@@ -22,7 +22,7 @@ import redis
 
 from iopv.adapters.journal import JournalReader
 from iopv.adapters.journal import format as fmt
-from iopv.testing.servers import free_port
+from iopv.localservers.servers import free_port
 from tests.support.live import exact, make_basket
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from iopv.engine.book import PriceBook
 from iopv.engine.codec import encode_record
 from iopv.engine.intake import TickIntake
 from iopv.engine.publication import Publication
-from iopv.testing.cluster import nats_cluster
+from iopv.localservers.clusters import nats_cluster
 from tests.support.live import publish_all, read_retained, wait_for
 
 SECOND = 1_000_000_000

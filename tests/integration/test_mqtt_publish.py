@@ -33,8 +33,8 @@ from iopv.adapters.mqtt.wire import (
 )
 from iopv.config import load_settings
 from iopv.engine.publication import Publication
-from iopv.testing.servers import MosquittoServer
-from tests.support.live import make_certificates, wait_for
+from iopv.localservers.servers import MosquittoServer
+from tests.support.live import make_certificates, stopped_on_exit, wait_for
 
 # -- encoding ----------------------------------------------------------------------------------
 
@@ -348,11 +348,8 @@ def test_packet_ids_wrap_around_on_one_connection_next_to_pahos_own_publishes(mo
 def own_mosquitto():
     directory = Path(tempfile.mkdtemp(prefix="iopv-mqtt-publish-"))
     server = MosquittoServer(directory).start()
-    try:
+    with stopped_on_exit(server, directory=directory):
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_broker_restart_mid_publication_sends_it_whole_after_reconnect(own_mosquitto, monkeypatch):

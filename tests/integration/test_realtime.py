@@ -17,19 +17,8 @@ from iopv.core.universe import build_universe
 from iopv.engine.cycle import Engine
 from iopv.engine.realtime import RealtimePublisher
 from iopv.service.live import Service
+from tests.support.live import CollectingSink as Collector
 from tests.support.live import exact, make_basket, settings_for
-
-
-class Collector:
-    """A stand-in sink that keeps what it is offered (the unit under test is the publisher)."""
-
-    name = "collector"
-
-    def __init__(self):
-        self.publications = []
-
-    def offer(self, publication) -> None:
-        self.publications.append(publication)
 
 
 def engine_for(document, **realtime) -> tuple[Engine, RealtimePublisher, Collector]:

@@ -17,7 +17,7 @@ from iopv.adapters.redis.cluster import ClusterRedisSink
 from iopv.config import RedisSettings
 from iopv.engine.codec import encode_record
 from iopv.engine.publication import Publication
-from iopv.testing.cluster import redis_cluster
+from iopv.localservers.clusters import redis_cluster
 
 FUNDS = 60
 SECOND = 1_000_000_000

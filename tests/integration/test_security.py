@@ -25,9 +25,9 @@ from redis.retry import Retry
 from test_integration import make_basket, wait_for
 
 from iopv.config import load_settings
+from iopv.localservers.servers import MosquittoServer, RedisServer, find_binary
 from iopv.service.live import Service
-from iopv.testing.servers import MosquittoServer, RedisServer, find_binary
-from tests.support.live import make_certificates
+from tests.support.live import make_certificates, stopped_on_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_PW, FEED_PW, REDIS_PW = "engine-secret-7", "feed-secret-8", "redis-secret-9"
@@ -48,12 +48,8 @@ def secured(tmp_path):
         "#REPLACE_WITH_SHA256_OF_PASSWORD", f"#{digest}")
     (directory / "users.acl").write_text(acl)
     redis_server = RedisServer(directory, extra_args=("--aclfile", str(directory / "users.acl"))).start()
-    try:
+    with stopped_on_exit(mosquitto, redis_server, directory=directory):
         yield mosquitto, redis_server
-    finally:
-        mosquitto.stop()
-        redis_server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_engine_runs_with_least_privilege_and_never_logs_secrets(tmp_path, secured, caplog):

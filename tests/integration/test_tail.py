@@ -11,9 +11,9 @@ import time
 
 import orjson
 
+from iopv.cli.tail import Tail
 from iopv.config import load_settings
 from iopv.core.universe import load_pcf
-from iopv.demo.tail import Tail
 from iopv.service.live import Service
 from tests.support.live import make_basket, publish_all, settings_for, tick, wait_for
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 import aiohttp
 import orjson
 
+from iopv.localservers.servers import free_port
 from iopv.service.live import Service
-from iopv.testing.servers import free_port
 from tests.support.live import exact, make_basket, publish_all, read_retained, settings_for, tick, wait_for
 
 

@@ -25,7 +25,7 @@ import orjson
 import pytest
 import redis
 
-from iopv.testing.servers import free_port
+from iopv.localservers.servers import free_port
 from tests.support.live import ValueCollector, exact
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,9 @@ throwaway servers, waiting, publishing and reading retained values, test certifi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import shutil
 import subprocess
 import threading
 import time
@@ -67,11 +69,37 @@ def settings_for(tmp_path: Path, document: list[dict], mosquitto, redis_server, 
 
 
 async def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 10 ms until it holds; AssertionError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+class CollectingSink:
+    """A stand-in sink that keeps what it is offered (when the unit under test is the publisher)."""
+
+    name = "collector"
+
+    def __init__(self):
+        self.publications = []
+
+    def offer(self, publication) -> None:
+        self.publications.append(publication)
+
+
+@contextlib.contextmanager
+def stopped_on_exit(*servers, directory: Path | None = None):
+    """Yield ``servers`` (a test's own throwaway servers, started); on exit stop each, in order,
+    and remove ``directory``."""
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 async def publish_all(host: str, port: int, messages: list[tuple[str, bytes]]) -> None:

@@ -1,7 +1,7 @@
 """The straightforward tick intake the engine's must match outcome for outcome: every payload
 decoded in Python (orjson, the standard library for 1e400, then ``decode_tick_full``), staged as
 seven columns, applied ``capacity`` ticks at a time in one ``apply_book_nb`` call. Shared by
-tests/test_intake_fast_path.py and tests/test_tickscan.py."""
+tests/unit/test_intake_fast_path.py and tests/unit/test_tickscan.py."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ import math
 
 import numpy as np
 
-from iopv.core.constants import (
-    MALFORMED_JSON,
-    MAX_TS,
-    N_CODES,
-    N_FLOAT_ROWS,
-    N_INT_ROWS,
-    NEVER_TS,
-    OVERSIZE_PAYLOAD,
-)
+from iopv.core.constants import MAX_TS, N_FLOAT_ROWS, N_INT_ROWS, N_OUTCOMES, NEVER_TS, TickOutcome
 from iopv.engine.book import PriceBook
 from iopv.engine.codec import decode_payload, decode_tick_full, topic_symbol
 from iopv.kernels.ticks import apply_book_nb
@@ -32,17 +24,17 @@ class ReferenceIntake:
     def __init__(self, book: PriceBook, capacity: int, spike_pct: float = 0.0, *, max_payload: int):
         self.book, self.capacity, self.spike_frac = book, capacity, spike_pct / 100.0
         self.max_payload = max_payload
-        self.counts = np.zeros(N_CODES, dtype=np.int64)
+        self.counts = np.zeros(N_OUTCOMES, dtype=np.int64)
         self.staged: list[tuple] = []
         self.codes: list[int] = []
 
     def decode(self, payload: bytes, topic: str | None) -> None:
         nan = math.nan
         if len(payload) > self.max_payload:
-            return self._stage((OVERSIZE_PAYLOAD, -1, 0.0, nan, nan, 0, 0))
+            return self._stage((TickOutcome.OVERSIZE_PAYLOAD, -1, 0.0, nan, nan, 0, 0))
         items, ok = decode_payload(payload)
         if not ok:
-            return self._stage((MALFORMED_JSON, -1, 0.0, nan, nan, 0, 0))
+            return self._stage((TickOutcome.MALFORMED_JSON, -1, 0.0, nan, nan, 0, 0))
         default = topic_symbol(topic, "ticks") if topic else None
         for item in items:
             self._stage(decode_tick_full(item, default, RECV_TS, self.book.index))

@@ -14,13 +14,7 @@ import orjson
 import pytest
 
 from iopv.config import load_settings
-from iopv.core.constants import (
-    FUTURE_TS,
-    HELD_OVERFLOW,
-    LATE,
-    REASONS,
-    counts_by_reason,
-)
+from iopv.core.constants import REASONS, TickOutcome, counts_by_reason
 from iopv.core.universe import build_universe
 from iopv.engine.book import PriceBook
 from iopv.engine.cycle import Engine
@@ -78,7 +72,7 @@ def test_a_late_tick_counts_from_the_next_boundary_and_is_counted_late():
     engine.intake.decode(tick("AAA", 12.0, B0 - 5 * MS), "ticks/AAA", B0 + 60 * MS)  # after B0's cut
     publication = engine.cycle(B0 + S)
     assert value_of(publication, "F") == "32.0000"  # not dropped: it is in B0+1
-    assert engine.intake.counts[LATE] == 1
+    assert engine.intake.counts[TickOutcome.LATE] == 1
     assert counts_by_reason(engine.intake.counts) == {"late": 1}
     # Still subject to the out-of-order rule: an older late tick does not move the price back.
     engine.intake.decode(tick("AAA", 9.0, B0 - 9 * MS), "ticks/AAA", B0 + S + 60 * MS)
@@ -93,8 +87,8 @@ def test_a_tick_stamped_absurdly_far_ahead_is_refused_and_never_held():
     engine.intake.decode(tick("AAA", 11.0, B0 + 4 * S), "ticks/AAA", B0 + MS)  # within the lead: held
     engine.intake.flush()
     assert engine.intake.held == 1
-    assert engine.intake.counts[FUTURE_TS] == 1
-    assert REASONS[FUTURE_TS] == "future_ts"
+    assert engine.intake.counts[TickOutcome.FUTURE_TS] == 1
+    assert REASONS[TickOutcome.FUTURE_TS] == "future_ts"
     values = [value_of(engine.cycle(B0 + k * S), "F") for k in range(6)]
     assert values == ["30.0000"] * 4 + ["31.0000"] * 2  # the held tick in its own boundary, B0+4
     assert engine.intake.held == 0
@@ -107,7 +101,7 @@ def test_a_full_held_set_drops_counts_and_makes_the_book_not_whole_until_every_s
     for k in range(6):  # 6 ticks for the next boundary; room for 4
         engine.intake.decode(tick("AAA", 11.0 + k, B0 + (k + 1) * MS), "ticks/AAA", B0 + (k + 1) * MS)
     first = engine.cycle(B0)
-    assert engine.intake.counts[HELD_OVERFLOW] == 2
+    assert engine.intake.counts[TickOutcome.HELD_OVERFLOW] == 2
     assert not engine.health.whole and engine.health.reason == "overflow"
     assert "recovering" in first.records[0]["flags"] and first.records[0]["status"] == "degraded"
     assert not first.whole
@@ -234,7 +228,7 @@ def test_live_cut_equals_the_exact_reference_and_replay_when_every_tick_is_in_ti
     ticks = random_ticks(rng, document, 400, 10, interval_ns, watermark_ns)
     live, engine = live_values(document, ticks, interval_ns, watermark_ns, 10)
     assert live == reference_values(document, ticks, interval_ns, 10)
-    assert engine.intake.counts[LATE] == 0
+    assert engine.intake.counts[TickOutcome.LATE] == 0
     # iopv replay of the same ticks, in arrival order (as a recorder writes them), digit for digit.
     universe = build_universe(document)
     tape_lines = b"\n".join(tick(s, p, ts) for s, p, ts, _ in ticks)
@@ -252,7 +246,7 @@ def test_late_ticks_count_from_the_next_boundary(seed):
     ticks = random_ticks(rng, document, 300, 8, interval_ns, watermark_ns, late=0.1)
     live, engine = live_values(document, ticks, interval_ns, watermark_ns, 8)
     assert live == reference_values(document, ticks, interval_ns, 8, cut_ns=watermark_ns)
-    assert engine.intake.counts[LATE] > 0
+    assert engine.intake.counts[TickOutcome.LATE] > 0
 
 
 def test_replay_orders_a_tape_by_boundary_and_keeps_each_ticks_outcome_at_its_line():

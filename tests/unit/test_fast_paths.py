@@ -1,12 +1,13 @@
 """Fast paths against their plain references, bit for bit.
 
 - The packed holdings layout (``iopv.core.packed.PackedHoldings``) and the kernels that read it:
-  ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept verbatim
-  as the reference: one holding after the other, every term and every gross magnitude summed in
-  holding order); the packed kernels must reproduce its values, error bounds and quality figures
-  bit for bit on seeded random universes -- multi-currency funds, mid-priced funds, share counts
-  that float32 cannot hold, quotes, halts, stale prices, fund subsets -- and on a synthetic
-  universe of realistic shape.
+  ``value_all_plain_nb`` below is the live kernel as it was over the plain arrays (kept as the
+  reference: one holding after the other, every term and every gross magnitude summed in holding
+  order; the fund's grading is the live kernel's own ``grade_fund_nb``, so a change to that rule
+  shows in the methodology tests, not hidden behind a copy); the packed kernels must reproduce
+  its values, error bounds and quality figures bit for bit on seeded random universes --
+  multi-currency funds, mid-priced funds, share counts that float32 cannot hold, quotes, halts,
+  stale prices, fund subsets -- and on a synthetic universe of realistic shape.
 - Exact resolution of near ties in integer arithmetic (``iopv.engine.valuer``): the decimals it
   reads from floats are those of their shortest text (``Decimal(repr(x))``), and its rounding is
   ``Decimal.quantize(ROUND_HALF_UP)``'s.
@@ -24,48 +25,31 @@ import numpy as np
 import pytest
 from numba import njit
 
+from bench import universes as U
+from bench.packed_kernel import value_packed_nb
 from iopv.core.constants import (
-    BOOK_HALTED,
-    COUNT_FLAGS,
-    COUNT_HALTED,
-    COUNT_STALE,
-    COUNT_STATUS,
-    FLAG_FUND_HALTED,
-    FLAG_HALTED,
-    FLAG_LOW_COVERAGE,
-    FLAG_SIDE_FALLBACK,
-    FLAG_STALE,
-    FUND_DEGRADED,
-    FUND_OK,
-    FUND_SUSPENDED,
     N_COUNTS,
     N_RATIOS,
     N_SIDES,
-    RATIO_COVERAGE,
-    RATIO_HALTED,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-    SLOTBIT_HALTED,
-    SLOTBIT_QUOTE_MISSING,
-    SLOTBIT_STALE,
-    SLOTBIT_TICKED,
-    TERM_ASK,
-    TERM_BID,
-    TERM_LAST,
     UNIT_ROUNDOFF,
+    BookBit,
+    CountRow,
+    FundFlag,
+    RatioRow,
+    Side,
+    SlotBit,
+    TermCol,
 )
 from iopv.core.packed import PackedHoldings, pack_holdings, packed_kind
 from iopv.core.universe import Universe, build_universe
 from iopv.engine.book import PriceBook
 from iopv.engine.valuer import Valuer, _decimal_parts, round_half_up
 from iopv.kernels.valuation import (
+    grade_fund_nb,
     slot_terms_nb,
     value_all_nb,
     value_funds_nb,
-    value_packed_nb,
 )
-from iopv.testing import universes as U
 from tests.support.generators import random_universe
 
 
@@ -75,8 +59,8 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
                  min_coverage, halted_weight, fund_list, out_value, out_error, out_ratio, out_count):
     """One pass over the holdings of the funds in ``fund_list`` (after ``slot_terms_nb``): the
     value at last (or mid) prices, at bids and at asks, each with a float error bound (rows
-    ``SIDE_*`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
-    ``RATIO_*``, ``out_count`` rows ``COUNT_*``); column k describes fund ``fund_list[k]``."""
+    ``Side`` of ``out_value``/``out_error``), and the quality figures (``out_ratio`` rows
+    ``RatioRow``, ``out_count`` rows ``CountRow``); column k describes fund ``fund_list[k]``."""
     for k in range(fund_list.size):
         f = fund_list[k]
         mid = fund_basis[f] == 1
@@ -101,9 +85,9 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
             if mid:
                 term = shares * slot_mid[s] * slot_mid[x]
             else:
-                term = shares * slot_rows[s, TERM_LAST] * slot_rows[x, TERM_LAST]
-            term_bid = shares * slot_rows[s, TERM_BID] * slot_rows[x, TERM_BID]
-            term_ask = shares * slot_rows[s, TERM_ASK] * slot_rows[x, TERM_ASK]
+                term = shares * slot_rows[s, TermCol.LAST] * slot_rows[x, TermCol.LAST]
+            term_bid = shares * slot_rows[s, TermCol.BID] * slot_rows[x, TermCol.BID]
+            term_ask = shares * slot_rows[s, TermCol.ASK] * slot_rows[x, TermCol.ASK]
             total += term
             total_bid += term_bid
             total_ask += term_ask
@@ -115,9 +99,9 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
             bits = slot_bits[s]
             seen |= bits | slot_bits[x]
             magnitude = abs(term)
-            covered += magnitude * (bits & SLOTBIT_TICKED)
-            stale += (bits & SLOTBIT_STALE) >> 1
-            is_halted = (bits & SLOTBIT_HALTED) >> 2
+            covered += magnitude * (bits & SlotBit.TICKED)
+            stale += (bits & SlotBit.STALE) >> 1
+            is_halted = (bits & SlotBit.HALTED) >> 2
             halted += is_halted
             halted_gross += magnitude * is_halted
         unit = fund_creation_unit[f]
@@ -125,42 +109,29 @@ def value_all_plain_nb(fund_offsets, holding_security, holding_shares, holding_f
         # Each term carries <= 5 roundings (two mids included), the running sum <= n more, the
         # division one: the bound below covers them with room to spare.
         value = (total + cash) / unit
-        out_value[SIDE_VALUE, k] = value
-        out_error[SIDE_VALUE, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit
+        out_value[Side.VALUE, k] = value
+        out_error[Side.VALUE, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross + abs(cash)) / unit
                                  + 2.0 * UNIT_ROUNDOFF * abs(value))
         value = (total_bid + cash) / unit
-        out_value[SIDE_BID, k] = value
-        out_error[SIDE_BID, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit
+        out_value[Side.BID, k] = value
+        out_error[Side.BID, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_bid + abs(cash)) / unit
                                  + 2.0 * UNIT_ROUNDOFF * abs(value))
         value = (total_ask + cash) / unit
-        out_value[SIDE_ASK, k] = value
-        out_error[SIDE_ASK, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit
+        out_value[Side.ASK, k] = value
+        out_error[Side.ASK, k] = ((n + 8) * 2.0 * UNIT_ROUNDOFF * (gross_ask + abs(cash)) / unit
                                  + 2.0 * UNIT_ROUNDOFF * abs(value))
         coverage = covered / gross if gross > 0.0 else 1.0
         halted_share = halted_gross / gross if gross > 0.0 else 0.0
-        out_ratio[RATIO_COVERAGE, k] = coverage
-        out_ratio[RATIO_HALTED, k] = halted_share
-        fund_flags = 0
-        if seen & SLOTBIT_QUOTE_MISSING:
-            fund_flags |= FLAG_SIDE_FALLBACK
-        if stale:
-            fund_flags |= FLAG_STALE
-        if halted:
-            fund_flags |= FLAG_HALTED
-        if coverage < min_coverage:
-            fund_flags |= FLAG_LOW_COVERAGE
+        out_ratio[RatioRow.COVERAGE, k] = coverage
+        out_ratio[RatioRow.HALTED_WEIGHT, k] = halted_share
         market = fund_market[f]
-        if (halted and halted_share >= halted_weight) or (market >= 0 and slot_bits[market] & SLOTBIT_HALTED):
-            fund_flags |= FLAG_FUND_HALTED
-        out_count[COUNT_STALE, k] = stale
-        out_count[COUNT_HALTED, k] = halted
-        out_count[COUNT_FLAGS, k] = fund_flags
-        if fund_flags & FLAG_FUND_HALTED:
-            out_count[COUNT_STATUS, k] = FUND_SUSPENDED
-        elif fund_flags & (FLAG_STALE | FLAG_HALTED | FLAG_LOW_COVERAGE):
-            out_count[COUNT_STATUS, k] = FUND_DEGRADED
-        else:
-            out_count[COUNT_STATUS, k] = FUND_OK
+        fund_flags, fund_status = grade_fund_nb(seen, stale, halted, coverage, halted_share,
+                                                market >= 0 and slot_bits[market] & SlotBit.HALTED != 0,
+                                                min_coverage, halted_weight)
+        out_count[CountRow.STALE_HOLDINGS, k] = stale
+        out_count[CountRow.HALTED_HOLDINGS, k] = halted
+        out_count[CountRow.FUND_FLAGS, k] = fund_flags
+        out_count[CountRow.FUND_STATUS, k] = fund_status
 
 
 
@@ -209,7 +180,7 @@ def random_book(universe: Universe, rng: np.random.Generator) -> tuple[PriceBook
     book.last_ts[:n] = np.where(rng.random(n) < 0.6, rng.integers(900, 1_000, n), book.last_ts[:n])
     halted = (rng.random(n) < 0.05)
     halted[universe.holding_security[:2]] = True  # at least one halted holding
-    book.flags[:n][halted] |= BOOK_HALTED
+    book.flags[:n][halted] |= BookBit.HALTED
     return book, 1_000, 950
 
 
@@ -249,10 +220,10 @@ def test_value_all_packed_is_bit_identical_to_the_plain_kernel(seed):
             assert_same(packed_frame(universe, *terms, funds), plain_frame(universe, *terms, funds))
     figures = packed_frame(universe, *terms, every)
     # The book state reached the figures being compared (not only trivial outputs).
-    assert (figures[3][COUNT_FLAGS] & FLAG_SIDE_FALLBACK).any()
-    assert (figures[3][COUNT_HALTED] > 0).any() and (figures[3][COUNT_STALE] > 0).any()
-    assert (figures[0][SIDE_BID] != figures[0][SIDE_ASK]).any()
-    assert ((figures[2][RATIO_COVERAGE] > 0) & (figures[2][RATIO_COVERAGE] < 1)).any()
+    assert (figures[3][CountRow.FUND_FLAGS] & FundFlag.SIDE_FALLBACK).any()
+    assert (figures[3][CountRow.HALTED_HOLDINGS] > 0).any() and (figures[3][CountRow.STALE_HOLDINGS] > 0).any()
+    assert (figures[0][Side.BID] != figures[0][Side.ASK]).any()
+    assert ((figures[2][RatioRow.COVERAGE] > 0) & (figures[2][RatioRow.COVERAGE] < 1)).any()
 
 
 def test_valuer_frame_on_a_synthetic_universe_matches_the_plain_kernel():

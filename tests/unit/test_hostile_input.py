@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iopv.core.constants import OVERSIZE_PAYLOAD, REASONS, UNKNOWN_SYMBOL
+from iopv.core.constants import REASONS, TickOutcome
 from iopv.core.universe import NAME_PATTERN, PcfError, build_universe, load_pcf
 from iopv.engine.book import PriceBook
 from iopv.engine.intake import TickIntake
@@ -63,7 +63,7 @@ def test_oversize_payload_is_refused_and_counted(universe):
     intake = TickIntake(PriceBook(universe), max_payload_bytes=1024)
     intake.decode(b"[" + b'{"symbol":"X","price":1.0},' * 100 + b'{"symbol":"X","price":1.0}]')
     intake.flush()
-    assert intake.counts[OVERSIZE_PAYLOAD] == 1 and intake.accepted == 0
+    assert intake.counts[TickOutcome.OVERSIZE_PAYLOAD] == 1 and intake.accepted == 0
 
 
 @pytest.mark.parametrize("symbol", ["X/Y", "#", "+", "X Y", "X\n", "iopv/AAA", "X\x00"])
@@ -73,7 +73,7 @@ def test_topic_injecting_symbols_are_only_ever_unknown(universe, symbol):
     intake = TickIntake(book)
     intake.decode(orjson.dumps({"symbol": symbol, "price": 1.0, "ts": 1}), f"ticks/{symbol}")
     intake.flush()
-    assert intake.counts[UNKNOWN_SYMBOL] == 1
+    assert intake.counts[TickOutcome.UNKNOWN_SYMBOL] == 1
     assert all(NAME_PATTERN.match(name) for name in book.index)
 
 

@@ -47,13 +47,14 @@ def test_a_cached_kernel_follows_an_edited_constant(tmp_path):
     shutil.copytree(PACKAGE, tmp_path / "iopv", ignore=shutil.ignore_patterns("__pycache__"))
     constants = tmp_path / "iopv" / "core" / "constants.py"
     source = constants.read_text()
-    assert re.search(r"^NON_POSITIVE_PRICE = 10$", source, re.M)
+    assert re.search(r"^    NON_POSITIVE_PRICE: int = 10$", source, re.M)  # a TickOutcome field
 
     assert run_copy(tmp_path) == (10, 0, 1)  # compiled, then cached
     assert list((tmp_path / "iopv" / "kernels" / "__pycache__").glob("ticks.apply_book_nb-*.nbi"))
     assert run_copy(tmp_path) == (10, 1, 0)  # a fresh process loads it from the cache
 
-    constants.write_text(re.sub(r"^NON_POSITIVE_PRICE = 10$", "NON_POSITIVE_PRICE = 99", source, flags=re.M))
+    constants.write_text(re.sub(r"^    NON_POSITIVE_PRICE: int = 10$", "    NON_POSITIVE_PRICE: int = 99", source,
+                                flags=re.M))
     assert run_copy(tmp_path) == (99, 0, 1)  # stale: compiled again with the new value
     assert run_copy(tmp_path) == (99, 1, 0)  # and cached again
 

@@ -8,20 +8,12 @@ from decimal import Context, Decimal, localcontext
 import numpy as np
 import pytest
 
-from iopv.core.constants import (
-    ACCEPTED,
-    BAD_TS,
-    MISSING_PRICE,
-    N_CODES,
-    NON_FINITE_PRICE,
-    NON_POSITIVE_PRICE,
-    OUT_OF_ORDER,
-    UNKNOWN_SYMBOL,
-)
+from bench.packed_kernel import value_packed_nb
+from iopv.core.constants import N_OUTCOMES, TickOutcome
 from iopv.core.packed import pack_holdings
 from iopv.engine.book import NEVER
 from iopv.kernels.ticks import apply_book_nb
-from iopv.kernels.valuation import value_funds_nb, value_packed_nb
+from iopv.kernels.valuation import value_funds_nb
 from tests.support.reference_intake import arrival_clock
 
 EXACT = Context(prec=120)
@@ -177,7 +169,7 @@ def apply(ticks, prices, last_ts, count=None):
     security = np.array([t[0] for t in ticks], dtype=np.int64)
     price = np.array([t[1] for t in ticks], dtype=np.float64)
     ts = np.array([t[2] for t in ticks], dtype=np.int64)
-    code = np.array([t[3] if len(t) > 3 else ACCEPTED for t in ticks], dtype=np.int64)
+    code = np.array([t[3] if len(t) > 3 else TickOutcome.ACCEPTED for t in ticks], dtype=np.int64)
     n, slots = len(ticks), prices.size
     nan_ticks, nan_slots = np.full(n, np.nan), np.full(slots, np.nan)
     # The engine's kernel with no quotes, no trading status and the spike filter off.
@@ -185,7 +177,7 @@ def apply(ticks, prices, last_ts, count=None):
                              code, n if count is None else count, prices, nan_slots, nan_slots.copy(),
                              last_ts, np.zeros(slots, dtype=np.int64), np.full(slots, np.nan),
                              np.zeros(slots, dtype=np.int64), 0.0, 3, *arrival_clock(),
-                             np.zeros(N_CODES, dtype=np.int64))
+                             np.zeros(N_OUTCOMES, dtype=np.int64))
     return accepted, code.tolist()
 
 
@@ -200,16 +192,17 @@ def test_apply_ticks_outcome_codes():
         (1, math.nan, 5), (1, math.inf, 5), (1, -math.inf, 5),
         (1, 0.0, 5), (1, -0.0, 5), (1, -5.0, 5),
         (2, 31.0, 5), (2, 32.0, 5), (2, 33.0, 6),  # latest in the batch wins
-        (2, 99.0, 7, BAD_TS), (2, 98.0, 8, MISSING_PRICE),  # decoder rejections stay rejected
+        (2, 99.0, 7, TickOutcome.BAD_TS), (2, 98.0, 8, TickOutcome.MISSING_PRICE),  # decoder rejections stay rejected
         (2, 34.0, 6),
         (0, 14.0, 0),  # older again
     ]
     accepted, codes = apply(ticks, prices, last_ts)
-    assert codes == [UNKNOWN_SYMBOL, NON_FINITE_PRICE, ACCEPTED, OUT_OF_ORDER, ACCEPTED,
-                     NON_FINITE_PRICE, NON_FINITE_PRICE, NON_FINITE_PRICE,
-                     NON_POSITIVE_PRICE, NON_POSITIVE_PRICE, NON_POSITIVE_PRICE,
-                     ACCEPTED, ACCEPTED, ACCEPTED, BAD_TS, MISSING_PRICE, ACCEPTED, OUT_OF_ORDER]
-    assert accepted == codes.count(ACCEPTED) == 6
+    O = TickOutcome
+    assert codes == [O.UNKNOWN_SYMBOL, O.NON_FINITE_PRICE, O.ACCEPTED, O.OUT_OF_ORDER, O.ACCEPTED,
+                     O.NON_FINITE_PRICE, O.NON_FINITE_PRICE, O.NON_FINITE_PRICE,
+                     O.NON_POSITIVE_PRICE, O.NON_POSITIVE_PRICE, O.NON_POSITIVE_PRICE,
+                     O.ACCEPTED, O.ACCEPTED, O.ACCEPTED, O.BAD_TS, O.MISSING_PRICE, O.ACCEPTED, O.OUT_OF_ORDER]
+    assert accepted == codes.count(TickOutcome.ACCEPTED) == 6
     assert prices.tolist() == [13.0, 20.0, 34.0, 1.0]
     assert last_ts.tolist() == [100, NEVER, 6, NEVER]
 
@@ -219,9 +212,9 @@ def test_rejected_ticks_leave_the_book_untouched():
     apply([(0, 11.0, 50), (3, 44.0, 50)], prices, last_ts)
     before = prices.copy(), last_ts.copy()
     accepted, codes = apply([(0, math.nan, 60), (0, -1.0, 60), (0, 0.0, 60), (0, 12.0, 49),
-                             (3, math.inf, 70), (-1, 9.0, 80), (1, 21.0, 90, BAD_TS)], prices, last_ts)
+                             (3, math.inf, 70), (-1, 9.0, 80), (1, 21.0, 90, TickOutcome.BAD_TS)], prices, last_ts)
     assert accepted == 0
-    assert ACCEPTED not in codes
+    assert TickOutcome.ACCEPTED not in codes
     assert prices.tolist() == before[0].tolist()
     assert last_ts.tolist() == before[1].tolist()
 
@@ -229,7 +222,7 @@ def test_rejected_ticks_leave_the_book_untouched():
 def test_apply_ticks_only_the_first_count():
     prices, last_ts = make_book(3)
     accepted, codes = apply([(0, 11.0, 1), (1, 21.0, 1), (1, math.nan, 1)], prices, last_ts, count=1)
-    assert (accepted, codes) == (1, [ACCEPTED, ACCEPTED, ACCEPTED])  # the unprocessed keep their verdict
+    assert (accepted, codes) == (1, [TickOutcome.ACCEPTED] * 3)  # the unprocessed keep their verdict
     assert prices.tolist() == [11.0, 20.0, 1.0]
 
 
@@ -246,27 +239,27 @@ def test_apply_ticks_random_batches_match_a_plain_model(seed):
             security = int(rng.integers(-1, n))
             price = float(rng.choice([rng.uniform(0.01, 100), 0.0, -1.0, math.nan, math.inf]))
             ts = int(rng.integers(0, 1000))
-            code = int(rng.choice([ACCEPTED] * 9 + [BAD_TS]))
+            code = int(rng.choice([TickOutcome.ACCEPTED] * 9 + [TickOutcome.BAD_TS]))
             batch.append((security, price, ts, code))
         accepted, codes = apply(batch, prices, last_ts)
         expected = []
         for security, price, ts, code in batch:
-            if code != ACCEPTED:
+            if code != TickOutcome.ACCEPTED:
                 expected.append(code)
             elif not math.isfinite(price):
-                expected.append(NON_FINITE_PRICE)
+                expected.append(TickOutcome.NON_FINITE_PRICE)
             elif price <= 0:
-                expected.append(NON_POSITIVE_PRICE)
+                expected.append(TickOutcome.NON_POSITIVE_PRICE)
             elif security < 0:
-                expected.append(UNKNOWN_SYMBOL)
+                expected.append(TickOutcome.UNKNOWN_SYMBOL)
             elif security in model_ts and ts < model_ts[security]:
-                expected.append(OUT_OF_ORDER)
+                expected.append(TickOutcome.OUT_OF_ORDER)
             else:
-                expected.append(ACCEPTED)
+                expected.append(TickOutcome.ACCEPTED)
                 model_price[security] = price
                 model_ts[security] = ts
         assert codes == expected
-        assert accepted == expected.count(ACCEPTED)
+        assert accepted == expected.count(TickOutcome.ACCEPTED)
         assert prices[:n].tolist() == [model_price[i] for i in range(n)]
         assert last_ts[:n].tolist() == [model_ts.get(i, NEVER) for i in range(n)]
         assert prices[n] == 1.0  # the fixed slot is never written

@@ -15,23 +15,14 @@ import orjson
 import pytest
 
 from iopv.config import load_settings
-from iopv.core.constants import SIDE_ASK, SIDE_BID, SIDE_VALUE
+from iopv.core.constants import Side
 from iopv.core.universe import build_universe
 from iopv.engine.cycle import Engine
 from iopv.engine.realtime import RealtimePublisher
 from iopv.engine.reload import prepare
 from iopv.kernels.realtime import slot_holding_index
 from tests.support.generators import random_tape, random_universe
-
-
-class Collector:
-    name = "collector"
-
-    def __init__(self):
-        self.publications = []
-
-    def offer(self, publication) -> None:
-        self.publications.append(publication)
+from tests.support.live import CollectingSink as Collector
 
 
 def make(document, *, decimals: int = 4, **options):
@@ -157,7 +148,7 @@ def test_a_step_cap_defers_funds_without_losing_any_and_publishes_the_latest():
             last[fund] = record
     funds = [engine.universe.funds.index(f) for f in sorted(last)]
     expected = full_sides(engine, funds)
-    assert [last[f]["iopv"] for f in sorted(last)] == expected[SIDE_VALUE].tolist()
+    assert [last[f]["iopv"] for f in sorted(last)] == expected[Side.VALUE].tolist()
     assert holders <= set(last)
 
 
@@ -212,7 +203,7 @@ def test_sides_follow_quotes_and_fall_back_to_last():
     expected = full_sides(engine, [f])[:, 0]
     assert [record["iopv"], record["iopv_bid"], record["iopv_ask"]] == expected.tolist()
     assert record["iopv_bid"] < record["iopv"] < record["iopv_ask"]
-    assert expected[SIDE_BID] < expected[SIDE_ASK]
+    assert expected[Side.BID] < expected[Side.ASK]
 
 
 def test_rolling_revaluation_rebuilds_every_fund_in_slices_within_its_period(monkeypatch):
@@ -301,4 +292,4 @@ def test_resend_all_publishes_every_fund_published_before_again_in_capped_steps(
     assert all(len(p.funds) <= 3 for p in again)
     funds = [engine.universe.funds.index(f) for p in again for f in p.funds]
     got = np.array([r["iopv"] for p in again for r in p.records])
-    assert np.array_equal(got, full_sides(engine, funds)[SIDE_VALUE])
+    assert np.array_equal(got, full_sides(engine, funds)[Side.VALUE])

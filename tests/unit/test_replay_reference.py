@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from iopv.core.constants import (
-    COUNT_FLAGS,
-    FLAG_SIDE_FALLBACK,
-    REASONS,
-    SIDE_ASK,
-    SIDE_BID,
-    SIDE_VALUE,
-)
+from iopv.core.constants import REASONS, CountRow, FundFlag, Side
 from iopv.core.universe import build_universe, load_pcf
 from iopv.engine.book import PriceBook
 from iopv.engine.replay import replay, replay_frames
@@ -232,10 +225,11 @@ def engine_replay_sides(pcf_text: str, lines: list[str], interval_ns: int, decim
     tape = decode_tape("\n".join(lines).encode(), book.index)
     rows = []
     for boundary, frame in replay_frames(universe, tape, interval_ns=interval_ns, decimals=decimals, book=book):
-        sides = [frame.rounded[side].tolist() for side in (SIDE_VALUE, SIDE_BID, SIDE_ASK)]
-        flags = frame.count[COUNT_FLAGS].tolist()
+        sides = [frame.rounded[side].tolist() for side in (Side.VALUE, Side.BID, Side.ASK)]
+        flags = frame.count[CountRow.FUND_FLAGS].tolist()
         for k, fund in enumerate(universe.funds):
-            rows.append((boundary, fund, sides[0][k], sides[1][k], sides[2][k], bool(flags[k] & FLAG_SIDE_FALLBACK)))
+            fallback = bool(flags[k] & FundFlag.SIDE_FALLBACK)
+            rows.append((boundary, fund, sides[0][k], sides[1][k], sides[2][k], fallback))
     return rows, Counter(REASONS[code] for code in tape.code.tolist())
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 from jsonschema import Draft202012Validator
 
-from iopv.core.constants import FLAG_NAMES, FUND_STATUS_NAMES
+from iopv.core.constants import FUND_FLAG_WORDS, FUND_STATUS_WORDS
 from iopv.schemas import SCHEMAS, load_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +24,11 @@ def test_schemas_are_valid_and_docs_copies_are_in_sync():
 
 def test_enums_are_the_engines_names():
     boundary = load_schema("boundary-value")
-    assert boundary["$defs"]["flag"]["enum"] == list(FLAG_NAMES)
-    assert boundary["properties"]["status"]["enum"] == list(FUND_STATUS_NAMES)
+    assert boundary["$defs"]["flag"]["enum"] == list(FUND_FLAG_WORDS)
+    assert boundary["properties"]["status"]["enum"] == list(FUND_STATUS_WORDS)
     redis_value = load_schema("redis-value")
-    assert redis_value["properties"]["status"]["enum"] == list(FUND_STATUS_NAMES)
-    assert all(name in redis_value["properties"]["flags"]["pattern"] for name in FLAG_NAMES)
+    assert redis_value["properties"]["status"]["enum"] == list(FUND_STATUS_WORDS)
+    assert all(name in redis_value["properties"]["flags"]["pattern"] for name in FUND_FLAG_WORDS)
     # the Redis record is the boundary record without `fund`, with the `instance` that wrote it
     assert set(redis_value["properties"]) == set(boundary["properties"]) - {"fund"} | {"instance"}
     assert redis_value["required"] == [f for f in boundary["required"] if f != "fund"]

@@ -17,16 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iopv.core.constants import (
-    N_CODES,
     N_FLOAT_ROWS,
     N_INT_ROWS,
-    ROW_ASK,
-    ROW_BID,
-    ROW_CODE,
-    ROW_PRICE,
-    ROW_SLOT,
-    ROW_STATUS,
-    ROW_TS,
+    N_OUTCOMES,
+    TickFloatRow,
+    TickIntRow,
     counts_by_reason,
 )
 from iopv.core.universe import build_universe
@@ -34,14 +29,8 @@ from iopv.engine.book import PriceBook
 from iopv.engine.codec import decode_payload, decode_tick_full, topic_symbol
 from iopv.engine.intake import TickIntake
 from iopv.engine.tape import decode_tape, decode_tape_python
-from iopv.kernels.scanner import (
-    MAX_SYMBOL_BYTES,
-    NO_TOPIC_SYMBOL,
-    SCAN_FALLBACK,
-    SymbolTable,
-    scan_payload_nb,
-    symbol_table,
-)
+from iopv.kernels.scanner import PayloadScan, TopicSlot, scan_payload_nb
+from iopv.kernels.symbols import MAX_SYMBOL_BYTES, SymbolTable, symbol_table
 from tests.support.reference_intake import RECV_TS, ReferenceIntake
 
 PCF = [
@@ -77,15 +66,16 @@ def pair(capacity: int = 65_536, spike_pct: float = 0.0) -> tuple[TickIntake, Re
     return intake, ReferenceIntake(PriceBook(universe), capacity, spike_pct, max_payload=MAX_PAYLOAD)
 
 
-def scan(payload: bytes, book: PriceBook, topic_slot: int = NO_TOPIC_SYMBOL) -> tuple[int, list[np.ndarray]]:
+def scan(payload: bytes, book: PriceBook, topic_slot: int = TopicSlot.NO_SYMBOL) -> tuple[int, list[np.ndarray]]:
     """scan_payload_nb on its own: (its return value, the columns it wrote)."""
     ints = np.full((N_INT_ROWS, 64), -7, dtype=np.int64)
     floats = np.full((N_FLOAT_ROWS, 64), -7.0)
     scanned = scan_payload_nb(payload, 0, symbol_table(book.index).table, ints, floats, 0, 64,
                               topic_slot, RECV_TS)
     n = max(scanned, 0)
-    return scanned, [ints[ROW_SLOT, :n], floats[ROW_PRICE, :n], floats[ROW_BID, :n],
-                     floats[ROW_ASK, :n], ints[ROW_STATUS, :n], ints[ROW_TS, :n], ints[ROW_CODE, :n]]
+    I, F = TickIntRow, TickFloatRow
+    return scanned, [ints[I.SLOT, :n], floats[F.PRICE, :n], floats[F.BID, :n], floats[F.ASK, :n],
+                     ints[I.TRADING, :n], ints[I.TS, :n], ints[I.CODE, :n]]
 
 
 # --- payload text: valid, hostile, and everything between -------------------------------------
@@ -207,10 +197,10 @@ def test_scanned_columns_equal_decode_tick_full(objects, topic):
     book = PriceBook(build_universe(PCF))
     payload = ("[" + ",".join(objects) + "]").encode()
     symbol = topic_symbol(topic, "ticks") if topic else None
-    slot = NO_TOPIC_SYMBOL if symbol is None else book.index.get(symbol, -1)
+    slot = TopicSlot.NO_SYMBOL if symbol is None else book.index.get(symbol, -1)
     scanned, columns = scan(payload, book, slot)
     items, ok = decode_payload(payload)
-    if scanned == SCAN_FALLBACK:
+    if scanned == PayloadScan.FALLBACK:
         return
     assert ok and scanned == len(items)
     rows = [decode_tick_full(item, symbol, RECV_TS, book.index) for item in items]
@@ -253,7 +243,7 @@ def test_plain_payloads_are_scanned(payload):
 @pytest.mark.parametrize("payload", HOSTILE)
 def test_hostile_payloads_fall_back_and_match(payload):
     scanned, _ = scan(payload, PriceBook(build_universe(PCF)))
-    assert scanned == SCAN_FALLBACK
+    assert scanned == PayloadScan.FALLBACK
     intake, reference = pair()
     intake.decode(payload, "ticks/X", RECV_TS)
     reference.decode(payload, "ticks/X")
@@ -331,7 +321,7 @@ def exact_path_expected(text: str) -> bool:
 def scanned_price(text: str) -> float | None:
     book = PriceBook(build_universe(PCF))
     scanned, columns = scan(b'[{"symbol":"X","price":%s,"ts":1}]' % text.encode(), book)
-    return None if scanned == SCAN_FALLBACK else float(columns[1][0])
+    return None if scanned == PayloadScan.FALLBACK else float(columns[1][0])
 
 
 decimal_texts = st.builds(
@@ -444,7 +434,8 @@ def test_long_and_non_ascii_symbols_fall_back_to_python():
     floats = np.zeros((N_FLOAT_ROWS, 4))
     for name in (long_name, "\u00e9"):
         payload = orjson.dumps([{"symbol": name, "price": 1.5, "ts": 1}])
-        assert scan_payload_nb(payload, 0, table.table, ints, floats, 0, 4, NO_TOPIC_SYMBOL, 1) == SCAN_FALLBACK
+        scanned = scan_payload_nb(payload, 0, table.table, ints, floats, 0, 4, TopicSlot.NO_SYMBOL, 1)
+        assert scanned == PayloadScan.FALLBACK
 
 
 def test_basket_reload_rebuilds_the_table():
@@ -515,4 +506,4 @@ def test_tape_of_plain_lines_needs_no_python():
     tape = decode_tape(data, book.index)
     same_tape(tape, decode_tape_python(data, book.index))
     assert tape.line.tolist() == [1, 4, 5]
-    assert counts_by_reason(np.bincount(tape.code, minlength=N_CODES)) == {"accepted": 2, "missing_symbol": 1}
+    assert counts_by_reason(np.bincount(tape.code, minlength=N_OUTCOMES)) == {"accepted": 2, "missing_symbol": 1}

@@ -10,8 +10,8 @@ import pytest
 
 from iopv.adapters.redis.history import decode_entry
 from iopv.adapters.redis.sink import field_args
+from iopv.cli.display import TableView, values_table
 from iopv.core.universe import build_universe
-from iopv.demo.display import TableView, values_table
 from iopv.engine import view
 from iopv.service.api import BadParameter, parse_time_ns
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from iopv.kernels.mqtt import RemainingLength, read_remaining_length_nb
+
 PUBLISH = 0x30
 PUBACK = 0x40
 #: Largest remaining length the 4-byte variable-length encoding can carry (MQTT 3.1.1 2.2.3).
@@ -116,27 +118,16 @@ def encode_puback(packet_id: int) -> bytes:
 
 #: ``read_remaining_length`` results: the buffer ends inside the field; the field runs past
 #: the 4 bytes MQTT allows (a malformed packet).
-INCOMPLETE = -1
-MALFORMED = -2
+INCOMPLETE = RemainingLength.INCOMPLETE
+MALFORMED = RemainingLength.MALFORMED
 
 
 def read_remaining_length(buffer: bytes, index: int, end_of_data: int) -> tuple[int, int]:
     """The remaining length of the packet whose fixed header's first byte is ``buffer[index -
-    1]`` (1-4 bytes, 7 bits each, least significant first): ``(length, index after the
-    field)``, or ``(INCOMPLETE, _)`` / ``(MALFORMED, _)``."""
-    length = 0
-    shift = 0
-    while True:
-        if index >= end_of_data:
-            return INCOMPLETE, index
-        byte = buffer[index]
-        index += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return length, index
-        shift += 7
-        if shift > 21:
-            return MALFORMED, index
+    1]``: ``(length, index after the field)``, or ``(INCOMPLETE, _)`` / ``(MALFORMED, _)``. The
+    rule is the feed's packet split's (``iopv.kernels.mqtt.read_remaining_length_nb``), called here
+    for the rare packet that is not a PUBACK and for a partial packet's header."""
+    return read_remaining_length_nb(buffer, index, end_of_data)
 
 
 def split_pubacks(buffer: bytes, pending: set[int]) -> tuple[bytes, bytes]:

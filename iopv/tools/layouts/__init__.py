@@ -1,7 +1,8 @@
-"""Issuers' holdings layouts, one small module each: ``read(path) -> Holdings`` (the rows and
-fund facts, ``iopv.tools.model``), ``CONTAINERS`` (the file types it comes in) and
-``looks_like(records)`` (used to name the right ``--format`` when the wrong one is given).
-A new layout is one more module here and one line in ``LAYOUTS``; the instrument mappings
+"""Issuers' holdings layouts, one small module each (``ishares``, ``invesco``, ``ssga``, ``vanguard``):
+``read(path) -> Holdings`` (the rows and fund facts, ``iopv.tools.model``), ``CONTAINERS`` (the file
+types it comes in) and ``looks_like(records)`` (used to name the right ``--format`` when the wrong
+one is given). A new layout is one more module here and one line in ``LAYOUTS`` (``common``: the
+header and column aliases the table-shaped layouts share); the instrument mappings
 (``iopv.tools.instruments``) and the checks (``iopv.tools.integrity``) are shared."""
 
 from __future__ import annotations

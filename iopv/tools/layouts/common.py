@@ -54,6 +54,15 @@ def find_header(records: list[Record], markers: tuple[str, ...], *, limit: int =
     return None
 
 
+def require_header(records: list[Record], markers: tuple[str, ...], where: str, question: str) -> int:
+    """``find_header``'s index; without a header row, HoldingsError naming ``where``, the markers
+    and ``question`` (which file this was meant to be)."""
+    at = find_header(records, markers)
+    if at is None:
+        raise HoldingsError(f"{where}: no header row with {', '.join(markers)} ({question})")
+    return at
+
+
 def fields_of(record: Record, columns: Columns, *, strict: bool) -> list[str]:
     """The row's cells, padded to the header's width; a CSV line with fewer cells than the
     header (``strict``) is an error: a line cut short or a shifted row."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from iopv.tools.layouts.common import Columns, fields_of, find_header
-from iopv.tools.model import CASH, EQUITY, Holdings, HoldingsError, Row, blank, empty, iso_date, number, weight
+from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("csv",)
@@ -56,7 +56,7 @@ def read(path) -> Holdings:
         w, below = weight(get("weight"), where, "Weight")
         identifier = get("identifier")
         out.rows.append(Row(
-            where=where, line=record.line, kind=CASH if is_cash else EQUITY,
+            where=where, line=record.line, kind=Instrument.CASH if is_cash else Instrument.EQUITY,
             ticker="" if is_cash or empty(ticker) else ticker, name=name,
             quantity=number(get("quantity"), where, columns.names["quantity"]),
             market_value=number(get("market_value"), where, "MarketValue"),

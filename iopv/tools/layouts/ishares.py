@@ -11,24 +11,8 @@ contracts x price x multiplier. Cash rows: the quantity is in the cash's own cur
 
 from __future__ import annotations
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header
-from iopv.tools.model import (
-    BOND,
-    CASH,
-    EQUITY,
-    FUTURE,
-    FX_FORWARD,
-    MONEY_MARKET,
-    OTHER,
-    Holdings,
-    HoldingsError,
-    Row,
-    blank,
-    empty,
-    iso_date,
-    number,
-    weight,
-)
+from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
+from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("csv", "spreadsheetml", "xlsx")
@@ -45,11 +29,12 @@ REQUIRED = ("name", "asset_class", "market_value", "weight", "quantity")
 #: The header row: these cells, in any order (bond files have no ``Ticker``).
 HEADER_MARKERS = ("Name", "Asset Class")
 
-#: ``Asset Class`` (lower case) -> instrument kind; anything else is OTHER (kept at its market
+#: ``Asset Class`` (lower case) -> instrument kind; anything else is Instrument.OTHER (kept at its market
 #: value and reported, never guessed).
 ASSET_CLASSES = {
-    "equity": EQUITY, "fixed income": BOND, "cash": CASH, "cash collateral and margins": CASH,
-    "money market": MONEY_MARKET, "futures": FUTURE, "fx": FX_FORWARD,
+    "equity": Instrument.EQUITY, "fixed income": Instrument.BOND, "cash": Instrument.CASH,
+    "cash collateral and margins": Instrument.CASH, "money market": Instrument.MONEY_MARKET,
+    "futures": Instrument.FUTURE, "fx": Instrument.FX_FORWARD,
 }
 
 #: Preamble lines (first cell, lower case, colon stripped) -> Holdings field.
@@ -61,10 +46,7 @@ def read(path) -> Holdings:
     book = read_workbook(path, CONTAINERS)
     records = book.sheet("Holdings")
     out = Holdings(str(path), "ishares", container=book.container)
-    at = find_header(records, HEADER_MARKERS)
-    if at is None:
-        raise HoldingsError(f"{path}: no header row with {', '.join(HEADER_MARKERS)} "
-                            "(is this an iShares holdings file?)")
+    at = require_header(records, HEADER_MARKERS, str(path), "is this an iShares holdings file?")
     _preamble(records[:at], out)
     columns = Columns(records[at], COLUMNS)
     columns.require(COLUMNS, REQUIRED, "iShares")
@@ -103,21 +85,22 @@ def _preamble(records, out: Holdings) -> None:
         elif key.startswith(STATED_COUNT) and len(cells) > 1:
             count = number(cells[1], record.where, cells[0], empty_ok=True)
             out.stated_count = None if count is None else int(count)
-            out.stated_count_kinds = (EQUITY, BOND) if "excluding cash" in key else tuple()
+            out.stated_count_kinds = (Instrument.EQUITY, Instrument.BOND) if "excluding cash" in key else tuple()
 
 
 def _row(record, fields: list[str], columns: Columns) -> Row:
     get = lambda name: columns.get(fields, name)
     where = record.where
     asset_class = get("asset_class")
-    kind = ASSET_CLASSES.get(" ".join(asset_class.split()).lower(), OTHER)
+    kind = ASSET_CLASSES.get(" ".join(asset_class.split()).lower(), Instrument.OTHER)
     name_of = columns.names
     market_currency = get("market_currency") or get("currency")
     w, below = weight(get("weight"), where, name_of["weight"])
     ticker = get("ticker")
     return Row(
         where=where, line=record.line, kind=kind, ticker="" if empty(ticker) else ticker, name=get("name"),
-        quantity=number(get("quantity"), where, name_of["quantity"], empty_ok=kind not in (EQUITY, BOND)),
+        quantity=number(get("quantity"), where, name_of["quantity"],
+                        empty_ok=kind not in (Instrument.EQUITY, Instrument.BOND)),
         market_value=number(get("market_value"), where, name_of["market_value"]),
         price=number(get("price"), where, "Price", empty_ok=True) if columns.has("price") else None,
         price_currency=get("currency"), currency=market_currency,

@@ -9,21 +9,8 @@ from __future__ import annotations
 
 import re
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header
-from iopv.tools.model import (
-    CASH,
-    EQUITY,
-    FUTURE,
-    MONEY_MARKET,
-    Holdings,
-    HoldingsError,
-    Row,
-    blank,
-    empty,
-    iso_date,
-    number,
-    weight,
-)
+from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
+from iopv.tools.model import Holdings, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("xlsx",)
@@ -44,10 +31,7 @@ def read(path) -> Holdings:
     book = read_workbook(path, CONTAINERS)
     records = book.sheet("holdings")
     out = Holdings(str(path), "ssga", container=book.container)
-    at = find_header(records, HEADER_MARKERS)
-    if at is None:
-        raise HoldingsError(f"{path}: sheet holdings: no header row with {', '.join(HEADER_MARKERS)} "
-                            "(is this an SSGA file?)")
+    at = require_header(records, HEADER_MARKERS, f"{path}: sheet holdings", "is this an SSGA file?")
     for record in records[:at]:
         cells = [f.strip() for f in record.fields]
         key = cells[0].rstrip(":").lower() if cells else ""
@@ -73,12 +57,13 @@ def read(path) -> Holdings:
                       weight=w, weight_below=below, sedol="" if empty(get("sedol")) else get("sedol"),
                       cusip="" if empty(get("identifier")) else get("identifier"), asset_class=get("sector"))
         if empty(ticker) or ticker.upper().startswith("CASH"):
-            kind = CASH if _CASH_NAME.search(name) else MONEY_MARKET
+            kind = Instrument.CASH if _CASH_NAME.search(name) else Instrument.MONEY_MARKET
             out.rows.append(Row(kind=kind, ticker="", market_value=None, **common))
         elif _FUTURE_NAME.search(" ".join(name.split()).upper()) and _FUTURE_TICKER.fullmatch(ticker):
-            out.rows.append(Row(kind=FUTURE, ticker=ticker, market_value=None, units_are_notional=True, **common))
+            out.rows.append(Row(kind=Instrument.FUTURE, ticker=ticker, market_value=None, units_are_notional=True,
+                                **common))
         else:
-            out.rows.append(Row(kind=EQUITY, ticker=ticker, market_value=None, **common))
+            out.rows.append(Row(kind=Instrument.EQUITY, ticker=ticker, market_value=None, **common))
     return out
 
 

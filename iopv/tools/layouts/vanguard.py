@@ -10,20 +10,7 @@ from __future__ import annotations
 import re
 
 from iopv.tools.layouts.common import Columns, fields_of
-from iopv.tools.model import (
-    BOND,
-    CASH,
-    EQUITY,
-    MONEY_MARKET,
-    Holdings,
-    HoldingsError,
-    Row,
-    blank,
-    empty,
-    iso_date,
-    number,
-    weight,
-)
+from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("csv",)
@@ -34,9 +21,9 @@ COLUMNS = {
 }
 #: Section title (lower case) -> instrument kind and the columns its rows need.
 SECTIONS = {
-    "equity": (EQUITY, ("name", "ticker", "weight", "market_value", "quantity")),
-    "fixed income": (BOND, ("name", "weight", "market_value", "quantity")),
-    "short-term reserves": (MONEY_MARKET, ("name", "weight", "market_value")),
+    "equity": (Instrument.EQUITY, ("name", "ticker", "weight", "market_value", "quantity")),
+    "fixed income": (Instrument.BOND, ("name", "weight", "market_value", "quantity")),
+    "short-term reserves": (Instrument.MONEY_MARKET, ("name", "weight", "market_value")),
 }
 _SECTION = re.compile(r"^(?P<title>[A-Za-z -]+),\s*as of (?P<date>\S+)$")
 _FUND = re.compile(r"\((?P<ticker>[A-Z.]{1,8})\)\s*$")
@@ -87,11 +74,11 @@ def _row(record, fields, columns: Columns, section: str) -> Row:
     where = record.where
     kind = SECTIONS[section][0]
     ticker, name = get("ticker"), get("name")
-    if kind == MONEY_MARKET and (ticker == "USD" or name.lower() in ("us dollar", "cash")):
-        kind = CASH
+    if kind == Instrument.MONEY_MARKET and (ticker == "USD" or name.lower() in ("us dollar", "cash")):
+        kind = Instrument.CASH
     w, below = weight(get("weight"), where, columns.names["weight"])
     return Row(
-        where=where, line=record.line, kind=kind, ticker="" if empty(ticker) or kind == CASH else ticker,
+        where=where, line=record.line, kind=kind, ticker="" if empty(ticker) or kind == Instrument.CASH else ticker,
         name=name, quantity=number(get("quantity"), where, columns.names.get("quantity", "SHARES"), empty_ok=True),
         market_value=number(get("market_value"), where, columns.names["market_value"]),
         country=get("country"), sedol="" if empty(get("sedol")) else get("sedol"), weight=w, weight_below=below,

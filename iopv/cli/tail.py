@@ -2,7 +2,7 @@
 
 It subscribes to ``<mqtt.value_topic_prefix>/<FUND>`` (every fund, or those named; retained, so
 the latest values show at once) and keeps the board's columns (``iopv.engine.view``) in a table
-that is redrawn in place (``iopv.demo.display``). With ``--realtime`` it also subscribes to the
+that is redrawn in place (``iopv.cli.display``). With ``--realtime`` it also subscribes to the
 real-time values (``<realtime.topic_prefix>/<FUND>``): a fund's value, bid and ask and its time
 follow the newest record of either kind, its status and coverage the last boundary's. With
 ``--json`` it prints every record as received, one per line, instead of the table.
@@ -25,9 +25,10 @@ import aiomqtt
 import orjson
 
 from iopv.adapters.mqtt.client import make_client
+from iopv.cli.display import TableView, values_table
 from iopv.config import Settings
+from iopv.core import names
 from iopv.core.universe import Universe
-from iopv.demo.display import TableView, values_table
 from iopv.engine import view
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,14 @@ class Tail:
         self.view = None if as_json else TableView(self.stream, force_terminal=force_terminal)
 
     def topics(self) -> list[str]:
+        """The named funds' value topics, or every fund's; the real-time values' tree has the
+        same ``<prefix>/<FUND>`` shape under its own prefix."""
         prefixes = [self.settings.mqtt.value_topic_prefix]
         if self.realtime:
             prefixes.append(self.settings.realtime.topic_prefix)
-        return [f"{prefix}/{fund}" for prefix in prefixes for fund in (self.funds or ["#"])]
+        if self.funds:
+            return [names.value_topic(prefix, fund) for prefix in prefixes for fund in self.funds]
+        return [names.topic_filters(prefix)["value"] for prefix in prefixes]
 
     def accept(self, topic: str, payload: bytes) -> bool:
         """Take one message; False when it is not a fund's record (a status message, junk)."""

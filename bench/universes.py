@@ -31,7 +31,7 @@ import numpy as np
 
 from iopv.core.universe import Universe, build_universe, load_pcf
 
-DEMO_PCF = Path(__file__).resolve().parents[2] / "config" / "pcf" / "demo.json"
+DEMO_PCF = Path(__file__).resolve().parents[1] / "config" / "pcf" / "demo.json"
 
 #: USD per unit of each currency (previous-close FX fixings; synthetic but plausible).
 USD_PER = {"USD": 1.0, "EUR": 1.0842, "JPY": 0.006712, "GBP": 1.2718, "CHF": 1.1342,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from iopv.testing.servers import LocalServer, RedisServer, ServerUnavailable, find_binary, free_port
+from iopv.localservers.servers import LocalServer, RedisServer, ServerUnavailable, find_binary, free_port
 
 
 class ClusterRedisNode(RedisServer):
@@ -196,12 +196,12 @@ class NatsClusterFixture:
         for node in self.nodes:
             node.port = free_port()
             log = open(node.log_path, "ab")
-            from iopv.testing.servers import _die_with_parent
+            from iopv.localservers.servers import _die_with_parent
             node.process = subprocess.Popen(node.command(), cwd=node.directory, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
                                             preexec_fn=_die_with_parent)
             log.close()
-        from iopv.testing.servers import wait_for_port
+        from iopv.localservers.servers import wait_for_port
         for node in self.nodes:
             wait_for_port(node.port, node.process, node.log_path, timeout_s=30)
         self.wait_ready()

@@ -1,4 +1,4 @@
-"""Throwaway Redis and Mosquitto servers on free loopback ports (for the demo and the tests).
+"""Throwaway Redis and Mosquitto servers on free loopback ports (for the demo, the tests and the bench).
 
 Nothing here touches a shared instance: each server gets a fresh port, a private directory,
 no persistence, and is stopped (and its directory removed) on exit.

@@ -1,1 +1,0 @@
-"""Throwaway servers and synthetic universes, for the tests, the demo and the benchmarks."""
