@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -184,15 +185,17 @@ def write_packets(inner: paho.Client, data: bytes, written: asyncio.Future | Non
 
 
 class NodeRotation:
-    """Which broker of ``mqtt.url``'s list a publisher's next connection goes to: the same one
-    until a connection fails or drops, then the next (a cluster rides through a dead node)."""
+    """A publisher's clients, one per broker of ``mqtt.url``'s list, made once each, and which
+    one the next connection uses: the same broker until a connection fails or drops, then the
+    next (a cluster rides through a dead node)."""
 
-    __slots__ = ("count", "node", "_connects")
+    __slots__ = ("count", "node", "_connects", "_clients")
 
     def __init__(self, count: int):
         self.count = count
         self.node = 0  # grows by one per failed or dropped connection; the index is node % count
         self._connects = 0
+        self._clients: dict = {}
 
     def next_node(self) -> int:
         """The index (in the URL list) of the node to connect to now."""
@@ -200,3 +203,11 @@ class NodeRotation:
             self.node += 1
         self._connects += 1
         return self.node % self.count
+
+    def next_client(self, make: Callable[[int], aiomqtt.Client]) -> aiomqtt.Client:
+        """The client of the node to connect to now, made by ``make(node index)`` the first time."""
+        node = self.next_node()
+        client = self._clients.get(node)
+        if client is None:
+            client = self._clients[node] = make(node)
+        return client

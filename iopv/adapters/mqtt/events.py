@@ -60,7 +60,6 @@ class MqttEventSink(QueuedSink):
         #: topic -> payload the broker should hold (b"": cleared), in order of last change.
         self.retained: dict[str, bytes] = {}
         self._rotation = NodeRotation(len(settings.urls))
-        self._clients: dict[int, aiomqtt.Client] = {}
         self.messages_sent = 0
 
     def encode(self, batch: Batch) -> list[tuple[str, bytes]]:
@@ -100,11 +99,7 @@ class MqttEventSink(QueuedSink):
         return self._rotation.node
 
     def connect(self) -> aiomqtt.Client:
-        node = self._rotation.next_node()
-        client = self._clients.get(node)
-        if client is None:
-            client = self._clients[node] = make_client(self.settings.node(node), self.identifier)
-        return client
+        return self._rotation.next_client(lambda node: make_client(self.settings.node(node), self.identifier))
 
     def is_connection_error(self, exc: BaseException) -> bool:
         return isinstance(exc, aiomqtt.MqttError) or super().is_connection_error(exc)

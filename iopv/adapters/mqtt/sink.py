@@ -164,7 +164,6 @@ class MqttSink(QueuedSink):
         self.identifier = f"{instance}-values"
         self.status_topic = status_topic(settings, instance)
         self._client: aiomqtt.Client | None = None
-        self._clients: dict[int, aiomqtt.Client] = {}
         self._rotation = NodeRotation(len(settings.urls))
         #: Extra fields of the retained ``online`` status (e.g. the replica divergence counts).
         self.status_fields: Callable[[], dict] | None = None
@@ -181,17 +180,16 @@ class MqttSink(QueuedSink):
         return self._rotation.node
 
     def connect(self) -> aiomqtt.Client:
-        node = self._rotation.next_node()
-        client = self._clients.get(node)
-        if client is None:
-            will = aiomqtt.Will(self.status_topic, status_payload(self.instance, "offline", "connection lost"),
-                                qos=1, retain=True)
-            client = make_client(self.settings.node(node), self.identifier, will=will)
-            inner = paho_client(client)  # fails loudly if the internals used here are gone
-            if self.settings.value_qos == 1:
-                wrap_sockets(inner, PubackSocket)
-            self._clients[node] = client
-        self._client = client
+        self._client = self._rotation.next_client(self._make_client)
+        return self._client
+
+    def _make_client(self, node: int) -> aiomqtt.Client:
+        will = aiomqtt.Will(self.status_topic, status_payload(self.instance, "offline", "connection lost"),
+                            qos=1, retain=True)
+        client = make_client(self.settings.node(node), self.identifier, will=will)
+        inner = paho_client(client)  # fails loudly if the internals used here are gone
+        if self.settings.value_qos == 1:
+            wrap_sockets(inner, PubackSocket)
         return client
 
     def _online(self) -> bytes:
