@@ -38,6 +38,9 @@ DAY_NS = 86_400 * 1_000_000_000
 NEVER_TS = -(2**63)
 #: The largest tick time accepted (int64 ns).
 MAX_TS = 2**63 - 1
+#: Tick time of a book slot whose price is fixed (a holding ``"fixed": true``): newer than any
+#: tick, so never stale and never moved (iopv.engine.book).
+FIXED_TS = MAX_TS
 #: float64 unit roundoff.
 UNIT_ROUNDOFF = 2.0**-53
 

@@ -49,7 +49,7 @@ CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 VENDOR_KEYS = ("total_cash", "shares_outstanding", "prior_nav")
 FUND_KEYS = frozenset({"fund", "name", "creation_unit", "currency", "cash", "fx", "holdings", "as_of",
                        "price_basis", *VENDOR_KEYS})
-HOLDING_KEYS = frozenset({"symbol", "shares", "price", "currency"})
+HOLDING_KEYS = frozenset({"symbol", "shares", "price", "currency", "fixed"})
 
 MAX_ERRORS_SHOWN = 20
 
@@ -89,6 +89,9 @@ class Universe:
     fund_market: np.ndarray | None = None  # int64[F], book slot of the fund's ticker, -1 = none
     #: Short hash of the basket document: published so a vendor sees which basket a value used.
     version: str = ""
+    #: Symbols whose price is fixed (``"fixed": true``: cash in a currency at close 1, valued
+    #: through its FX rate): they never tick, never go stale and count as priced.
+    fixed_symbols: frozenset[str] = frozenset()
     #: The holdings as the valuation kernels read them (derived from the arrays above).
     packed: PackedHoldings = field(init=False, repr=False)
 
@@ -107,6 +110,11 @@ class Universe:
         object.__setattr__(self, "packed", pack_holdings(self.fund_offsets, self.holding_security,
                                                          self.holding_shares, self.holding_fx,
                                                          self.one_index))
+
+    @property
+    def fixed_slots(self) -> np.ndarray:
+        """Book slots of ``fixed_symbols`` (int64)."""
+        return np.array([k for k, symbol in enumerate(self.symbols) if symbol in self.fixed_symbols], dtype=np.int64)
 
     @property
     def one_index(self) -> int:
@@ -256,6 +264,7 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
     close: dict[str, tuple[float, str]] = {}  # symbol -> (previous close, fund that set it)
     symbol_currency: dict[str, tuple[str, str]] = {}
     rates: dict[str, tuple[float, str]] = {}  # pair -> (rate, fund that set it)
+    fixed_of: dict[str, tuple[bool, str]] = {}  # symbol -> (fixed, fund that said so)
 
     valid_names: set[str] = set()  # symbols already matched against NAME_PATTERN
     for position, fund in enumerate(document):
@@ -327,7 +336,15 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
                 hccy = currency
                 if "currency" in holding:
                     hccy = check.name(hwhere, holding, "currency", CURRENCY_PATTERN, "a 3-letter currency code")
+                fixed = holding.get("fixed", False)
+                if type(fixed) is not bool:
+                    check.error(f"{hwhere}.fixed", f"expected true or false, got {_describe(fixed)}")
+                    fixed = None
             if symbol is None or shares is None or price is None or hccy is None or currency is None:
+                continue
+            if plain is not None:
+                fixed = False
+            elif fixed is None:
                 continue
             if symbol in seen_symbols:
                 check.error(f"{where}.holdings[{k}] ({symbol}).symbol", f"{symbol} listed twice in this fund (first at holdings[{seen_symbols[symbol]}])")
@@ -342,6 +359,11 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
             if symbol in symbol_currency and symbol_currency[symbol][0] != hccy:
                 check.error(f"{where}.holdings[{k}] ({symbol}).currency", f"{hccy} disagrees with {symbol_currency[symbol][0]} given by fund {symbol_currency[symbol][1]}")
                 continue
+            if symbol in fixed_of and fixed_of[symbol][0] != fixed:
+                check.error(f"{where}.holdings[{k}] ({symbol}).fixed", f"{str(fixed).lower()} disagrees with "
+                            f"{str(fixed_of[symbol][0]).lower()} given by fund {fixed_of[symbol][1]}")
+                continue
+            fixed_of.setdefault(symbol, (fixed, ticker or where))
             close.setdefault(symbol, (price, ticker or where))
             symbol_currency.setdefault(symbol, (hccy, ticker or where))
             rows.append((symbol, shares, hccy))
@@ -366,10 +388,12 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
         raise PcfError(source, check.errors)
     if version is None:
         version = hashlib.sha256(orjson.dumps(document)).hexdigest()[:12]
-    return _layout(source, fund_rows, close, rates, version)
+    fixed = frozenset(symbol for symbol, (is_fixed, _) in fixed_of.items() if is_fixed)
+    return _layout(source, fund_rows, close, rates, version, fixed)
 
 
-def _layout(source: str, fund_rows: list, close: dict, rates: dict, version: str) -> Universe:
+def _layout(source: str, fund_rows: list, close: dict, rates: dict, version: str,
+            fixed: frozenset[str] = frozenset()) -> Universe:
     symbols = tuple(close) + tuple(rates)
     index = {symbol: i for i, symbol in enumerate(symbols)}
     market_symbols = tuple(row[0] for row in fund_rows if row[0] not in index)
@@ -404,4 +428,5 @@ def _layout(source: str, fund_rows: list, close: dict, rates: dict, version: str
         market_symbols=market_symbols,
         fund_market=np.array(market, dtype=np.int64),
         version=version,
+        fixed_symbols=fixed,
     )

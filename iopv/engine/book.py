@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iopv.core.constants import NEVER_TS
+from iopv.core.constants import FIXED_TS, NEVER_TS
 from iopv.core.universe import Universe
 from iopv.kernels.valuation import value_funds_nb
 
@@ -58,6 +58,9 @@ class PriceBook:
         self.ask[:] = np.nan
         self.bid[one] = self.ask[one] = 1.0
         self.last_ts[:] = NEVER
+        # A fixed price (cash in a currency) is as good as a tick now and always: never stale,
+        # priced, and any tick of it is older than FIXED_TS, so out of order (ignored).
+        self.last_ts[self.universe.fixed_slots] = FIXED_TS
         self.flags[:] = 0
         self.pending_price[:] = np.nan
         self.pending_count[:] = 0

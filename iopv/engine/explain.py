@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from iopv.core.constants import PriceBasis, Side, SlotBit
+from iopv.core.constants import FIXED_TS, PriceBasis, Side, SlotBit
 from iopv.engine.book import NEVER
 from iopv.engine.cycle import Engine
 from iopv.engine.publication import Publication
@@ -44,8 +44,9 @@ def _price(engine: Engine, slot: int, mid: bool) -> dict:
         used, basis = (_dec(bid) + _dec(ask)) / 2, "mid"
     else:
         used, basis = _dec(last), "last"
-    out = {"price": used, "basis": basis, "source": "tick" if ticked != NEVER else "previous_close",
-           "tick_ts": None if ticked == NEVER else ticked, "last": last}
+    source = "previous_close" if ticked == NEVER else "fixed" if ticked == FIXED_TS else "tick"
+    out = {"price": used, "basis": basis, "source": source, "tick_ts": ticked if source == "tick" else None,
+           "last": last}
     if mid:
         out["bid"] = None if np.isnan(bid) else bid
         out["ask"] = None if np.isnan(ask) else ask

@@ -179,6 +179,8 @@ def _document(holdings: Holdings, ticker: str, currency: str, mapper: Mapper, ra
         if line.currency:
             entry["currency"] = line.currency
             used[line.currency] = rate
+        if line.identity[:1] == ("cash",):  # cash in a currency (CCY.CASH): never ticks, moves with its rate
+            entry["fixed"] = True
         lines.append(entry)
         total += shares * close * rate
     document: dict[str, Any] = {"fund": ticker}

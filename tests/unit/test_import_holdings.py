@@ -159,7 +159,8 @@ def test_foreign_holdings_are_priced_locally_with_the_files_rates(tmp_path, caps
     assert (toyota["symbol"], toyota["shares"], toyota["currency"]) == ("7203.T", 10000, "JPY")
     assert abs(Decimal(repr(toyota["price"])) - Decimal("2776.5")) < Decimal("0.001")  # 18.36 USD x 151.26
     assert basket["holdings"][3] == {"symbol": "AAPL", "shares": 100, "price": 242.01}
-    assert basket["holdings"][4] == {"symbol": "JPY.CASH", "shares": 151260, "price": 1, "currency": "JPY"}
+    assert basket["holdings"][4] == {"symbol": "JPY.CASH", "shares": 151260, "price": 1, "currency": "JPY",
+                                     "fixed": True}  # moves with JPYUSD only, never stale
     assert main(["check-pcf", str(out)]) == 0
     capsys.readouterr()
     # at the file's prices the value is the market values over the shares outstanding

@@ -171,6 +171,8 @@ def test_finding_5_futures_and_fx_forwards_are_not_stocks(tmp_path, capsys):
     (fund,) = orjson.loads(acwi.read_bytes())
     symbols = {h["symbol"] for h in fund["holdings"]}
     assert "USD" not in symbols and {"INR.CASH", "QAR.CASH"} <= symbols
+    # Foreign cash has a fixed price: it never ticks, so it must never count as stale.
+    assert all(h.get("fixed") is True for h in fund["holdings"] if h["symbol"].endswith(".CASH"))
 
 
 def test_finding_6_left_out_rows_are_measured_and_formats_named(tmp_path, capsys):
