@@ -66,8 +66,9 @@ class BookHealth:
         gap_end = state.get("gap_end")
         self.gap_end_ns = gap_end if type(gap_end) is int else None
 
-    def lost(self, reason: str, time_ns: int) -> None:
-        """The book may miss ticks from ``time_ns`` on; the gap lasts until ``resumed``."""
+    def lost(self, reason: str, time_ns: int, *, announce: bool = True) -> None:
+        """The book may miss ticks from ``time_ns`` on; the gap lasts until ``resumed``
+        (``announce``: log it as a warning; a first start, not yet checked, is only logged at info)."""
         if reason not in RECOVERING_REASONS:
             raise ValueError(f"unknown reason {reason!r}")
         was_whole = self.whole
@@ -77,7 +78,8 @@ class BookHealth:
         self.since_ns = time_ns
         self.lost_count[reason] += 1
         if was_whole:
-            log.warning("book not whole (%s): values are flagged recovering until it is whole again", reason)
+            log.log(logging.WARNING if announce else logging.INFO,
+                    "book not whole (%s): values are flagged recovering until it is whole again", reason)
         self._changed("lost", reason)
 
     def resumed(self, time_ns: int) -> None:

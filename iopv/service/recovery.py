@@ -76,14 +76,14 @@ class Recovery:
         if self.journal is not None:
             self.journal.health(event, detail, time_ns)
 
-    def lost(self, reason: str, time_ns: int | None = None) -> None:
+    def lost(self, reason: str, time_ns: int | None = None, *, announce: bool = True) -> None:
         """The book may miss ticks from now until the feed is subscribed again (a gap already
         open keeps its reason)."""
         time_ns = time.time_ns() if time_ns is None else time_ns
         if not self.health.whole and self.health.gap_end_ns is None:
             return
         self._record("lost", reason, time_ns)
-        self.health.lost(reason, time_ns)
+        self.health.lost(reason, time_ns, announce=announce)
 
     def resumed(self, time_ns: int | None = None) -> None:
         """The feed is subscribed: ticks stamped from now on reach the book."""
@@ -143,7 +143,7 @@ class Recovery:
                 if info["ts"] >= session[0]:
                     reason = f"peer {instance} has published in this session"
                     break
-        self.lost("restart", now_ns)  # until known to be whole
+        self.lost("restart", now_ns, announce=bool(reason))  # until known to be whole
         if reason:
             log.info("book not whole at start: %s", reason)
         else:

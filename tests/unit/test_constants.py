@@ -73,5 +73,5 @@ def test_no_bare_code_outside_a_family():
     codes themselves live in families (one meaning per name)."""
     loose = {name for name, value in vars(constants).items()
              if name.isupper() and type(value) is int}
-    assert loose == {"DAY_NS", "NEVER_TS", "MAX_TS", "N_OUTCOMES", "N_CLOCK", "N_SIDES", "N_RATIOS",
+    assert loose == {"DAY_NS", "NEVER_TS", "MAX_TS", "FIXED_TS", "N_OUTCOMES", "N_CLOCK", "N_SIDES", "N_RATIOS",
                      "N_COUNTS", "N_TERM_COLS", "N_INT_ROWS", "N_TAPE_INT_ROWS", "N_FLOAT_ROWS"}
