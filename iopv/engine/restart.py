@@ -27,7 +27,7 @@ import time
 import numpy as np
 import orjson
 
-from iopv.core.constants import DAY_NS
+from iopv.core.constants import DAY_NS, FIXED_TS
 from iopv.engine.book import ARRAYS, NEVER, PriceBook
 
 VERSION = 1
@@ -85,8 +85,9 @@ def held_arrays(book: PriceBook, data: bytes) -> tuple[np.ndarray, np.ndarray] |
 
 
 def state_info(data: bytes) -> dict:
-    """``ts``, ``whole``, ``instance`` and ``gap_end`` of a snapshot, without its arrays (ValueError
-    when unreadable). A snapshot written before the field existed is taken as not whole."""
+    """``ts``, ``whole``, ``instance``, ``gap_end`` of a snapshot and ``last_tick`` (its newest
+    tick time, None when nothing ticked), without its arrays (ValueError when unreadable). A
+    snapshot written before the field existed is taken as not whole."""
     try:
         state = orjson.loads(data)
         ts = state["ts"]
@@ -94,8 +95,10 @@ def state_info(data: bytes) -> dict:
         raise ValueError(f"unreadable state: {exc}") from None
     if state.get("version") != VERSION or type(ts) is not int:
         raise ValueError(f"unsupported state version {state.get('version')!r}")
+    ticked = [t for t in state.get("last_ts") or () if type(t) is int and t not in (NEVER, FIXED_TS)]
     return {"ts": ts, "whole": state.get("whole") is True, "instance": state.get("instance"),
-            "recovering": state.get("recovering"), "gap_end": state.get("gap_end")}
+            "recovering": state.get("recovering"), "gap_end": state.get("gap_end"),
+            "last_tick": max(ticked) if ticked else None}
 
 
 def _valid(name: str, value) -> bool:

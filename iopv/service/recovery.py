@@ -6,7 +6,8 @@ service's events and makes a book whole again (docs/scaling.md "Whole books"):
 - At start (``start``) the book is not whole (reason ``restart``) until it is known to be: it is
   whole only when the process subscribed before the session's first tick. It cannot be when a
   state of this session was restored (a restart), when an exchange calendar's session is open,
-  or when a peer of the shard has published in this session. Otherwise, once subscribed, it
+  or when a peer of the shard has published values of this session's ticks. Otherwise, once
+  subscribed, it
   checks the shard's *first-tick mark* (``_first_tick:<UTC day>`` in the registry, set by the
   first replica to receive a tick that day): none, or one at or after its own subscription, and
   the book is whole (``first``) -- a fraction of a second after subscribing, before its first
@@ -140,8 +141,10 @@ class Recovery:
                     info = restart.state_info(data)
                 except ValueError:
                     continue
-                if info["ts"] >= session[0]:
-                    reason = f"peer {instance} has published in this session"
+                # A peer that published this session's ticks: we cannot have them all (a peer
+                # that published previous closes only has nothing we lack).
+                if info["ts"] >= session[0] and info["last_tick"] is not None and info["last_tick"] >= session[0]:
+                    reason = f"peer {instance} has published ticks of this session"
                     break
         self.lost("restart", now_ns, announce=bool(reason))  # until known to be whole
         if reason:

@@ -230,7 +230,7 @@ def test_two_shards_of_two_replicas_ride_through_sigkills(tmp_path):
                     nc.nodes[what].kill()
                 elif kind == "nats-start":
                     nc.nodes[what].start()
-                    nc.wait_ready()
+                    nc.wait_ready(timeout_s=90)  # JetStream's recovery of a killed node can take a while
                 elif kind == "together":
                     # As in the run, every shard keeps one whole replica: s1-a lost its node
                     # at 22 s and may still be failing over (NATS takes up to ~20 s); wait for its

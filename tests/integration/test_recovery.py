@@ -127,9 +127,31 @@ def test_snapshot_info_and_held_ticks_round_trip():
     data = restart.snapshot(engine.book, 10 * S, health=engine.health.state(), instance="x",
                             held=engine.intake.held_ticks())
     assert restart.state_info(data) == {"ts": 10 * S, "whole": True, "instance": "x", "recovering": None,
-                                        "gap_end": None}
+                                        "gap_end": None, "last_tick": None}  # BB's tick is held, not applied
     other = Engine(build_universe(basket()), load_settings(environ={}, overrides={"engine": {"calendar": "always"}}))
     other.open(10 * S)
     other.intake.restore_held(*restart.held_arrays(other.book, data))
     other.cycle(10 * S)
     assert other.book.price_of("BB") == 21.5 and other.intake.held == 0
+
+
+def test_a_peer_that_published_only_previous_closes_does_not_make_a_first_start_recover(redis_server):
+    async def scenario():
+        prefix = f"rec{uuid.uuid4().hex[:6]}"
+        peer_engine, peer = replica(redis_server, prefix, "peer")
+        _, late = replica(redis_server, prefix, "late")
+        await peer.start(restored=False)
+        client = redis_state.reader_client(peer.settings.redis)
+        now = time.time_ns()
+        try:
+            key = redis_state.state_key(peer.settings)
+            await client.set(key, restart.snapshot(peer_engine.book, now // S * S, health={"whole": True}))
+            assert await late.start(restored=False)  # a published boundary, but no tick yet
+            peer_engine.book.last_ts[peer_engine.book.index["AA"]] = now - S
+            await client.set(key, restart.snapshot(peer_engine.book, now // S * S, health={"whole": True}))
+            _, later = replica(redis_server, prefix, "later")
+            assert not await later.start(restored=False)  # the peer has this session's ticks
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
