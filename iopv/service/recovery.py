@@ -7,12 +7,12 @@ service's events and makes a book whole again (docs/scaling.md "Whole books"):
   whole only when the process subscribed before the session's first tick. It cannot be when a
   state of this session was restored (a restart), when an exchange calendar's session is open,
   or when a peer of the shard has published values of this session's ticks. Otherwise, once
-  subscribed, it
-  checks the shard's *first-tick mark* (``_first_tick:<UTC day>`` in the registry, set by the
-  first replica to receive a tick that day): none, or one at or after its own subscription, and
-  the book is whole (``first``) -- a fraction of a second after subscribing, before its first
-  cut in practice, so replicas started together before the ticks flow neither wait nor flag. A
-  mark before its subscription means a peer received ticks it cannot have: it stays not whole.
+  subscribed, it checks the shard's *first-tick mark* (``_first_tick:<UTC day>`` in the
+  registry, set by the first replica to receive a tick that day): none, or one at or after its
+  own subscription, and the book is whole (``first``) -- a fraction of a second after
+  subscribing, before its first cut in practice, so replicas started together before the ticks
+  flow neither wait nor flag. A mark before its subscription means a peer received ticks it
+  cannot have: it stays not whole.
 - The feed's disconnect makes it not whole (``disconnected``); each subscription ends the gap
   (``resumed``): ticks stamped from then on reach the book.
 - While it is not whole and the gap has ended, ``run`` polls the shard's replica registry for a
