@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -36,14 +33,13 @@ import redis
 
 from iopv.core.shard import shard_of
 from iopv.localservers.clusters import nats_cluster, redis_cluster
-from iopv.localservers.servers import free_port
 from tests.support.live import ValueCollector, exact, read_retained
+from tests.support.processes import EngineProcess
 
 RUN_S = 44  # boundaries in the run (interval 1 s)
 SECOND = 1_000_000_000
 MS = 1_000_000
 WATERMARK_MS = 250
-DIVERGENCE = re.compile(r"replica divergence: (\S+) at boundary (\d+)")
 
 
 def basket(seed: int = 10) -> list[dict]:
@@ -76,61 +72,6 @@ def read_retained_anywhere(nc, prefix: str, expected: int, timeout_s: float = 60
         time.sleep(0.5)
 
 
-class Engine:
-    """One ``iopv run`` process (a shard's replica)."""
-
-    def __init__(self, name: str, shard: str, mqtt_url: str, env: dict, directory: Path, args: list[str]):
-        self.name, self.shard, self.mqtt_url = name, shard, mqtt_url
-        self.env, self.directory, self.args = env, directory, args
-        self.http_port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.log_paths: list[Path] = []
-
-    def start(self) -> None:
-        log_path = self.directory / f"{self.name}-{len(self.log_paths)}.log"
-        self.log_paths.append(log_path)
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "iopv", "run", *self.args, "--shard", self.shard, "--instance", self.name,
-                 "--mqtt-url", self.mqtt_url, "--http-port", str(self.http_port)],
-                env=self.env, stdout=log, stderr=log, start_new_session=True)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def metric(self, name: str, labels: str = "") -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5).read().decode()
-        found = re.search(rf"^{name}(?:_total)?{re.escape(labels)} (\S+)$", text, re.M)
-        assert found, f"{self.name}: no metric {name}{labels}"
-        return float(found.group(1))
-
-    def cycles_before_whole(self, incarnation: int) -> int | None:
-        """Cycles an incarnation ran before its book was whole again (None: it never was)."""
-        text = self.log_paths[incarnation].read_text()
-        at = text.find("book whole again")
-        return None if at < 0 else text[:at].count("cycle ts=")
-
-    def ready(self) -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1).status == 200
-        except OSError:
-            return False
-
-    def divergences_logged(self, incarnation: int | None = None) -> list[tuple[str, int]]:
-        paths = self.log_paths if incarnation is None else [self.log_paths[incarnation]]
-        return [(m.group(1), int(m.group(2))) for p in paths for m in DIVERGENCE.finditer(p.read_text())]
-
-
 @pytest.mark.timeout(600)
 def test_two_shards_of_two_replicas_ride_through_sigkills(tmp_path):
     document = basket()
@@ -153,7 +94,8 @@ def test_two_shards_of_two_replicas_ride_through_sigkills(tmp_path):
         args = ["--pcf", str(pcf), "--interval", "1", "--redis-cluster", "--redis-url", rc.url]
         n0, n1, n2 = (node.url for node in nc.nodes)
         # s0-b and s1-a start on NATS node 1 (killed at 22 s); the tick publisher uses node 2.
-        engines = {name: Engine(name, shard, url, env, tmp_path, args) for name, shard, url in (
+        engines = {name: EngineProcess(name, env, tmp_path, [*args, "--shard", shard, "--mqtt-url", url])
+                   for name, shard, url in (
             ("s0-a", "0/2", f"{n0},{n1},{n2}"), ("s0-b", "0/2", f"{n1},{n2},{n0}"),
             ("s1-a", "1/2", f"{n1},{n2},{n0}"), ("s1-b", "1/2", f"{n0},{n2},{n1}"))}
         tape: list[bytes] = []

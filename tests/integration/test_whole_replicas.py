@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -25,8 +22,8 @@ import orjson
 import pytest
 import redis
 
-from iopv.localservers.servers import free_port
 from tests.support.live import ValueCollector, exact
+from tests.support.processes import EngineProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = 1_000_000_000
@@ -40,51 +37,6 @@ def basket() -> list[dict]:
              "holdings": [{"symbol": s, "shares": (k + 1) * (j + 1), "price": closes[s]}
                           for j, s in enumerate(symbols)]}
             for k, symbols in enumerate((("AA", "BB"), ("BB", "CC", "DD"), ("AA", "DD")))]
-
-
-class Replica:
-    def __init__(self, name: str, env: dict, directory: Path, args: list[str]):
-        self.name, self.env, self.directory, self.args = name, env, directory, args
-        self.http_port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        self.logs.append(self.directory / f"{self.name}-{len(self.logs)}.log")
-        with open(self.logs[-1], "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "iopv", "run", *self.args, "--instance", self.name,
-                 "--http-port", str(self.http_port)], env=self.env, stdout=log, stderr=log)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def get(self, path: str) -> bytes:
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5).read()
-
-    def metric(self, name: str, labels: str = "") -> float:
-        found = re.search(rf"^{name}(?:_total)?{re.escape(labels)} (\S+)$", self.get("/metrics").decode(), re.M)
-        assert found, f"{self.name}: no metric {name}{labels}"
-        return float(found.group(1))
-
-    def ready(self) -> bool:
-        try:
-            return orjson.loads(self.get("/readyz"))["checks"]["ticks_connected"]
-        except (OSError, KeyError, ValueError):
-            return False
-
-    def log(self, incarnation: int = -1) -> str:
-        return self.logs[incarnation].read_text()
 
 
 @pytest.mark.timeout(240)
@@ -102,8 +54,8 @@ def test_replicas_agree_to_the_digit_and_a_restarted_one_is_flagged_until_whole(
     args = ["--pcf", str(pcf), "--interval", "1", "--mqtt-url", mosquitto.url, "--redis-url", redis_server.url]
     # "b" records the audit journal: its replay must reproduce every value, flags included.
     journal = tmp_path / "journal"
-    replicas = {"a": Replica("a", env, tmp_path, args),
-                "b": Replica("b", {**env, "IOPV_OPS_JOURNAL_DIR": str(journal)}, tmp_path, args)}
+    replicas = {"a": EngineProcess("a", env, tmp_path, args),
+                "b": EngineProcess("b", {**env, "IOPV_OPS_JOURNAL_DIR": str(journal)}, tmp_path, args)}
     host, port = "127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1])
     collector = ValueCollector(host, port, f"v{tag}")
     collector.start()
@@ -114,7 +66,7 @@ def test_replicas_agree_to_the_digit_and_a_restarted_one_is_flagged_until_whole(
         for replica in replicas.values():
             replica.start()
         deadline = time.monotonic() + 60
-        while not all(r.ready() for r in replicas.values()):
+        while not all(r.ticks_connected() for r in replicas.values()):
             assert time.monotonic() < deadline, "replicas did not start"
             time.sleep(0.1)
 
