@@ -120,13 +120,14 @@ def _move_term(side, h, f, new, terms, totals, gross, drift):
 def update_terms_nb(tick_security, tick_code, count, slot_offsets, slot_holdings, holding_fund,
                     holding_security, holding_shares, holding_fx, fund_basis, prices, bid, ask,
                     terms, totals, gross, drift, slot_stamp, stamp, dirty):
-    """Incremental update after a batch is applied: for every slot an accepted tick moved (once
+    """Incremental update after a batch is applied: for every slot an accepted (or late) tick moved (once
     per slot per batch, via ``slot_stamp``), recompute the terms of the holdings that use it,
     add the differences to their funds' sums, grow the funds' error bounds by the roundings of
     those additions, and mark the funds dirty. Returns the number of holdings updated."""
     updated = 0
     for i in range(count):
-        if tick_code[i] != TickOutcome.ACCEPTED:
+        code = tick_code[i]
+        if code != TickOutcome.ACCEPTED and code != TickOutcome.LATE:  # late ticks move the book too
             continue
         s = tick_security[i]
         if slot_stamp[s] == stamp:

@@ -116,3 +116,24 @@ def test_realtime_values_over_mosquitto(tmp_path, mosquitto, redis_server):
         assert f"{record['iopv']:.4f}" == reference[fund] and record["realtime"] is True
     # With a 60 s interval no boundary could have produced these: they are real-time values.
     assert latency < 5.0
+
+
+def test_late_and_held_ticks_reach_the_realtime_values_when_the_book_takes_them():
+    """Event time: a tick held for the next boundary moves the real-time value at the cut that
+    applies it; a late tick (after its boundary's cut) moves it at once, like an accepted one."""
+    document = make_basket(seed=9)
+    engine, publisher, sink = engine_for(document)
+    other = next(h["symbol"] for h in document[0]["holdings"] if h["symbol"] != "S007")
+    b0 = (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
+    engine.open(b0)
+    engine.intake.decode(orjson.dumps({"symbol": "S007", "price": 50.0, "ts": b0 + 1}), "ticks/S007", b0)
+    engine.intake.flush()
+    assert sink.publications == [] and engine.intake.held == 1  # held: the book has not taken it
+    engine.cycle(b0)  # the cut applies it
+    assert len(sink.publications) == 1
+    engine.intake.decode(orjson.dumps({"symbol": other, "price": 60.0, "ts": b0 - 2}), f"ticks/{other}", b0 + 3)
+    engine.intake.flush()
+    assert engine.intake.late == 1 and len(sink.publications) == 2
+    engine_value = engine.valuer.frame(engine.book, 0, 0).values
+    for fund, record in zip(sink.publications[-1].funds, sink.publications[-1].records):
+        assert record["iopv"] == engine_value[engine.universe.funds.index(fund)]
