@@ -23,8 +23,8 @@ from iopv.engine import view
 from iopv.engine.publication import Publication
 
 #: Row style per alert, the first alert of a row winning (``view.ALERTS`` order).
-ALERT_STYLES = {"halted": "bold white on red", "degraded": "black on dark_orange", "stale": "black on yellow",
-                "late": "dim"}
+ALERT_STYLES = {"halted": "bold white on red", "degraded": "black on dark_orange",
+                "recovering": "black on dark_orange", "stale": "black on yellow", "late": "dim"}
 NAME_WIDTH = 30
 #: Width of a table printed to a file or pipe.
 PLAIN_WIDTH = 160

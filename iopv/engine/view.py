@@ -11,7 +11,8 @@ the fund's reference value:
   has ticked; ``market_price`` alongside.
 - ``age_s``: seconds since the record's ``ts``.
 - ``alerts``: why the row stands out, in this order: ``halted`` (status halted, or any halted
-  holding), ``degraded`` (status degraded), ``stale`` (any stale holding), ``late`` (no newer
+  holding), ``degraded`` (status degraded), ``recovering`` (the publishing instance's book may
+  miss ticks: docs/scaling.md), ``stale`` (any stale holding), ``late`` (no newer
   value for more than ``LATE_INTERVALS`` intervals: the engine or the feed to this reader stopped).
   ``late_after_ns`` is when a row that receives no newer value becomes ``late``, so a live view
   can mark it without asking again.
@@ -30,7 +31,7 @@ from iopv.engine.valuer import Valuer
 LATE_INTERVALS = 2
 LATE_GRACE_S = 1.0
 #: The alert names, in the order they are listed.
-ALERTS = ("halted", "degraded", "stale", "late")
+ALERTS = ("halted", "degraded", "recovering", "stale", "late")
 #: The columns every view shows, in order, with their headings.
 COLUMNS = (("fund", "fund"), ("iopv", "value"), ("change_bps", "chg bp"), ("premium_bps", "prem bp"),
            ("status", "status"), ("coverage", "coverage"), ("age_s", "age s"), ("alerts", "alerts"))
@@ -58,6 +59,8 @@ def alerts(record: dict[str, Any], *, now_ns: int, interval_s: float) -> list[st
         out.append("halted")
     if status == "degraded":
         out.append("degraded")
+    if "recovering" in record.get("flags", ()):
+        out.append("recovering")
     if record.get("stale", 0) > 0:
         out.append("stale")
     if now_ns > late_after_ns(int(record["ts"]), interval_s):

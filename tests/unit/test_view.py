@@ -45,6 +45,7 @@ def test_premium_and_market_price_come_from_the_record():
     ({"status": "halted", "halted": 3}, 0, ["halted"]),
     ({"halted": 1}, 0, ["halted"]),
     ({"status": "degraded", "stale": 2}, 0, ["degraded", "stale"]),
+    ({"status": "degraded", "flags": ["recovering"]}, 0, ["degraded", "recovering"]),
     ({}, 30.0, []),              # 2 intervals of 15 s + 1 s grace: not yet late
     ({}, 31.5, ["late"]),
     ({"stale": 1}, 100, ["stale", "late"]),

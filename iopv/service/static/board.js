@@ -5,7 +5,7 @@
 "use strict";
 
 const state = { rows: new Map(), names: {}, decimals: 4, offsetMs: 0, selected: null, chart: null, series: null };
-const ALERTS = ["halted", "degraded", "stale", "late"];
+const ALERTS = ["halted", "degraded", "recovering", "stale", "late"];
 const tbody = document.querySelector("#board tbody");
 
 function fmt(value, digits, signed) {
