@@ -184,6 +184,16 @@ class _Checker:
             return None
         return number
 
+    def named_object(self, where: str, obj: Any, key: str, what: str, named: str) -> tuple[str | None, str] | None:
+        """A fund or holding: None (reported) when ``obj`` is not an object; else its name
+        (``key``, matched against ``NAME_PATTERN``; None when it does not) and the place to name
+        in its errors (``named``, a format of ``{name}``, once the name is known)."""
+        if not isinstance(obj, dict):
+            self.error(where, f"expected an object, got {_describe(obj)}")
+            return None
+        name = self.name(where, obj, key, NAME_PATTERN, what)
+        return name, (where if name is None else named.format(name=name))
+
     def name(self, where: str, obj: dict, key: str, pattern: re.Pattern, what: str) -> str | None:
         value = obj.get(key)
         if value is None:
@@ -268,13 +278,12 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
 
     valid_names: set[str] = set()  # symbols already matched against NAME_PATTERN
     for position, fund in enumerate(document):
-        where = f"fund #{position}"
-        if not isinstance(fund, dict):
-            check.error(where, f"expected an object, got {_describe(fund)}")
+        named = check.named_object(f"fund #{position}", fund, "fund", "a ticker of letters, digits, '.', '_' or '-'",
+                                   f"fund {{name}} (#{position})")
+        if named is None:
             continue
-        ticker = check.name(where, fund, "fund", NAME_PATTERN, "a ticker of letters, digits, '.', '_' or '-'")
+        ticker, where = named
         if ticker is not None:
-            where = f"fund {ticker} (#{position})"
             if ticker in seen_funds:
                 check.error(f"{where}.fund", f"duplicate fund, first listed as #{seen_funds[ticker]}")
             seen_funds.setdefault(ticker, position)
@@ -322,13 +331,12 @@ def build_universe(document: Any, *, source: str = "<pcf>", version: str | None 
                 symbol, shares, price, hccy = plain
                 hccy = hccy or currency
             else:
-                hwhere = f"{where}.holdings[{k}]"
-                if not isinstance(holding, dict):
-                    check.error(hwhere, f"expected an object, got {_describe(holding)}")
+                named = check.named_object(f"{where}.holdings[{k}]", holding, "symbol",
+                                           "a symbol of letters, digits, '.', '_' or '-'",
+                                           f"{where}.holdings[{k}] ({{name}})")
+                if named is None:
                     continue
-                symbol = check.name(hwhere, holding, "symbol", NAME_PATTERN, "a symbol of letters, digits, '.', '_' or '-'")
-                if symbol is not None:
-                    hwhere = f"{where}.holdings[{k}] ({symbol})"
+                symbol, hwhere = named
                 for key in sorted(set(holding) - HOLDING_KEYS):
                     check.error(f"{hwhere}.{key}", f"unknown field (known: {', '.join(sorted(HOLDING_KEYS))})")
                 shares = check.number(hwhere, holding, "shares", minimum=0, strict=False)

@@ -78,13 +78,23 @@ def _tail(path: Path) -> str:
 
 
 class LocalServer:
-    """One server process on a free port, in its own directory."""
+    """One server process on a free port, in its own directory; ``url`` is
+    ``<scheme>://127.0.0.1:<port><path>``, with the TLS scheme when ``tls``."""
 
-    def __init__(self, name: str, directory: Path):
+    #: (plain scheme, TLS scheme, path) of ``url``.
+    URL = ("tcp", "tls", "")
+
+    def __init__(self, name: str, directory: Path, *, tls: object = None):
         self.name = name
         self.directory = directory
+        self.tls = tls
         self.port = 0
         self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        plain, secure, path = self.URL
+        return f"{secure if self.tls else plain}://127.0.0.1:{self.port}{path}"
 
     @property
     def log_path(self) -> Path:
@@ -120,17 +130,14 @@ class RedisServer(LocalServer):
     ``tls_auth_clients`` = ``no``, ``optional`` or ``yes`` (client certificate required, checked
     against ca); ``extra_args`` are more ``--option value`` pairs (e.g. ACL users)."""
 
+    URL = ("redis", "rediss", "/0")
+
     def __init__(self, directory: Path, *, persistent: bool = False, tls: tuple[str, str, str] | None = None,
                  tls_auth_clients: str = "optional", extra_args: tuple[str, ...] = ()):
-        super().__init__("redis", directory)
+        super().__init__("redis", directory, tls=tls)
         self.persistent = persistent
-        self.tls = tls
         self.tls_auth_clients = tls_auth_clients
         self.extra_args = extra_args
-
-    @property
-    def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
         port = ["--port", str(self.port)]
@@ -148,14 +155,11 @@ class MosquittoServer(LocalServer):
     """``listener_config`` replaces the default anonymous access (e.g. a password file, an ACL
     file, TLS certificates: lines that belong to the listener)."""
 
-    def __init__(self, directory: Path, *, listener_config: str = "allow_anonymous true\n", tls: bool = False):
-        super().__init__("mosquitto", directory)
-        self.listener_config = listener_config
-        self.tls = tls
+    URL = ("mqtt", "mqtts", "")
 
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+    def __init__(self, directory: Path, *, listener_config: str = "allow_anonymous true\n", tls: bool = False):
+        super().__init__("mosquitto", directory, tls=tls)
+        self.listener_config = listener_config
 
     def command(self) -> list[str]:
         config = self.directory / "mosquitto.conf"

@@ -121,15 +121,15 @@ class ClusterRedisSink(RedisSink):
         #: each write, worked out once per universe and slot map (~9 ms of lookups at US scale).
         self._layout: tuple[tuple[str, ...], Any, dict[str, tuple[ClusterNode, list]]] | None = None
 
-    @contextlib.asynccontextmanager
-    async def connect(self):
-        client = cluster_client(self.settings)
-        try:
-            await client.initialize()
-            yield client
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), 1.0)
+    def _new_client(self) -> RedisCluster:
+        return cluster_client(self.settings)
+
+    async def _ready(self, client: RedisCluster) -> None:
+        await client.initialize()
+
+    async def _close(self, client: RedisCluster) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), 1.0)
 
     async def on_connect(self, client: RedisCluster) -> None:
         """Nothing to load: a node that lacks a script answers NOSCRIPT and gets EVAL."""

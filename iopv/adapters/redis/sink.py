@@ -153,12 +153,22 @@ class RedisSink(QueuedSink):
 
     @contextlib.asynccontextmanager
     async def connect(self):
-        client = redis_client(self.settings)
+        """A connected client for one session of the writer task, closed when it ends."""
+        client = self._new_client()
         try:
-            await client.ping()
+            await self._ready(client)
             yield client
         finally:
-            await close_client(client)
+            await self._close(client)
+
+    def _new_client(self) -> aioredis.Redis:
+        return redis_client(self.settings)
+
+    async def _ready(self, client: aioredis.Redis) -> None:
+        await client.ping()
+
+    async def _close(self, client: aioredis.Redis) -> None:
+        await close_client(client)
 
     async def on_connect(self, client: aioredis.Redis) -> None:
         if self.settings.write_mode != "script":

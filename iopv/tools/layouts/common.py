@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from iopv.tools.model import HoldingsError
+from iopv.tools.model import HoldingsError, blank
 from iopv.tools.sheets import Record
 
 
@@ -61,6 +61,19 @@ def require_header(records: list[Record], markers: tuple[str, ...], where: str, 
     if at is None:
         raise HoldingsError(f"{where}: no header row with {', '.join(markers)} ({question})")
     return at
+
+
+def table_rows(records: list[Record], columns: Columns, out, *, strict: bool, end: str, blank_row: str):
+    """(record, its cells) of every row of ``records`` (those after ``columns``' header), up to
+    the first blank row; ``out.ended`` says where the table ended (``end``: the records ran out, or
+    ``<blank_row> at <where>``), for the truncation checks. A layout may stop earlier (and say
+    why in ``out.ended``)."""
+    out.ended = end
+    for record in records:
+        if blank(record.fields):
+            out.ended = f"{blank_row} at {record.where}"
+            return
+        yield record, fields_of(record, columns, strict=strict)
 
 
 def fields_of(record: Record, columns: Columns, *, strict: bool) -> list[str]:

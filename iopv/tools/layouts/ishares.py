@@ -11,7 +11,7 @@ contracts x price x multiplier. Cash rows: the quantity is in the cash's own cur
 
 from __future__ import annotations
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
+from iopv.tools.layouts.common import Columns, find_header, require_header, table_rows
 from iopv.tools.model import Holdings, HoldingsError, Instrument, Row, blank, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
@@ -50,13 +50,8 @@ def read(path) -> Holdings:
     _preamble(records[:at], out)
     columns = Columns(records[at], COLUMNS)
     columns.require(COLUMNS, REQUIRED, "iShares")
-    strict = book.container == "csv"
-    out.ended = "end of file"
-    for record in records[at + 1:]:
-        if blank(record.fields):
-            out.ended = f"blank line at {record.where}"
-            break
-        fields = fields_of(record, columns, strict=strict)
+    for record, fields in table_rows(records[at + 1:], columns, out, strict=book.container == "csv", end="end of file",
+                                     blank_row="blank line"):
         if len([f for f in fields if f.strip()]) == 1 and len(fields[0]) > 200:
             out.ended = f"disclaimer at {record.where}"  # a re-save that dropped the blank line
             break

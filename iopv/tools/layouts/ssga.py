@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from iopv.tools.layouts.common import Columns, fields_of, find_header, require_header
-from iopv.tools.model import Holdings, Instrument, Row, blank, empty, iso_date, number, weight
+from iopv.tools.layouts.common import Columns, find_header, require_header, table_rows
+from iopv.tools.model import Holdings, Instrument, Row, empty, iso_date, number, weight
 from iopv.tools.sheets import read_workbook
 
 CONTAINERS = ("xlsx",)
@@ -42,12 +42,8 @@ def read(path) -> Holdings:
                 setattr(out, PREAMBLE[key], cells[1])
     columns = Columns(records[at], COLUMNS)
     columns.require(COLUMNS, REQUIRED, "SSGA")
-    out.ended = "end of sheet"
-    for record in records[at + 1:]:
-        if blank(record.fields):
-            out.ended = f"blank row at {record.where}"
-            break
-        fields = fields_of(record, columns, strict=False)
+    for record, fields in table_rows(records[at + 1:], columns, out, strict=False, end="end of sheet",
+                                     blank_row="blank row"):
         get = lambda name: columns.get(fields, name)
         ticker, name = get("ticker"), get("name")
         quantity = number(get("quantity"), record.where, "Shares Held")
