@@ -141,6 +141,12 @@ def state_key(key_prefix: str, instance: str) -> str:
     return f"{key_prefix}:_state:{instance}"
 
 
+def first_tick_field(day: int) -> str:
+    """The field of ``registry_key`` holding when a replica of the shard first received a tick on
+    UTC day ``day`` (a leading ``_``: never an instance name)."""
+    return f"_first_tick:{day}"
+
+
 def registry_key(key_prefix: str, shard: str) -> str:
     """A shard's replicas (instance -> state key) and first-tick marks: ``<prefix>:_replicas:<K/N>``."""
     return f"{key_prefix}:_replicas:{shard}"

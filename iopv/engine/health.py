@@ -49,7 +49,6 @@ class BookHealth:
         #: Ticks stamped at or after this time reach the book (the gap ended); None while the gap
         #: lasts (not subscribed yet) or when whole.
         self.gap_end_ns: int | None = None
-        self.since_ns = 0  # when the current state began
         self.lost_count = {reason: 0 for reason in RECOVERING_REASONS}
         self.regained = {how: 0 for how in REGAINED_BY}
         #: Called with (event, detail) after every change (the journal, the status).
@@ -75,7 +74,6 @@ class BookHealth:
         self.whole = False
         self.reason = reason
         self.gap_end_ns = None
-        self.since_ns = time_ns
         self.lost_count[reason] += 1
         if was_whole:
             log.log(logging.WARNING if announce else logging.INFO,
@@ -97,7 +95,6 @@ class BookHealth:
         log.info("book whole again by %s after %s", how, self.reason)
         self.reason = ""
         self.gap_end_ns = None
-        self.since_ns = time_ns
         self.regained[how] += 1
         self._changed("regained", how)
 

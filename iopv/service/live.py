@@ -161,5 +161,6 @@ class Service:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.recovery.aclose()
         if self.http:
             await self.http.close()

@@ -27,6 +27,7 @@ the tick stream, so a journal replay flags the same values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from collections.abc import Callable
 import redis.exceptions
 
 from iopv.adapters.redis import state as redis_state
+from iopv.adapters.redis.cluster import reader_client
 from iopv.config import Settings
 from iopv.core.constants import DAY_NS
 from iopv.engine import restart
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 #: How often a book that is not whole looks for a peer's state (bounded by the interval).
 POLL_MIN_S = 0.05
 POLL_MAX_S = 0.5
+#: Time a Redis call of the recovery may take before it is retried at the next poll.
+REDIS_TIMEOUT_S = 2.0
 
 
 class Recovery:
@@ -58,8 +62,8 @@ class Recovery:
         self.health = engine.health
         self.journal = journal
         self.after_merge = after_merge  # e.g. the real-time sums follow the book
-        self.transfers = 0
-        self.transfer_errors = 0
+        self.redis_errors = 0  # Redis calls that failed (each retried at the next poll)
+        self._redis = None  # one client for every poll, made on first use, dropped after an error
         self.poll_s = min(max(settings.engine.interval_s / 5, POLL_MIN_S), POLL_MAX_S)
         self._last_error_log = 0.0
         #: A first start whose book is whole unless the first-tick mark says otherwise.
@@ -123,7 +127,8 @@ class Recovery:
         """Register in the shard's registry and decide whether the book is whole from the start
         (module docstring); returns it. ``restored``: a state of this session was restored."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        await redis_state.register(self.settings)
+        if not await redis_state.register(self.settings, client=self._client()):
+            await self.aclose()
         session = self.engine.calendar.session_at(now_ns)
         reason = ""
         if restored:
@@ -132,8 +137,9 @@ class Recovery:
             reason = "started after the session's open"
         elif session is not None:
             try:
-                peers = await redis_state.peer_states(self.settings)
+                peers = await redis_state.peer_states(self.settings, client=self._client())
             except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+                await self.aclose()
                 peers = []
                 reason = f"cannot read the peers' states ({exc})"
             for instance, data in peers:
@@ -167,9 +173,9 @@ class Recovery:
         if time.time_ns() - gap_end < self.mark_settle_s * 1e9:
             return
         try:
-            mark = await redis_state.first_tick(self.settings, gap_end // DAY_NS)
+            mark = await redis_state.first_tick(self.settings, gap_end // DAY_NS, client=self._client())
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            self._log_error(f"cannot read the first-tick mark ({exc})")
+            await self._failed(f"cannot read the first-tick mark ({exc})")
             return
         self._first_start = False
         if self.health.whole or self.health.gap_end_ns != gap_end:
@@ -190,14 +196,31 @@ class Recovery:
         if self._marked_day == day:
             return
         try:
-            await redis_state.mark_first_tick(self.settings, day, first if first // DAY_NS == day else time.time_ns())
+            await redis_state.mark_first_tick(self.settings, day, first if first // DAY_NS == day else time.time_ns(),
+                                              client=self._client())
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            self._log_error(f"cannot set the first-tick mark ({exc})")
+            await self._failed(f"cannot set the first-tick mark ({exc})")
             return
         self._marked_day = day
 
-    def _log_error(self, message: str) -> None:
-        self.transfer_errors += 1
+    def _client(self):
+        if self._redis is None:
+            self._redis = reader_client(self.settings.redis, socket_timeout=REDIS_TIMEOUT_S,
+                                        socket_connect_timeout=REDIS_TIMEOUT_S)
+        return self._redis
+
+    async def aclose(self) -> None:
+        """Close the polls' Redis client (at shutdown)."""
+        client, self._redis = self._redis, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _failed(self, message: str) -> None:
+        """A Redis call failed: count it, log it at most every 10 s, and drop the client (the
+        next poll connects again: after a failover, say)."""
+        self.redis_errors += 1
+        await self.aclose()
         now = time.monotonic()
         if now - self._last_error_log > 10:
             self._last_error_log = now
@@ -231,7 +254,6 @@ class Recovery:
             self.journal.transferred(data, time_ns)
         taken, _skipped = restart.merge(self.engine.book, data, time_ns)
         self.health.regain("transfer", time_ns)
-        self.transfers += 1
         log.info("book whole again: state transfer from %s (%d symbols taken)", instance, taken)
         if self.after_merge is not None:
             self.after_merge()
@@ -243,9 +265,9 @@ class Recovery:
         if health.whole or health.gap_end_ns is None:
             return False
         try:
-            states = await redis_state.peer_states(self.settings)
+            states = await redis_state.peer_states(self.settings, client=self._client())
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-            self._log_error(f"state transfer: cannot read the peers' states ({exc})")
+            await self._failed(f"state transfer: cannot read the peers' states ({exc})")
             return False
         chosen = self.pick(states)  # after the await: the gap may have changed meanwhile
         if chosen is None:

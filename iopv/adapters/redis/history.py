@@ -14,7 +14,6 @@ each record is still filtered on its own ``ts`` (int ns), which is what the boun
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -23,11 +22,12 @@ import redis.asyncio as aioredis
 
 from iopv.adapters.redis.fields import decode_entry
 from iopv.core.names import history_key, value_key
+from iopv.core.pcf_checks import NAME_PATTERN
 
 #: Entries read per XRANGE call.
 PAGE_ENTRIES = 1000
 #: What a fund name may be (README "Basket files"): it becomes a key, so nothing else is looked up.
-FUND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+FUND_NAME = NAME_PATTERN  # a fund ticker, as the basket files allow it
 
 
 class UnknownFund(LookupError):
