@@ -212,9 +212,9 @@ class Recovery:
     async def aclose(self) -> None:
         """Close the polls' Redis client (at shutdown)."""
         client, self._redis = self._redis, None
-        if client is not None:
+        if client is not None:  # bounded: a shutdown never waits on it
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await asyncio.wait_for(client.aclose(), 1.0)
 
     async def _failed(self, message: str) -> None:
         """A Redis call failed: count it, log it at most every 10 s, and drop the client (the
